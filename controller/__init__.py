@@ -1,0 +1,1 @@
+"""Signaling controller (REST over TLS). Not built yet: see README "Status"."""

@@ -1,0 +1,52 @@
+"""The `voicemix` command line: one entry point, a subcommand per service or tool."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from mixer import __version__
+
+# subcommand -> (module with `add_arguments(parser)` and `run(args) -> int`, one-line help)
+SUBCOMMANDS = {
+    "selfcheck": ("mixer.selfcheck", "encode, protect, jitter and mix a call's worth of audio in-process"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="voicemix", description="Real-time voice media tier: RTP/SRTP, Opus/G.711, MCU and SFU."
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.add_parser("version", help="print the version and the linked libraries")
+    for name, (module, summary) in SUBCOMMANDS.items():
+        command = sub.add_parser(name, help=summary, description=summary)
+        command.set_defaults(module=module)
+        importlib.import_module(module).add_arguments(command)
+    return parser
+
+
+def _version() -> int:
+    import numpy
+    import pylibsrtp
+
+    from mixer import _opus  # noqa: F401  (proves libopus is linked and loadable)
+
+    print(f"voicemix {__version__}")
+    print(f"python {sys.version.split()[0]}, numpy {numpy.__version__}, pylibsrtp {pylibsrtp.__version__}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    if args.command == "version":
+        return _version()
+    return importlib.import_module(args.module).run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
