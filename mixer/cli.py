@@ -9,6 +9,8 @@ from mixer import __version__
 
 # subcommand -> (module with `add_arguments(parser)` and `run(args) -> int`, one-line help)
 SUBCOMMANDS = {
+    "engine": ("mixer.engine.cli", "run one media engine with its HTTP control API"),
+    "demo": ("mixer.demo", "a real group call on loopback; prints what each participant heard"),
     "selfcheck": ("mixer.selfcheck", "encode, protect, jitter and mix a call's worth of audio in-process"),
 }
 

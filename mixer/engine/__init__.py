@@ -1,0 +1,1 @@
+"""The media engine process: conferences, legs, the 20 ms clock and the control API."""

@@ -1,0 +1,63 @@
+"""`voicemix engine`: one media engine process with its HTTP control API."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+
+import uvloop
+from aiohttp import web
+
+from mixer.engine.control import create_app
+from mixer.engine.engine import Engine
+from mixer.settings import EngineSettings
+
+log = logging.getLogger("voicemix.engine")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--control", help="HOST:PORT of the control API (default 127.0.0.1:8790)")
+    parser.add_argument("--media-ip", help="address for media sockets (default 127.0.0.1)")
+    parser.add_argument("--ports", help="media UDP port range, e.g. 40000-49999")
+
+
+def settings_from(args: argparse.Namespace) -> EngineSettings:
+    overrides = {}
+    if args.control:
+        overrides["control_listen"] = args.control
+    if args.media_ip:
+        overrides["media_ip"] = args.media_ip
+    if args.ports:
+        overrides["media_ports"] = args.ports
+    return EngineSettings(**overrides)
+
+
+def split_hostport(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+async def serve(settings: EngineSettings) -> None:
+    engine = Engine(settings)
+    engine.start()
+    runner = web.AppRunner(create_app(engine), access_log=None)
+    await runner.setup()
+    host, port = split_hostport(settings.control_listen)
+    await web.TCPSite(runner, host, port).start()
+    log.info("engine started: control http://%s:%d, media %s ports %s", host, port,
+             settings.media_ip, settings.media_ports)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    engine.stop()
+    await runner.cleanup()
+    log.info("engine stopped: control http://%s:%d", host, port)
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    uvloop.run(serve(settings_from(args)))
+    return 0

@@ -1,0 +1,104 @@
+"""The engine's control API over HTTP/JSON (for a controller in another process).
+
+A thin shell over `Engine` methods; errors use the shared shape
+`{"error": {"code": ..., "message": ...}}` with the HTTP status the engine chose. Meant for loopback
+or a private network: it has no authentication of its own (the controller in front has).
+"""
+from __future__ import annotations
+
+import json
+
+from aiohttp import web
+
+from mixer.engine.engine import Engine, EngineError
+
+MAX_BODY_BYTES = 64 * 1024  # an SDP offer is a few KB
+
+
+def _error(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+
+
+@web.middleware
+async def _errors(request: web.Request, handler):
+    try:
+        return await handler(request)
+    except EngineError as exc:
+        return _error(exc.status, exc.code, str(exc))
+    except web.HTTPException as exc:
+        if exc.status >= 400:
+            return _error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
+        raise
+
+
+async def _json_body(request: web.Request) -> dict:
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        raise EngineError(413, "too_large", f"body over {MAX_BODY_BYTES} bytes")
+    raw = await request.read()
+    if not raw:
+        return {}
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise EngineError(400, "bad_json", f"body is not JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise EngineError(400, "bad_json", "body must be a JSON object")
+    return body
+
+
+def _field(body: dict, name: str, kind: type, required: bool = False):
+    value = body.get(name)
+    if value is None:
+        if required:
+            raise EngineError(422, "missing_field", f"{name!r} is required")
+        return None
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise EngineError(422, "bad_field", f"{name!r} must be {kind.__name__}")
+    return value
+
+
+def create_app(engine: Engine) -> web.Application:
+    app = web.Application(middlewares=[_errors], client_max_size=MAX_BODY_BYTES)
+    routes = web.RouteTableDef()
+
+    @routes.post("/conferences")
+    async def create_conference(request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        mode = _field(body, "mode", str) or "mcu"
+        result = engine.create_conference(mode, _field(body, "id", str))
+        return web.json_response(result, status=201)
+
+    @routes.get("/conferences/{conference}")
+    async def get_conference(request: web.Request) -> web.Response:
+        return web.json_response(engine.get_conference(request.match_info["conference"]))
+
+    @routes.delete("/conferences/{conference}")
+    async def delete_conference(request: web.Request) -> web.Response:
+        engine.delete_conference(request.match_info["conference"])
+        return web.Response(status=204)
+
+    @routes.post("/conferences/{conference}/legs")
+    async def add_leg(request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        result = await engine.add_leg(request.match_info["conference"],
+                                      _field(body, "sdp", str, required=True),
+                                      _field(body, "label", str))
+        return web.json_response(result, status=201)
+
+    @routes.patch("/conferences/{conference}/legs/{leg}")
+    async def update_leg(request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        return web.json_response(engine.update_leg(
+            request.match_info["conference"], request.match_info["leg"], _field(body, "muted", bool)))
+
+    @routes.delete("/conferences/{conference}/legs/{leg}")
+    async def remove_leg(request: web.Request) -> web.Response:
+        engine.remove_leg(request.match_info["conference"], request.match_info["leg"])
+        return web.Response(status=204)
+
+    @routes.get("/stats")
+    async def stats(request: web.Request) -> web.Response:
+        return web.json_response(engine.stats())
+
+    app.add_routes(routes)
+    return app

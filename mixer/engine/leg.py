@@ -1,0 +1,284 @@
+"""One participant's media leg: its UDP port(s), SRTP, RTP in and out, and RTCP.
+
+The leg is the same in MCU and SFU conferences: it authenticates and parses what arrives, drops and
+counts what is bad, and hands valid RTP to its conference; it stamps what the conference sends with
+the leg's own SSRC, sequence numbers and timestamps (each listener sees one continuous stream) and
+protects it with the leg's own SRTP key. It also terminates RTCP (RFC 3550 section 6): it sends SR/RR
+on schedule and learns RTT and the far end's view of loss from what comes back.
+"""
+from __future__ import annotations
+
+import asyncio
+import random
+import secrets
+import socket
+import time
+from collections.abc import Callable
+
+from mixer import _core
+from mixer.codec import CODECS, FRAME_MS
+from mixer.rtp.rtcp import (
+    RtcpBye, RtcpError, RtcpReceiverReport, RtcpSdes, RtcpSenderReport, SdesChunk, SDES_CNAME,
+    is_rtcp, parse_compound, serialize_compound,
+)
+from mixer.rtp.srtp import SrtpContext
+from mixer.rtp.stats import ReceiveStatistics, RoundTrip, SendStatistics
+from mixer.sdp import AudioAnswer
+from mixer.settings import EngineSettings
+
+# Reasons a packet is dropped; each is a counter in stats()
+DROP_REASONS = ("rate_limited", "srtp", "malformed", "payload_type", "not_receiving", "rtcp_malformed",
+                "rtcp_srtp")
+
+
+class _Receiver(asyncio.DatagramProtocol):
+    def __init__(self, handler: Callable[[bytes, tuple, bool], None], rtcp_port: bool) -> None:
+        self.handler = handler
+        self.rtcp_port = rtcp_port
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr) -> None:
+        self.handler(data, addr, self.rtcp_port)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable from a peer that went away: nothing to do, the leg keeps going.
+        pass
+
+
+class TokenBucket:
+    """At most `rate` events per second with one second of burst."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = float(rate)
+        self.tokens = float(rate)
+        self.updated = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.rate, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens < 1.0:
+            return False
+        self.tokens -= 1.0
+        return True
+
+
+class MediaLeg:
+    """A participant's audio leg in a conference, as negotiated by one SDP offer/answer."""
+
+    def __init__(self, leg_id: str, answer: AudioAnswer, rtp_socket: socket.socket,
+                 rtcp_socket: socket.socket | None, settings: EngineSettings,
+                 label: str | None = None) -> None:
+        self.id = leg_id
+        self.label = label or leg_id
+        self.settings = settings
+        self.answer = answer
+        self.codec = answer.codec
+        self.payload_type = answer.payload_type
+        self.clock_rate = CODECS[answer.codec].clock_rate
+        self.samples_per_frame = self.clock_rate * FRAME_MS // 1000
+        self.ptime_ms = answer.ptime_ms
+        self.telephone_event_pt = answer.telephone_event_pt
+        self.audio_level_ext_id = answer.audio_level_ext_id
+        self.remote_rtp = answer.remote_rtp
+        self.remote_rtcp = answer.remote_rtp if answer.rtcp_mux else answer.remote_rtcp
+        self.rtcp_mux = answer.rtcp_mux
+        self.send_enabled = answer.direction in ("sendrecv", "sendonly")
+        self.recv_enabled = answer.direction in ("sendrecv", "recvonly")
+        self.muted = False
+        self.local_port = rtp_socket.getsockname()[1]
+        self._rtp_socket = rtp_socket
+        self._rtcp_socket = rtcp_socket
+        self._rtp_transport: asyncio.DatagramTransport | None = None
+        self._rtcp_transport: asyncio.DatagramTransport | None = None
+        self.srtp: SrtpContext | None = None
+        if answer.local_crypto is not None and answer.remote_crypto is not None:
+            self.srtp = SrtpContext(answer.local_crypto.suite, answer.local_crypto.key,
+                                    answer.remote_crypto.key)
+        # our outgoing stream (RFC 3550 section 5.1: random initial values)
+        self.ssrc = secrets.randbits(32)
+        self._seq = secrets.randbits(16)
+        self._ts = secrets.randbits(32)
+        self.cname = f"voicemix-{self.ssrc:08x}"
+        self.sent = SendStatistics()
+        # the far end's stream
+        self.remote_ssrc: int | None = None
+        self.receive: ReceiveStatistics | None = None
+        self.round_trip = RoundTrip()
+        self.ssrc_changes = 0
+        self.dtmf_packets = 0
+        self.remote_bye = False
+        self.drops = dict.fromkeys(DROP_REASONS, 0)
+        self.packets_in = 0
+        self.bytes_in = 0
+        self.last_packet_ms: float | None = None
+        # Separate budgets for the negotiated peer and for everyone else, so a flood from a
+        # stranger cannot starve the real participant's packets.
+        self._peer_budget = TokenBucket(settings.max_packet_rate)
+        self._stranger_budget = TokenBucket(settings.max_packet_rate)
+        self._next_rtcp_s = time.monotonic() + settings.rtcp_interval_s * random.uniform(0.5, 1.5)
+        # set by the conference
+        self.on_rtp: Callable[[MediaLeg, _core.RtpPacket, float], None] | None = None
+        self.on_ssrc_change: Callable[[MediaLeg], None] | None = None
+
+    # ----------------------------------------------------------------------------------- lifecycle
+    async def open(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._rtp_transport, _ = await loop.create_datagram_endpoint(
+            lambda: _Receiver(self._on_datagram, False), sock=self._rtp_socket)
+        if self._rtcp_socket is not None:
+            self._rtcp_transport, _ = await loop.create_datagram_endpoint(
+                lambda: _Receiver(self._on_datagram, True), sock=self._rtcp_socket)
+
+    def close(self, send_bye: bool = True) -> None:
+        if send_bye and self._rtp_transport is not None and self.send_enabled:
+            self._send_rtcp([self._report(time.time()), self._sdes(),
+                             RtcpBye(sources=[self.ssrc], reason=b"leaving")])
+        for transport in (self._rtp_transport, self._rtcp_transport):
+            if transport is not None:
+                transport.close()
+        self._rtp_transport = self._rtcp_transport = None
+        self.srtp = None
+
+    # ------------------------------------------------------------------------------------- receive
+    def _on_datagram(self, data: bytes, addr: tuple, rtcp_port: bool) -> None:
+        peer = addr[:2]
+        known = peer == self.remote_rtp or peer == self.remote_rtcp
+        if not (self._peer_budget if known else self._stranger_budget).take():
+            self.drops["rate_limited"] += 1
+            return
+        if rtcp_port or (self.rtcp_mux and is_rtcp(data)):
+            self._on_rtcp(data, addr)
+        else:
+            self._on_rtp(data, addr)
+
+    def _on_rtp(self, data: bytes, addr: tuple) -> None:
+        if self.srtp is not None:
+            data = self.srtp.unprotect(data)
+            if data is None:
+                self.drops["srtp"] += 1
+                return
+        try:
+            packet = _core.RtpPacket.parse(data)
+        except _core.RtpError:
+            self.drops["malformed"] += 1
+            return
+        if not self.recv_enabled:
+            self.drops["not_receiving"] += 1
+            return
+        arrival_ms = time.monotonic() * 1000.0
+        if packet.payload_type == self.telephone_event_pt:
+            self.dtmf_packets += 1
+            return
+        if packet.payload_type != self.payload_type:
+            self.drops["payload_type"] += 1
+            return
+        if packet.ssrc != self.remote_ssrc:
+            first = self.remote_ssrc is None
+            self.remote_ssrc = packet.ssrc
+            self.receive = ReceiveStatistics(packet.ssrc, self.clock_rate, packet.sequence_number)
+            if not first:
+                self.ssrc_changes += 1
+                if self.on_ssrc_change is not None:
+                    self.on_ssrc_change(self)
+        self.packets_in += 1
+        self.bytes_in += len(data)
+        self.last_packet_ms = arrival_ms
+        self.receive.on_rtp(packet.sequence_number, packet.timestamp, len(packet.payload), time.time())
+        if self.settings.latch_remote and addr != self.remote_rtp and self.srtp is not None:
+            self.remote_rtp = addr  # authenticated media moved: follow it (symmetric RTP)
+            if self.rtcp_mux:
+                self.remote_rtcp = addr
+        if self.on_rtp is not None:
+            self.on_rtp(self, packet, arrival_ms)
+
+    def _on_rtcp(self, data: bytes, addr: tuple) -> None:
+        if self.srtp is not None:
+            data = self.srtp.unprotect_rtcp(data)
+            if data is None:
+                self.drops["rtcp_srtp"] += 1
+                return
+        try:
+            packets = parse_compound(data)
+        except RtcpError:
+            self.drops["rtcp_malformed"] += 1
+            return
+        now = time.time()
+        for packet in packets:
+            if isinstance(packet, RtcpSenderReport):
+                if self.receive is not None and packet.ssrc == self.remote_ssrc:
+                    self.receive.on_sender_report(packet, now)
+            if isinstance(packet, (RtcpSenderReport, RtcpReceiverReport)):
+                for block in packet.reports:
+                    if block.ssrc == self.ssrc:
+                        self.round_trip.on_report_block(block, now)
+            elif isinstance(packet, RtcpBye):
+                if self.remote_ssrc in packet.sources:
+                    self.remote_bye = True
+
+    # ---------------------------------------------------------------------------------------- send
+    def send_payload(self, payload: bytes, marker: bool = False) -> None:
+        """Send one 20 ms frame's payload as the next packet of this leg's stream."""
+        if self.send_enabled and self._rtp_transport is not None:
+            packet = _core.build_rtp(self.payload_type, self._seq, self._ts, self.ssrc, payload, marker)
+            if self.srtp is not None:
+                packet = self.srtp.protect(packet)
+            self._rtp_transport.sendto(packet, self.remote_rtp)
+            self.sent.on_sent(len(payload), self._ts, time.time())
+            self._seq = (self._seq + 1) & 0xFFFF
+        self._ts = (self._ts + self.samples_per_frame) & 0xFFFFFFFF
+
+    def maybe_send_rtcp(self, now_s: float) -> None:
+        """RFC 3550 6.2: reports at the configured interval, randomised by 0.5..1.5 (6.3.1)."""
+        if now_s < self._next_rtcp_s or self._rtp_transport is None:
+            return
+        self._next_rtcp_s = now_s + self.settings.rtcp_interval_s * random.uniform(0.5, 1.5)
+        self._send_rtcp([self._report(time.time()), self._sdes()])
+
+    def _report(self, wall_s: float):
+        blocks = [self.receive.report_block(wall_s)] if self.receive is not None else []
+        if self.sent.packets:
+            return self.sent.sender_report(self.ssrc, self.clock_rate, wall_s, blocks)
+        return RtcpReceiverReport(ssrc=self.ssrc, reports=blocks)
+
+    def _sdes(self) -> RtcpSdes:
+        return RtcpSdes(chunks=[SdesChunk(self.ssrc, [(SDES_CNAME, self.cname.encode())])])
+
+    def _send_rtcp(self, packets: list) -> None:
+        data = serialize_compound(packets)
+        if self.srtp is not None:
+            data = self.srtp.protect_rtcp(data)
+        transport = self._rtp_transport if self.rtcp_mux else (self._rtcp_transport or self._rtp_transport)
+        if transport is not None:
+            transport.sendto(data, self.remote_rtcp)
+
+    # --------------------------------------------------------------------------------------- stats
+    def stats(self) -> dict:
+        result = {
+            "id": self.id,
+            "label": self.label,
+            "codec": self.codec,
+            "payload_type": self.payload_type,
+            "local_port": self.local_port,
+            "remote_rtp": f"{self.remote_rtp[0]}:{self.remote_rtp[1]}",
+            "srtp": self.srtp is not None,
+            "muted": self.muted,
+            "ssrc": self.ssrc,
+            "remote_ssrc": self.remote_ssrc,
+            "packets_in": self.packets_in,
+            "bytes_in": self.bytes_in,
+            "packets_out": self.sent.packets,
+            "bytes_out": self.sent.octets,
+            "ssrc_changes": self.ssrc_changes,
+            "dtmf_packets": self.dtmf_packets,
+            "remote_bye": self.remote_bye,
+            "drops": dict(self.drops),
+            "receive": self.receive.stats() if self.receive is not None else None,
+            "rtcp": self.round_trip.stats(),
+        }
+        if self.srtp is not None:
+            result["srtp_stats"] = self.srtp.stats()
+        return result

@@ -1,0 +1,54 @@
+"""Engine settings in one typed place; every field can come from a `VOICEMIX_<NAME>` variable.
+
+Defaults run embedded on loopback with no configuration at all.
+"""
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class EngineSettings(BaseSettings):
+    """Media engine settings (VOICEMIX_MEDIA_IP, VOICEMIX_MEDIA_PORTS, ...)."""
+
+    model_config = SettingsConfigDict(env_prefix="VOICEMIX_", extra="ignore")
+
+    media_ip: str = "127.0.0.1"
+    media_ports: str = "40000-49999"
+    control_listen: str = "127.0.0.1:8790"
+    # Conference mixing (MCU)
+    max_speakers: int = Field(3, ge=1, le=16, description="loudest speakers kept in the mix")
+    speaker_level_threshold: int = Field(
+        60, ge=0, le=127, description="RFC 6464 level (-dBov) at or below which a sender is talking")
+    speaker_hangover_ms: int = Field(300, ge=0, description="how long a speaker stays after going quiet")
+    speaker_switch_margin_db: int = Field(6, ge=0, description="how much louder a newcomer must be")
+    opus_bitrate: int = Field(32000, ge=6000, le=510000)
+    opus_complexity: int = Field(5, ge=0, le=10)
+    opus_fec: bool = True
+    opus_packet_loss_percent: int = Field(10, ge=0, le=100)
+    opus_dtx: bool = False
+    # Jitter buffer
+    jitter_min_ms: float = Field(20.0, ge=0)
+    jitter_max_ms: float = Field(200.0, ge=20)
+    jitter_capacity: int = Field(128, ge=8, le=4096)
+    # Protection
+    max_packet_rate: int = Field(200, ge=10, description="packets/s per leg before dropping (flood)")
+    max_legs_per_conference: int = Field(1000, ge=2)
+    max_conferences: int = Field(1000, ge=1)
+    srtp_required: bool = False
+    latch_remote: bool = Field(
+        False, description="send to where authenticated media comes from (symmetric RTP, RFC 4961)")
+    rtcp_interval_s: float = Field(5.0, gt=0, description="RFC 3550 6.2 minimum report interval")
+
+    @field_validator("media_ports")
+    @classmethod
+    def _port_range(cls, value: str) -> str:
+        low, _, high = value.partition("-")
+        if not (low.isdigit() and high.isdigit() and 1024 <= int(low) < int(high) <= 65535):
+            raise ValueError("media_ports must look like 40000-49999 (1024..65535)")
+        return value
+
+    @property
+    def port_range(self) -> tuple[int, int]:
+        low, _, high = self.media_ports.partition("-")
+        return int(low), int(high)
