@@ -231,6 +231,61 @@ def _choose_audio(offer: SessionDescription) -> int:
     raise SdpNotAcceptable("audio_disabled", "offer's m=audio line has port 0 (stream disabled)")
 
 
+def _choose_codec(media: MediaDescription, enabled: list[str]) -> tuple[str, int]:
+    """(codec, offered PT) of the first offered format we support: RFC 3264 section 6.1."""
+    for fmt in media.formats:
+        if not isinstance(fmt, int):
+            continue
+        rtpmap = _safe_rtpmap(media, fmt)
+        codec = _match_codec(rtpmap, enabled) if rtpmap is not None else None
+        if codec is not None:
+            return codec, fmt
+    offered = []
+    for fmt in media.formats:
+        rtpmap = _safe_rtpmap(media, fmt) if isinstance(fmt, int) else None
+        offered.append(f"{fmt} {'/'.join(map(str, rtpmap))}" if rtpmap else str(fmt))
+    raise SdpNotAcceptable("no_common_codec", f"no common codec: offer has {offered}, engine supports {enabled}")
+
+
+def _choose_telephone_event(media: MediaDescription, clock_rate: int) -> int | None:
+    """The offered RFC 4733 PT at the codec's clock rate (events share the codec's timestamps)."""
+    for fmt in media.formats:
+        if not isinstance(fmt, int):
+            continue
+        rtpmap = _safe_rtpmap(media, fmt)
+        if rtpmap is not None and rtpmap[0].lower() == TELEPHONE_EVENT and rtpmap[1] == clock_rate:
+            return fmt
+    return None
+
+
+def _remote_addresses(
+    description: SessionDescription, media: MediaDescription
+) -> tuple[tuple[str, int], tuple[str, int]]:
+    """Where to send RTP and RTCP: c= and m= port; RTCP per rtcp-mux, a=rtcp, or port+1."""
+    connection = description.connection_of(media)
+    if connection is None:  # parse() guarantees one; a hand-built description may not
+        raise SdpError("audio m-line has no c= line and there is no session-level c=")
+    address = _ip_literal(connection.address, "remote media address")
+    rtp = (address, media.port)
+    if media.rtcp_mux:
+        return rtp, rtp  # RFC 5761 section 5.1.1: mux is used once the answer echoes it
+    rtcp_attr = media.rtcp
+    if rtcp_attr is not None:  # RFC 3605
+        rtcp_address = address if rtcp_attr.address is None else _ip_literal(rtcp_attr.address, "a=rtcp address")
+        return rtp, (rtcp_address, rtcp_attr.port)
+    if media.port >= 65535:
+        raise SdpNotAcceptable("bad_address", "RTP port 65535 leaves no port for RTCP")
+    return rtp, (address, media.port + 1)  # RFC 3550 section 11: RTCP on the next port up
+
+
+def _audio_level_extmap(description: SessionDescription, media: MediaDescription) -> Extmap | None:
+    """The offered RFC 6464 mapping, if its ID fits the one-byte header we write."""
+    for extmap in media.extmaps + description.extmaps:
+        if extmap.uri == AUDIO_LEVEL_URI and extmap.id in ONE_BYTE_EXTMAP_IDS:
+            return extmap
+    return None
+
+
 def answer_audio(
     offer: SessionDescription | str,
     *,
@@ -260,7 +315,6 @@ def answer_audio(
             "unsupported_transport",
             f"transport {media.proto!r} is not supported (RTP/AVP, RTP/SAVP with SDES only; no DTLS-SRTP)",
         )
-
     remote_crypto = _usable_crypto(media)
     if media.proto in SDES_RTP_PROTOS and remote_crypto is None:
         raise SdpNotAcceptable(
@@ -268,91 +322,40 @@ def answer_audio(
             f"{media.proto} offer has no a=crypto line with a supported suite {SUPPORTED_SUITES}",
         )
     if srtp_required and remote_crypto is None:
-        raise SdpNotAcceptable("srtp_required", f"SRTP is required but the offer is plain {media.proto}")
+        raise SdpNotAcceptable("srtp_required", f"SRTP is required but the {media.proto} offer has no SDES key")
 
-    codec = payload_type = None
-    for fmt in media.formats:
-        if isinstance(fmt, int) and (rtpmap := _safe_rtpmap(media, fmt)) is not None:
-            codec = _match_codec(rtpmap, enabled)
-            if codec is not None:
-                payload_type = fmt
-                break
-    if codec is None or payload_type is None:
-        offered = [f"{fmt}:{'/'.join(map(str, m))}" if (m := _safe_rtpmap(media, fmt)) else str(fmt)
-                   for fmt in media.formats if isinstance(fmt, int)]
-        raise SdpNotAcceptable(
-            "no_common_codec", f"no common codec: offer has {offered}, engine supports {enabled}"
-        )
-    encoding, clock_rate, channels = SUPPORTED_CODECS[codec]
-
-    telephone_event_pt = None
-    for fmt in media.formats:
-        if isinstance(fmt, int) and (rtpmap := _safe_rtpmap(media, fmt)) is not None:
-            if rtpmap[0].lower() == TELEPHONE_EVENT and rtpmap[1] == clock_rate:
-                telephone_event_pt = fmt
-                break
-
-    connection = description.connection_of(media)
-    if connection is None:
-        raise SdpError("audio m-line has no c= line and there is no session-level c=")
-    remote_address = _ip_literal(connection.address, "remote media address")
-    remote_rtp = (remote_address, media.port)
-    rtcp_mux = media.rtcp_mux
-    rtcp_attr = media.rtcp
-    if rtcp_mux:
-        remote_rtcp = remote_rtp  # RFC 5761 section 5.1.1: mux is used once both sides say so
-    elif rtcp_attr is not None:  # RFC 3605
-        rtcp_address = remote_address
-        if rtcp_attr.address is not None:
-            rtcp_address = _ip_literal(rtcp_attr.address, "a=rtcp address")
-        remote_rtcp = (rtcp_address, rtcp_attr.port)
-    else:  # RFC 3550 section 11: RTCP on the next port up
-        if media.port >= 65535:
-            raise SdpNotAcceptable("bad_address", "RTP port 65535 leaves no port for RTCP")
-        remote_rtcp = (remote_address, media.port + 1)
-
-    offered_direction = description.direction_of(media)
-    direction = ANSWER_DIRECTION[offered_direction]
-
-    audio_level: Extmap | None = None
-    for extmap in media.extmaps + description.extmaps:
-        if extmap.uri == AUDIO_LEVEL_URI and extmap.id in ONE_BYTE_EXTMAP_IDS:
-            audio_level = extmap
-            break
-
+    codec, payload_type = _choose_codec(media, enabled)
+    _, clock_rate, channels = SUPPORTED_CODECS[codec]
+    telephone_event_pt = _choose_telephone_event(media, clock_rate)
+    remote_rtp, remote_rtcp = _remote_addresses(description, media)
+    direction = ANSWER_DIRECTION[description.direction_of(media)]
+    audio_level = _audio_level_extmap(description, media)
     local_crypto = generate_crypto(remote_crypto.tag, remote_crypto.suite) if remote_crypto else None
 
+    accepted = MediaDescription(media="audio", port=local_port, proto=media.proto, formats=[payload_type])
+    accepted.add_attribute("rtpmap", _rtpmap_value(payload_type, codec))
+    if codec == CODEC_OPUS:
+        accepted.add_attribute("fmtp", f"{payload_type} {OPUS_FMTP}")
+    if telephone_event_pt is not None:
+        accepted.formats.append(telephone_event_pt)
+        accepted.add_attribute("rtpmap", f"{telephone_event_pt} {TELEPHONE_EVENT}/{clock_rate}")
+        accepted.add_attribute("fmtp", f"{telephone_event_pt} {TELEPHONE_EVENT_FMTP}")
+    accepted.add_attribute("ptime", str(DEFAULT_PTIME_MS))
+    accepted.add_attribute(direction)
+    if media.rtcp_mux:
+        accepted.add_attribute("rtcp-mux")
+    if audio_level is not None:
+        mirrored = ANSWER_DIRECTION[audio_level.direction] if audio_level.direction else None
+        accepted.add_attribute("extmap", Extmap(audio_level.id, AUDIO_LEVEL_URI, mirrored).serialize())
+    if local_crypto is not None:
+        accepted.add_attribute("crypto", format_crypto(local_crypto))
+
+    # RFC 3264 section 6: as many m-lines as the offer, in order; the t= line equals the offer's;
+    # a rejected stream has port 0 and keeps its media, proto and formats.
     answer = _new_session(local_ip, session_id, copy.deepcopy(description.timing) or [Timing()])
-    for position, offered_media in enumerate(description.media):
-        if position != index:
-            # RFC 3264 section 6: a rejected stream keeps media, proto and formats, port 0.
-            answer.media.append(MediaDescription(
-                media=offered_media.media, port=0, proto=offered_media.proto,
-                formats=list(offered_media.formats),
-            ))
-            continue
-        accepted = MediaDescription(media="audio", port=local_port, proto=media.proto,
-                                    formats=[payload_type])
-        accepted.add_attribute("rtpmap", _rtpmap_value(payload_type, codec))
-        if codec == CODEC_OPUS:
-            accepted.add_attribute("fmtp", f"{payload_type} {OPUS_FMTP}")
-        if telephone_event_pt is not None:
-            accepted.formats.append(telephone_event_pt)
-            accepted.add_attribute("rtpmap", f"{telephone_event_pt} {TELEPHONE_EVENT}/{clock_rate}")
-            accepted.add_attribute("fmtp", f"{telephone_event_pt} {TELEPHONE_EVENT_FMTP}")
-        accepted.add_attribute("ptime", str(DEFAULT_PTIME_MS))
-        accepted.add_attribute(direction)
-        if rtcp_mux:
-            accepted.add_attribute("rtcp-mux")
-        if audio_level is not None:
-            answer_extmap = Extmap(
-                id=audio_level.id, uri=AUDIO_LEVEL_URI,
-                direction=ANSWER_DIRECTION[audio_level.direction] if audio_level.direction else None,
-            )
-            accepted.add_attribute("extmap", answer_extmap.serialize())
-        if local_crypto is not None:
-            accepted.add_attribute("crypto", format_crypto(local_crypto))
-        answer.media.append(accepted)
+    for position, offered in enumerate(description.media):
+        answer.media.append(accepted if position == index else MediaDescription(
+            media=offered.media, port=0, proto=offered.proto, formats=list(offered.formats)))
 
     return AudioAnswer(
         sdp=answer.serialize(),
@@ -365,7 +368,7 @@ def answer_audio(
         telephone_event_pt=telephone_event_pt,
         remote_rtp=remote_rtp,
         remote_rtcp=remote_rtcp,
-        rtcp_mux=rtcp_mux,
+        rtcp_mux=media.rtcp_mux,
         ptime_ms=media.ptime or DEFAULT_PTIME_MS,
         direction=direction,
         audio_level_ext_id=audio_level.id if audio_level is not None else None,

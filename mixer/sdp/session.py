@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 if TYPE_CHECKING:  # crypto imports SdpError from here; import lazily at run time
     from mixer.sdp.crypto import CryptoAttribute
@@ -380,7 +381,7 @@ class _Section:
     def __setattr__(self, name: str, value: object) -> None:
         # Keep `attributes` callable whatever list the caller assigns.
         if name == "attributes" and not isinstance(value, AttributeList):
-            value = AttributeList(value)  # type: ignore[arg-type]
+            value = AttributeList(cast("Iterable[tuple[str, str | None]]", value))
         object.__setattr__(self, name, value)
 
     def attribute(self, name: str) -> str | None:
@@ -741,7 +742,7 @@ class _Builder:
         if not session.timing:
             raise SdpError("missing t= line before the first m= line (RFC 4566 section 5.9)")
         if session.connection is None:
-            for number, media in zip(self.media_line_numbers, session.media):
+            for number, media in zip(self.media_line_numbers, session.media, strict=True):
                 if media.connection is None:
                     raise SdpError("media has no c= line and there is no session-level c= "
                                    "(RFC 4566 section 5.7)", line=number)

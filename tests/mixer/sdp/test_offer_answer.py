@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 
 import pytest
 from hypothesis import given, settings
@@ -521,10 +522,8 @@ def test_offer_answer_loop(srtp: bool, codecs: tuple[str, ...]) -> None:
 @given(st.text(max_size=300))
 @settings(max_examples=300)
 def test_answer_arbitrary_text_raises_only_sdp_error(text: str) -> None:
-    try:
+    with contextlib.suppress(SdpError):
         answer_audio(text, **LOCAL)
-    except SdpError:
-        pass
 
 
 OFFER_LINES = CHROME_SDES_OFFER.split("\r\n")[:-1]
