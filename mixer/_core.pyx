@@ -581,6 +581,9 @@ cdef class JitterBuffer:
     cdef int64_t _highest
     cdef bint _has_base
     cdef bint _playing
+    cdef bint _advanced      # past the first fill (played, lost or restarted): never rewind _next
+    cdef int _bad_seq        # RFC 3550 A.1 style: a far-behind packet expected next after a restart
+    cdef double _last_accept_ms
     cdef int _count
     cdef int _over
     cdef double _buffering_since
@@ -670,29 +673,47 @@ cdef class JitterBuffer:
         d = seq_diff(packet.sequence_number, <int>(self._next & 0xFFFF))
         ext = self._next + d
         if d < 0:
-            if not self._playing and self._highest - ext < self.capacity:
-                # Still filling: an earlier packet arrived after a later one; start from it.
+            if not self._playing and not self._advanced and self._highest - ext < self.capacity:
+                # Still filling for the first time: an earlier packet arrived after a later one.
                 if self._count == 0:
                     self._highest = ext
                     self._buffering_since = arrival_ms
                 self._next = ext
+            elif (d <= -self.capacity and packet.sequence_number == self._bad_seq
+                  and arrival_ms - self._last_accept_ms >= 2 * self.frame_ms):
+                # Two sequential packets far behind playout while the current stream has gone
+                # quiet: the sender restarted with lower sequence numbers (RFC 3550 A.1 treats a
+                # big jump the same way). Stragglers of a live stream do not qualify. Start over.
+                return self._restart(packet, ext, arrival_ms)
             else:
+                if d <= -self.capacity:
+                    self._bad_seq = (packet.sequence_number + 1) & 0xFFFF
                 self.late += 1
                 return PUT_LATE
         elif ext - self._next >= self.capacity:
             # Far beyond the window: the sender jumped (restart, or a long outage). Start over.
-            self.resets += 1
-            self._clear()
-            self._next = ext
-            self._highest = ext
-            self._buffering_since = arrival_ms
-            self._store(packet, ext, arrival_ms)
-            return PUT_RESET
+            return self._restart(packet, ext, arrival_ms)
         idx = <int>(ext & self._mask)
         if self._slots[idx] is not None:
             self.duplicates += 1
             return PUT_DUPLICATE
         return self._store(packet, ext, arrival_ms)
+
+    cdef int _restart(self, RtpPacket packet, int64_t ext, double arrival_ms):
+        """A new stream in the same buffer: forget slots, playout position and timing reference.
+
+        Rewinding stays off: stragglers of the old stream must not pull playout back."""
+        self.resets += 1
+        self._clear()
+        self._advanced = True
+        self._bad_seq = -1
+        self._have_ref = False
+        self._peak = 0.0
+        self._next = ext
+        self._highest = ext
+        self._buffering_since = arrival_ms
+        self._store(packet, ext, arrival_ms)
+        return PUT_RESET
 
     cdef int _store(self, RtpPacket packet, int64_t ext, double arrival_ms):
         cdef int idx = <int>(ext & self._mask)
@@ -705,6 +726,7 @@ cdef class JitterBuffer:
             self._observe_timing(packet.timestamp, arrival_ms)
         self._slots[idx] = packet
         self._arrival[idx] = arrival_ms
+        self._last_accept_ms = arrival_ms
         self._count += 1
         self.received += 1
         return PUT_OK
@@ -732,6 +754,7 @@ cdef class JitterBuffer:
             self._slots[idx] = None
             self._count -= 1
             self._next += 1
+            self._advanced = True
             self.played += 1
             self._wait_sum += now_ms - self._arrival[idx]
             self._maybe_shrink(now_ms - self._arrival[idx])
@@ -742,6 +765,7 @@ cdef class JitterBuffer:
             self.underruns += 1
             return (UNDERRUN, None)
         self._next += 1
+        self._advanced = True
         self.lost += 1
         return (LOSS, None)
 
