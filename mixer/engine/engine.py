@@ -18,7 +18,6 @@ from mixer.settings import EngineSettings
 
 log = logging.getLogger("voicemix.engine")
 
-MODES = ("mcu",)
 
 
 class EngineError(Exception):
@@ -31,7 +30,12 @@ class EngineError(Exception):
 
 
 class Engine:
-    """Hosts conferences on one event loop. Start with `start()`, stop with `stop()`."""
+    """Hosts conferences on one event loop. Start with `start()`, stop with `stop()`.
+
+    `conference_types` maps a mode name to its conference class; benchmarks register baselines here.
+    """
+
+    conference_types: dict[str, type] = {"mcu": McuConference}
 
     def __init__(self, settings: EngineSettings | None = None) -> None:
         self.settings = settings or EngineSettings()
@@ -58,9 +62,10 @@ class Engine:
 
     # -------------------------------------------------------------------------------- conferences
     def create_conference(self, mode: str = "mcu", conference_id: str | None = None) -> dict:
-        if mode not in MODES:
-            raise EngineError(400, "unsupported_mode",
-                              f"mode {mode!r} is not available (supported: {', '.join(MODES)})")
+        conference_type = self.conference_types.get(mode)
+        if conference_type is None:
+            raise EngineError(400, "unsupported_mode", f"mode {mode!r} is not available "
+                              f"(supported: {', '.join(self.conference_types)})")
         if len(self.conferences) >= self.settings.max_conferences:
             raise EngineError(503, "too_many_conferences", "the engine hosts its maximum")
         conference_id = conference_id or secrets.token_hex(8)
@@ -68,7 +73,7 @@ class Engine:
             raise EngineError(400, "bad_id", "conference ids are 1..64 of [A-Za-z0-9_-]")
         if conference_id in self.conferences:
             raise EngineError(409, "conference_exists", f"conference {conference_id} exists")
-        self.conferences[conference_id] = McuConference(conference_id, self.settings)
+        self.conferences[conference_id] = conference_type(conference_id, self.settings)
         log.info("conference %s created (mode %s)", conference_id, mode)
         return {"id": conference_id, "mode": mode}
 

@@ -197,3 +197,24 @@ def test_flood_and_garbage_on_one_leg_do_not_disturb_the_others():
     assert dropped["rate_limited"] > 0 and dropped["malformed"] + dropped["payload_type"] > 0
     for leg in stats["legs"][:2]:
         assert sum(leg["drops"].values()) == 0
+
+
+def test_rtcp_reports_give_rtt_and_loss_both_ways():
+    async def scenario():
+        engine = Engine(EngineSettings(rtcp_interval_s=0.5))
+        engine.start()
+        try:
+            return await run_call(CallConfig(participants=3, duration_s=3.0, loss_percent=5.0,
+                                             seed=11), engine)
+        finally:
+            engine.stop()
+
+    result = run(scenario())
+    for listener in result.listeners:
+        leg = listener.engine_leg
+        # the engine echoed the client's SR (LSR/DLSR) and the client echoed the engine's
+        assert leg["rtcp"]["rtt_ms"] is not None and 0 <= leg["rtcp"]["rtt_ms"] < 50
+        assert listener.rtt_ms is not None and 0 <= listener.rtt_ms < 50
+        # the engine's receive statistics saw the injected 5% loss
+        assert leg["receive"]["lost"] > 0
+        assert 0 < leg["receive"]["loss_percent"] < 15
