@@ -46,7 +46,8 @@ extensions = [
     Extension(
         "mixer._core",
         ["mixer/_core.pyx"],
-        include_dirs=[numpy.get_include()],
+        include_dirs=[numpy.get_include(), "mixer"],
+        depends=["mixer/mix_kernel.h"],
         extra_compile_args=COMPILE_ARGS,
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     ),

@@ -548,7 +548,16 @@ UNDERRUN = 2    # the buffer ran dry mid-stream: conceal once, the buffer rebuil
 BUFFERING = 3   # filling up to the target delay (talk-spurt start): nothing to play yet
 IDLE = 4        # nothing received yet
 
-cdef int C_FRAME = 0, C_LOSS = 1, C_UNDERRUN = 2, C_BUFFERING = 3, C_IDLE = 4
+cdef enum:
+    C_PUT_OK = 0
+    C_PUT_DUPLICATE = 1
+    C_PUT_LATE = 2
+    C_PUT_RESET = 3
+# pop() answers without a packet are shared tuples: no allocation per tick
+cdef tuple _LOSS_NONE = (LOSS, None)
+cdef tuple _UNDERRUN_NONE = (UNDERRUN, None)
+cdef tuple _BUFFERING_NONE = (BUFFERING, None)
+cdef tuple _IDLE_NONE = (IDLE, None)
 # Consecutive frames that must wait longer than needed before one is dropped to shrink the delay.
 cdef int SHRINK_AFTER = 25
 # The delay-variation peak halves every ~2 s of 20 ms packets (0.5 ** (1 / 100)).
@@ -584,6 +593,7 @@ cdef class JitterBuffer:
     cdef bint _advanced      # past the first fill (played, lost or restarted): never rewind _next
     cdef int _bad_seq        # RFC 3550 A.1 style: a far-behind packet expected next after a restart
     cdef double _last_accept_ms
+    cdef int _prev_seq       # where the stream before the last restart was (16-bit), or -1
     cdef int _count
     cdef int _over
     cdef double _buffering_since
@@ -593,6 +603,7 @@ cdef class JitterBuffer:
     cdef uint32_t _ref_ts
     cdef double _min_transit
     cdef double _peak
+    cdef int _target
     cdef double _last_transit
     cdef double _jitter
     # stats
@@ -617,6 +628,9 @@ cdef class JitterBuffer:
         self.frame_ms = frame_ms
         self.min_delay_ms = min_delay_ms
         self.max_delay_ms = max_delay_ms
+        self._bad_seq = -1
+        self._prev_seq = -1
+        self._target = self._compute_target()
 
     def __dealloc__(self):
         free(self._arrival)
@@ -649,9 +663,13 @@ cdef class JitterBuffer:
         self._last_transit = transit
         self._min_transit = min(self._min_transit + TRANSIT_LEAK_MS, transit)
         self._peak = max(transit - self._min_transit, self._peak * PEAK_DECAY)
+        self._target = self._compute_target()
 
     cpdef int target_frames(self):
         """Frames to hold before playing: one plus the delay-variation peak, within the limits."""
+        return self._target
+
+    cdef int _compute_target(self):
         cdef double target = self.frame_ms + self._peak
         if target < self.min_delay_ms:
             target = self.min_delay_ms
@@ -680,7 +698,8 @@ cdef class JitterBuffer:
                     self._buffering_since = arrival_ms
                 self._next = ext
             elif (d <= -self.capacity and packet.sequence_number == self._bad_seq
-                  and arrival_ms - self._last_accept_ms >= 2 * self.frame_ms):
+                  and arrival_ms - self._last_accept_ms >= 2 * self.frame_ms
+                  and not self._near_previous_stream(packet.sequence_number)):
                 # Two sequential packets far behind playout while the current stream has gone
                 # quiet: the sender restarted with lower sequence numbers (RFC 3550 A.1 treats a
                 # big jump the same way). Stragglers of a live stream do not qualify. Start over.
@@ -689,31 +708,42 @@ cdef class JitterBuffer:
                 if d <= -self.capacity:
                     self._bad_seq = (packet.sequence_number + 1) & 0xFFFF
                 self.late += 1
-                return PUT_LATE
+                return C_PUT_LATE
         elif ext - self._next >= self.capacity:
             # Far beyond the window: the sender jumped (restart, or a long outage). Start over.
             return self._restart(packet, ext, arrival_ms)
         idx = <int>(ext & self._mask)
         if self._slots[idx] is not None:
             self.duplicates += 1
-            return PUT_DUPLICATE
+            return C_PUT_DUPLICATE
         return self._store(packet, ext, arrival_ms)
+
+    cdef bint _near_previous_stream(self, int seq):
+        """A straggler of the stream we restarted away from (it arrives late, in its own order)."""
+        cdef int d
+        if self._prev_seq < 0:
+            return False
+        d = seq_diff(seq, self._prev_seq)
+        return -self.capacity <= d <= self.capacity
 
     cdef int _restart(self, RtpPacket packet, int64_t ext, double arrival_ms):
         """A new stream in the same buffer: forget slots, playout position and timing reference.
 
-        Rewinding stays off: stragglers of the old stream must not pull playout back."""
+        Rewinding stays off, and the old stream's position is remembered: its stragglers must not
+        pull playout back."""
+        self._prev_seq = <int>(self._next & 0xFFFF)
         self.resets += 1
         self._clear()
         self._advanced = True
         self._bad_seq = -1
         self._have_ref = False
         self._peak = 0.0
+        self._target = self._compute_target()
         self._next = ext
         self._highest = ext
         self._buffering_since = arrival_ms
         self._store(packet, ext, arrival_ms)
-        return PUT_RESET
+        return C_PUT_RESET
 
     cdef int _store(self, RtpPacket packet, int64_t ext, double arrival_ms):
         cdef int idx = <int>(ext & self._mask)
@@ -729,7 +759,7 @@ cdef class JitterBuffer:
         self._last_accept_ms = arrival_ms
         self._count += 1
         self.received += 1
-        return PUT_OK
+        return C_PUT_OK
 
     cpdef tuple pop(self, double now_ms):
         """Decide this frame tick: returns (status, packet or None)."""
@@ -738,14 +768,14 @@ cdef class JitterBuffer:
         cdef int64_t occupancy
         cdef int target
         if not self._has_base:
-            return (IDLE, None)
+            return _IDLE_NONE
         if not self._playing:
             if self._count == 0:
-                return (BUFFERING, None)
+                return _BUFFERING_NONE
             occupancy = self._highest - self._next + 1
             target = self.target_frames()
             if occupancy < target and now_ms - self._buffering_since < target * self.frame_ms:
-                return (BUFFERING, None)
+                return _BUFFERING_NONE
             self._playing = True
             self._over = 0
         idx = <int>(self._next & self._mask)
@@ -763,11 +793,11 @@ cdef class JitterBuffer:
             # Ran dry: wait for the next packet and rebuild the target delay before playing again.
             self._playing = False
             self.underruns += 1
-            return (UNDERRUN, None)
+            return _UNDERRUN_NONE
         self._next += 1
         self._advanced = True
         self.lost += 1
-        return (LOSS, None)
+        return _LOSS_NONE
 
     cdef void _maybe_shrink(self, double waited_ms):
         cdef int idx
@@ -1076,55 +1106,77 @@ cdef class Resampler:
 # Mixing kernel and audio level
 # --------------------------------------------------------------------------------------------------
 
-cdef inline int16_t _saturate(int32_t v) noexcept nogil:
-    if v > 32767:
-        return 32767
-    if v < -32768:
-        return -32768
-    return <int16_t>v
+cdef extern from "mix_kernel.h" nogil:
+    void vm_mix(const int16_t *frames, size_t n, size_t s, int32_t *acc, int16_t *total,
+                int16_t *minus, size_t minus_stride)
+    int vm_force_path(int path)
+    const char *vm_mix_path_name()
+
+MIX_PATHS = ("c", "sse2", "avx2")
+
+
+def mix_kernel_path() -> str:
+    """Which mix kernel this CPU runs: avx2, sse2 or c."""
+    return vm_mix_path_name().decode()
+
+
+def set_mix_kernel_path(str name) -> str:
+    """Force a kernel path (tests compare them); a path the CPU lacks falls back. Returns the path."""
+    return MIX_PATHS[vm_force_path(MIX_PATHS.index(name))]
+
+
+cdef int32_t *_scratch = NULL
+cdef Py_ssize_t _scratch_len = 0
+
+
+cdef int32_t *_accumulator(Py_ssize_t s) except NULL:
+    """One int32 scratch row, grown on demand (mixing runs on the engine's one thread)."""
+    global _scratch, _scratch_len
+    cdef int32_t *grown
+    if s > _scratch_len:
+        grown = <int32_t *>malloc(max(s, 1) * sizeof(int32_t))
+        if grown == NULL:
+            raise MemoryError()
+        free(_scratch)
+        _scratch = grown
+        _scratch_len = s
+    return _scratch
 
 
 def mix_minus(const int16_t[:, ::1] frames, int16_t[::1] total, int16_t[:, ::1] minus) -> None:
     """Mix N frames: `total` = saturate(sum of all), `minus[i]` = saturate(sum - frames[i]).
 
-    One int32 accumulation pass plus one pass per output: O(N * samples), not O(N^2). Each speaker
-    hears everyone but themselves; listeners hear `total`.
+    One int32 accumulation pass plus one narrowing pass per output: O(N * samples), not O(N^2).
+    Each speaker hears everyone but themselves; listeners hear `total`. SIMD in mix_kernel.h.
     """
-    cdef Py_ssize_t n = frames.shape[0], s = frames.shape[1], i, j
+    cdef Py_ssize_t n = frames.shape[0], s = frames.shape[1]
     cdef int32_t *acc
     if total.shape[0] < s or minus.shape[0] < n or (n and minus.shape[1] < s):
         raise ValueError("output buffers too small")
-    acc = <int32_t *>calloc(s if s else 1, sizeof(int32_t))
-    if acc == NULL:
-        raise MemoryError()
+    if s == 0:
+        return
+    if n == 0:
+        memset(&total[0], 0, s * sizeof(int16_t))
+        return
+    acc = _accumulator(s)
     with nogil:
-        for i in range(n):
-            for j in range(s):
-                acc[j] += frames[i, j]
-        for j in range(s):
-            total[j] = _saturate(acc[j])
-        for i in range(n):
-            for j in range(s):
-                minus[i, j] = _saturate(acc[j] - frames[i, j])
-    free(acc)
+        vm_mix(&frames[0, 0], n, s, acc, &total[0], &minus[0, 0], minus.shape[1])
 
 
 def mix_total(const int16_t[:, ::1] frames, int16_t[::1] total) -> None:
     """Only the saturated sum (when nobody in the mix needs a mix-minus)."""
-    cdef Py_ssize_t n = frames.shape[0], s = frames.shape[1], i, j
+    cdef Py_ssize_t n = frames.shape[0], s = frames.shape[1]
     cdef int32_t *acc
     if total.shape[0] < s:
         raise ValueError("output buffer too small")
-    acc = <int32_t *>calloc(s if s else 1, sizeof(int32_t))
-    if acc == NULL:
-        raise MemoryError()
+    if s == 0:
+        return
+    if n == 0:
+        memset(&total[0], 0, s * sizeof(int16_t))
+        return
+    acc = _accumulator(s)
     with nogil:
-        for i in range(n):
-            for j in range(s):
-                acc[j] += frames[i, j]
-        for j in range(s):
-            total[j] = _saturate(acc[j])
-    free(acc)
+        vm_mix(&frames[0, 0], n, s, acc, &total[0], NULL, 0)
 
 
 def audio_level(const int16_t[::1] pcm) -> int:
