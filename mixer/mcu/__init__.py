@@ -1,0 +1,1 @@
+"""MCU conferences: decode the talkers, mix-minus, encode once per distinct mix."""

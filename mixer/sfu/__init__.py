@@ -1,0 +1,1 @@
+"""SFU conferences (selective forwarding). Not built yet: see README "Status"."""
