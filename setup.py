@@ -47,7 +47,7 @@ extensions = [
         "mixer._core",
         ["mixer/_core.pyx"],
         include_dirs=[numpy.get_include(), "mixer"],
-        depends=["mixer/mix_kernel.h"],
+        depends=["mixer/mix_kernel.h", "mixer/dsp_kernel.h"],
         extra_compile_args=COMPILE_ARGS,
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     ),

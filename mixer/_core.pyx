@@ -562,6 +562,10 @@ cdef tuple _IDLE_NONE = (IDLE, None)
 cdef int SHRINK_AFTER = 25
 # The delay-variation peak halves every ~2 s of 20 ms packets (0.5 ** (1 / 100)).
 cdef double PEAK_DECAY = 0.9930925
+# Delay variation up to this much is absorbed by the tick phase without an extra frame of delay:
+# a packet arrives somewhere inside the 20 ms between ticks, and after at most one underrun the
+# playout settles where such small jitter no longer reaches the tick (ms).
+cdef double JITTER_SLACK_MS = 5.0
 # The minimum transit follows slow clock drift upward by this much per packet (ms).
 cdef double TRANSIT_LEAK_MS = 0.02
 
@@ -594,6 +598,7 @@ cdef class JitterBuffer:
     cdef int _bad_seq        # RFC 3550 A.1 style: a far-behind packet expected next after a restart
     cdef double _last_accept_ms
     cdef int _prev_seq       # where the stream before the last restart was (16-bit), or -1
+    cdef double _prev_until_ms  # its stragglers are expected until then
     cdef int _count
     cdef int _over
     cdef double _buffering_since
@@ -670,7 +675,7 @@ cdef class JitterBuffer:
         return self._target
 
     cdef int _compute_target(self):
-        cdef double target = self.frame_ms + self._peak
+        cdef double target = self.frame_ms + max(0.0, self._peak - JITTER_SLACK_MS)
         if target < self.min_delay_ms:
             target = self.min_delay_ms
         if target > self.max_delay_ms:
@@ -699,7 +704,7 @@ cdef class JitterBuffer:
                 self._next = ext
             elif (d <= -self.capacity and packet.sequence_number == self._bad_seq
                   and arrival_ms - self._last_accept_ms >= 2 * self.frame_ms
-                  and not self._near_previous_stream(packet.sequence_number)):
+                  and not self._near_previous_stream(packet.sequence_number, arrival_ms)):
                 # Two sequential packets far behind playout while the current stream has gone
                 # quiet: the sender restarted with lower sequence numbers (RFC 3550 A.1 treats a
                 # big jump the same way). Stragglers of a live stream do not qualify. Start over.
@@ -710,6 +715,9 @@ cdef class JitterBuffer:
                 self.late += 1
                 return C_PUT_LATE
         elif ext - self._next >= self.capacity:
+            if self._near_previous_stream(packet.sequence_number, arrival_ms):
+                self.late += 1  # a straggler of the stream we restarted away from
+                return C_PUT_LATE
             # Far beyond the window: the sender jumped (restart, or a long outage). Start over.
             return self._restart(packet, ext, arrival_ms)
         idx = <int>(ext & self._mask)
@@ -718,10 +726,11 @@ cdef class JitterBuffer:
             return C_PUT_DUPLICATE
         return self._store(packet, ext, arrival_ms)
 
-    cdef bint _near_previous_stream(self, int seq):
-        """A straggler of the stream we restarted away from (it arrives late, in its own order)."""
+    cdef bint _near_previous_stream(self, int seq, double arrival_ms):
+        """A straggler of the stream we restarted away from: near where it was, and soon after the
+        restart (twice the maximum delay; later, a source returning there is a new stream)."""
         cdef int d
-        if self._prev_seq < 0:
+        if self._prev_seq < 0 or arrival_ms > self._prev_until_ms:
             return False
         d = seq_diff(seq, self._prev_seq)
         return -self.capacity <= d <= self.capacity
@@ -732,6 +741,7 @@ cdef class JitterBuffer:
         Rewinding stays off, and the old stream's position is remembered: its stragglers must not
         pull playout back."""
         self._prev_seq = <int>(self._next & 0xFFFF)
+        self._prev_until_ms = arrival_ms + 2 * self.max_delay_ms
         self.resets += 1
         self._clear()
         self._advanced = True
@@ -1006,45 +1016,69 @@ def alaw_decode(payload) -> cnp.ndarray:
 # Resampling by an integer factor (8 kHz telephony <-> 48 kHz mix rate): stateful polyphase FIR
 # --------------------------------------------------------------------------------------------------
 
-def _design_lowpass(int factor, int taps_per_phase, double cutoff_hz, double high_rate):
+cdef extern from "dsp_kernel.h" nogil:
+    float vm_dot(const float *w, const float *x, int n)
+
+
+def _design_lowpass(int factor, int taps_per_phase, double cutoff_hz, double high_rate,
+                    double beta):
     """Kaiser-windowed sinc low-pass at the high rate, `factor * taps_per_phase` taps."""
     n = factor * taps_per_phase
     t = np.arange(n) - (n - 1) / 2.0
     fc = cutoff_hz / high_rate
-    h = 2 * fc * np.sinc(2 * fc * t) * np.kaiser(n, 8.0)
-    return (h / h.sum()).astype(np.float32)
+    h = 2 * fc * np.sinc(2 * fc * t) * np.kaiser(n, beta)
+    return h / h.sum()
 
 
 cdef class Resampler:
     """Streams int16 audio between `in_rate` and `out_rate` whose ratio is an integer (e.g. 8000 and
-    48000). Keeps filter history across calls, so consecutive 20 ms frames join without clicks; the
-    pass band ends at 90% of the lower rate's Nyquist frequency (3.6 kHz for telephony)."""
+    48000). Keeps filter history across calls, so consecutive 20 ms frames join without clicks.
+
+    The low-pass (48 taps per phase, Kaiser beta 6) is centred at 0.4625 x the lower rate: for
+    telephony the pass band is flat (within 0.5 dB) up to 3.4 kHz, the top of the telephone band,
+    and everything from 4.4 kHz up is attenuated by more than 60 dB. Filter banks are stored
+    reversed per phase, so every output sample is one contiguous dot product.
+    """
 
     cdef readonly int in_rate
     cdef readonly int out_rate
     cdef readonly int factor
     cdef bint _up
-    cdef float[::1] _h
+    cdef float[::1] _bank     # up: per phase, reversed; down: the whole filter, reversed
+    cdef int _tpp             # taps per phase
     cdef int _ntaps
-    cdef float[::1] _hist      # previous input samples, newest last
+    cdef float[::1] _hist     # previous input samples, newest last
     cdef int _hist_len
 
-    def __cinit__(self, int in_rate, int out_rate, int taps_per_phase=24):
-        cdef int low = min(in_rate, out_rate), high = max(in_rate, out_rate)
+    def __cinit__(self, int in_rate, int out_rate, int taps_per_phase=48, double beta=6.0):
+        cdef int low = min(in_rate, out_rate), high = max(in_rate, out_rate), p
         if low <= 0 or high % low:
             raise ValueError("rates must be positive with an integer ratio")
         self.in_rate = in_rate
         self.out_rate = out_rate
         self.factor = high // low
         self._up = out_rate > in_rate
-        self._h = _design_lowpass(self.factor, taps_per_phase, 0.45 * low, high)
-        self._ntaps = self._h.shape[0]
-        # history in input samples: up needs taps_per_phase, down needs the full filter length
-        self._hist_len = taps_per_phase if self._up else self._ntaps
+        h = _design_lowpass(self.factor, taps_per_phase, 0.4625 * low, high, beta)
+        self._tpp = taps_per_phase
+        self._ntaps = len(h)
+        if self._up:
+            # phase p uses h[p], h[p + L], h[p + 2L], ... applied to x[i], x[i-1], ...: reversed
+            bank = np.stack([h[p::self.factor][::-1] for p in range(self.factor)]) * self.factor
+            self._bank = np.ascontiguousarray(bank.ravel(), dtype=np.float32)
+            self._hist_len = taps_per_phase
+        else:
+            self._bank = np.ascontiguousarray(h[::-1], dtype=np.float32)
+            self._hist_len = self._ntaps
         self._hist = np.zeros(self._hist_len, dtype=np.float32)
 
     def output_length(self, int n_in) -> int:
         return n_in * self.factor if self._up else n_in // self.factor
+
+    @property
+    def group_delay(self) -> float:
+        """Delay of the linear-phase filter, in output samples (1.5 ms for telephony)."""
+        delay = (self._ntaps - 1) / 2.0
+        return delay if self._up else delay / self.factor
 
     def process_into(self, const int16_t[::1] pcm, int16_t[::1] out) -> int:
         """Resample `pcm` into `out`; returns samples written. Input length for downsampling must
@@ -1052,10 +1086,12 @@ cdef class Resampler:
         cdef Py_ssize_t n_in = pcm.shape[0]
         cdef Py_ssize_t n_out = n_in * self.factor if self._up else n_in // self.factor
         cdef Py_ssize_t i, p, k, m, hl = self._hist_len, L = self.factor, taps = self._ntaps
-        cdef Py_ssize_t tpp = taps // L
+        cdef Py_ssize_t tpp = self._tpp
         cdef float *buf
-        cdef float acc, gain
-        cdef float[::1] h = self._h
+        cdef const float *x
+        cdef const float *w
+        cdef float acc
+        cdef float[::1] bank = self._bank
         cdef float[::1] hist = self._hist
         cdef long v
         if out.shape[0] < n_out:
@@ -1071,21 +1107,17 @@ cdef class Resampler:
             for i in range(n_in):
                 buf[hl + i] = pcm[i]
             if self._up:
-                # out[i*L + p] = L * sum_k h[p + k*L] * x[i - k]
-                gain = L
                 for i in range(n_in):
+                    x = buf + hl + i - (tpp - 1)
                     for p in range(L):
-                        acc = 0
-                        for k in range(tpp):
-                            acc = acc + h[p + k * L] * buf[hl + i - k]
-                        v = lround(acc * gain)
+                        acc = vm_dot(&bank[p * tpp], x, <int>tpp)
+                        v = lround(acc)
                         out[i * L + p] = <int16_t>(32767 if v > 32767 else (-32768 if v < -32768 else v))
             else:
-                # out[m] = sum_j h[j] * x[m*L - j]
+                w = &bank[0]
                 for m in range(n_out):
-                    acc = 0
-                    for k in range(taps):
-                        acc = acc + h[k] * buf[hl + m * L + L - 1 - k]
+                    x = buf + hl + m * L + L - taps
+                    acc = vm_dot(w, x, <int>taps)
                     v = lround(acc)
                     out[m] = <int16_t>(32767 if v > 32767 else (-32768 if v < -32768 else v))
             for i in range(hl):

@@ -112,6 +112,8 @@ cdef class OpusEncoder:
 
     def set_fec(self, bint enabled, int packet_loss_percent=10):
         """In-band FEC (LBRR) only appears when the encoder expects loss: set both together."""
+        if not 0 <= packet_loss_percent <= 100:
+            raise ValueError("packet_loss_percent must be 0..100")
         _check(opus_encoder_ctl(self._st, OPUS_SET_INBAND_FEC_REQUEST, <int>enabled), "fec")
         _check(opus_encoder_ctl(self._st, OPUS_SET_PACKET_LOSS_PERC_REQUEST,
                                 <int>packet_loss_percent), "packet loss")
