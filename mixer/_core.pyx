@@ -601,6 +601,7 @@ cdef class JitterBuffer:
     cdef double _prev_until_ms  # its stragglers are expected until then
     cdef int _count
     cdef int _over
+    cdef int _stalled        # ticks answered UNDERRUN/BUFFERING since playout ran dry mid-stream
     cdef double _buffering_since
     # delay estimation
     cdef bint _have_ref
@@ -642,6 +643,7 @@ cdef class JitterBuffer:
 
     cdef void _clear(self):
         cdef int i
+        self._stalled = 0
         for i in range(self.capacity):
             self._slots[i] = None
         self._count = 0
@@ -781,13 +783,26 @@ cdef class JitterBuffer:
             return _IDLE_NONE
         if not self._playing:
             if self._count == 0:
+                if self._advanced:
+                    self._stalled += 1
                 return _BUFFERING_NONE
             occupancy = self._highest - self._next + 1
             target = self.target_frames()
             if occupancy < target and now_ms - self._buffering_since < target * self.frame_ms:
+                if self._advanced:
+                    self._stalled += 1
                 return _BUFFERING_NONE
             self._playing = True
             self._over = 0
+            # Slots that passed while stalled were already concealed (or silent): a packet missing
+            # at the head for one of them is lost, not a reason to conceal once more and play
+            # everything a frame later. Without this every lost packet would add a frame of delay.
+            while self._stalled > 0 and self._count > 0 \
+                    and self._slots[<int>(self._next & self._mask)] is None:
+                self._next += 1
+                self.lost += 1
+                self._stalled -= 1
+            self._stalled = 0
         idx = <int>(self._next & self._mask)
         packet = self._slots[idx]
         if packet is not None:
@@ -802,6 +817,7 @@ cdef class JitterBuffer:
         if self._count == 0:
             # Ran dry: wait for the next packet and rebuild the target delay before playing again.
             self._playing = False
+            self._stalled = 1
             self.underruns += 1
             return _UNDERRUN_NONE
         self._next += 1

@@ -71,7 +71,7 @@ def _progress(total: float):
 
 def _print_report(config: CallConfig, result: CallResult) -> None:
     print("\n")
-    header = (f"{'who':<4} {'codec':<5} {'voice':>6}  {'heard (dBFS)':<34} {'own':>6} {'loss':>6} "
+    header = (f"{'who':<4} {'codec':<5} {'voice':>6}  {'heard (dBFS)':<34} {'own':>6} {'loss up/down':>13} "
               f"{'jitter':>7} {'latency p50/p99':>16} {'rtt':>7}  ok")
     print(header)
     print("-" * len(header))
@@ -82,9 +82,10 @@ def _print_report(config: CallConfig, result: CallResult) -> None:
         p50, p99 = r.latency_percentile(50), r.latency_percentile(99)
         latency = f"{p50:.0f}/{p99:.0f} ms" if p50 is not None else "-"
         rtt = f"{r.rtt_ms:.1f}ms" if r.rtt_ms is not None else "-"
+        uplink = (r.engine_leg.get("receive") or {}).get("loss_percent", 0.0)
         print(f"{r.name:<4} {r.codec:<5} {r.tone_hz:>5.0f}Hz  {heard:<34} "
               f"{('-' if r.own_level_db < HEARD_THRESHOLD_DB else f'{r.own_level_db:.0f}'):>6} "
-              f"{r.loss_percent:>5.1f}% {r.jitter_ms:>5.1f}ms {latency:>16} {rtt:>7}  "
+              f"{uplink:>5.1f}%/{r.loss_percent:>5.1f}% {r.jitter_ms:>5.1f}ms {latency:>16} {rtt:>7}  "
               f"{'yes' if r.ok else 'NO'}")
     stats = result.engine_stats
     conf = result.conference_stats
@@ -101,4 +102,5 @@ def _print_report(config: CallConfig, result: CallResult) -> None:
         print(f"added latency send->hear over all onsets: p50 {np.percentile(everyone, 50):.1f} ms, "
               f"p99 {np.percentile(everyone, 99):.1f} ms (n={len(everyone)})")
     print("own voice: '-' means not heard (mix-minus works); every other voice must be heard.")
+    print("loss up: participant -> engine (as the engine counted it); down: engine -> participant.")
     print("demo", "passed" if result.ok else "FAILED")

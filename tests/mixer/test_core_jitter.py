@@ -523,6 +523,7 @@ def simulate(case, steer_clear_of_stragglers: bool):
     statuses = {FRAME: 0, LOSS: 0, UNDERRUN: 0}
     reset_dropped = 0
     skipped = 0
+    lost_while_stalled = 0  # missing at the head when playout resumed after running dry
     last_played = None
     next_slot = None       # the harness's model of the next k to play once playback started
     jumped = False         # a packet from after the jump has been put
@@ -552,6 +553,10 @@ def simulate(case, steer_clear_of_stragglers: bool):
                 assert i in held, f"packet {i} delivered but not held (already out or never in)"
                 assert last_played is None or i > last_played, f"{i} played after {last_played}"
                 assert i not in gone
+                if next_slot is not None and i > next_slot:
+                    # skipped on resuming after an underrun: only packets that are not here
+                    assert not any(j in held for j in range(next_slot, i))
+                    lost_while_stalled += i - next_slot
                 held.discard(i)
                 gone.add(i)
                 last_played = i
@@ -575,7 +580,7 @@ def simulate(case, steer_clear_of_stragglers: bool):
     assert s["late"] == counts[PUT_LATE]
     assert s["resets"] == counts[PUT_RESET]
     assert s["played"] == statuses[FRAME]
-    assert s["lost"] == statuses[LOSS]
+    assert s["lost"] == statuses[LOSS] + lost_while_stalled
     assert s["underruns"] == statuses[UNDERRUN]
     # each accepted packet was played, discarded or dropped by a reset; nothing is left
     assert s["received"] == s["played"] + s["discarded"] + reset_dropped
@@ -592,3 +597,20 @@ def test_interleaved_puts_and_pops_deliver_each_packet_once_in_order(case):
     """Every packet comes out at most once, in emission order, and the counters add up, with every
     packet (stragglers of a restarted stream included) delivered to put()."""
     simulate(case, steer_clear_of_stragglers=False)
+
+
+def test_a_lost_packet_costs_one_concealed_tick_and_no_delay():
+    """A packet lost from a steady stream shows up as one UNDERRUN (the caller conceals once);
+    the next packet then plays in its own slot, so losses do not pile up delay."""
+    jb = JitterBuffer()
+    outcomes = []
+    for k in range(100):
+        if k != 50:
+            jb.put(packet(k), 20.0 * k + 3.0)  # arrives 3 ms after it was sent
+        outcomes.append(play(jb, 20.0 * k + 10.0))  # the mixer ticks 10 ms after each send
+    assert outcomes[50] == (UNDERRUN, None)
+    assert outcomes[51] == (FRAME, 51)
+    assert [i for status, i in outcomes[52:]] == list(range(52, 100))
+    s = jb.stats()
+    assert s["lost"] == 1 and s["underruns"] == 1 and s["played"] == 99
+    assert s["mean_wait_ms"] == pytest.approx(7.0)  # every played packet waited 10 - 3 ms
