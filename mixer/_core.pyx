@@ -73,72 +73,62 @@ cdef inline bint _is_two_byte_profile(int profile) noexcept nogil:
     return (profile & 0xFFF0) == C_PROFILE_TWO_BYTE
 
 
+cdef int _next_element(const uint8_t *p, Py_ssize_t n, int profile, Py_ssize_t *pos,
+                       int *ident, Py_ssize_t *data, int *length) noexcept nogil:
+    """Step to the next RFC 8285 element at or after `pos[0]`.
+
+    Returns 1 with (ident, data offset, length) set and `pos` moved past it, 0 at the end of the
+    block (or at ID 15, which ends processing, section 4.2), -1 when an element runs past the block.
+    Padding (ID 0) is skipped one byte at a time in both forms; in the one-byte form its length
+    nibble is ignored, as libwebrtc does. Unknown profiles have no elements.
+    """
+    cdef Py_ssize_t i = pos[0]
+    cdef int one_byte = profile == C_PROFILE_ONE_BYTE
+    if not one_byte and not _is_two_byte_profile(profile):
+        return 0
+    while i < n and (p[i] >> 4 == 0 if one_byte else p[i] == 0):
+        i += 1
+    if i >= n:
+        pos[0] = i
+        return 0
+    if one_byte:
+        ident[0] = p[i] >> 4
+        if ident[0] == 15:
+            pos[0] = n
+            return 0
+        length[0] = (p[i] & 0x0F) + 1
+        data[0] = i + 1
+    else:
+        if i + 2 > n:
+            return -1
+        ident[0] = p[i]
+        length[0] = p[i + 1]
+        data[0] = i + 2
+    if data[0] + length[0] > n:
+        return -1
+    pos[0] = data[0] + length[0]
+    return 1
+
+
 cdef int _validate_extension(const uint8_t *p, Py_ssize_t n, int profile) noexcept nogil:
-    """Walk RFC 8285 elements; 0 when well formed, -1 when an element runs past the block."""
-    cdef Py_ssize_t i = 0
-    cdef int ident, length
-    if profile == C_PROFILE_ONE_BYTE:
-        while i < n:
-            ident = p[i] >> 4
-            if ident == 0:  # padding byte (section 4.2)
-                i += 1
-                continue
-            if ident == 15:  # reserved: stop processing the block (section 4.2)
-                return 0
-            length = (p[i] & 0x0F) + 1
-            if i + 1 + length > n:
-                return -1
-            i += 1 + length
-    elif _is_two_byte_profile(profile):
-        while i < n:
-            ident = p[i]
-            if ident == 0:  # padding byte (section 4.3)
-                i += 1
-                continue
-            if i + 2 > n:
-                return -1
-            length = p[i + 1]
-            if i + 2 + length > n:
-                return -1
-            i += 2 + length
-    return 0
+    """0 when every element fits in the block, -1 when one runs past it."""
+    cdef Py_ssize_t pos = 0, data
+    cdef int ident, length, found
+    found = _next_element(p, n, profile, &pos, &ident, &data, &length)
+    while found == 1:
+        found = _next_element(p, n, profile, &pos, &ident, &data, &length)
+    return found
 
 
 cdef Py_ssize_t _find_extension(const uint8_t *p, Py_ssize_t n, int profile, int wanted,
                                 int *out_len) noexcept nogil:
     """Offset of element `wanted`'s data inside an extension block, or -1."""
-    cdef Py_ssize_t i = 0
+    cdef Py_ssize_t pos = 0, data
     cdef int ident, length
-    if profile == C_PROFILE_ONE_BYTE:
-        while i < n:
-            ident = p[i] >> 4
-            if ident == 0:
-                i += 1
-                continue
-            if ident == 15:
-                return -1
-            length = (p[i] & 0x0F) + 1
-            if i + 1 + length > n:
-                return -1
-            if ident == wanted:
-                out_len[0] = length
-                return i + 1
-            i += 1 + length
-    elif _is_two_byte_profile(profile):
-        while i < n:
-            ident = p[i]
-            if ident == 0:
-                i += 1
-                continue
-            if i + 2 > n:
-                return -1
-            length = p[i + 1]
-            if i + 2 + length > n:
-                return -1
-            if ident == wanted:
-                out_len[0] = length
-                return i + 2
-            i += 2 + length
+    while _next_element(p, n, profile, &pos, &ident, &data, &length) == 1:
+        if ident == wanted:
+            out_len[0] = length
+            return data
     return -1
 
 
@@ -307,38 +297,14 @@ cdef class RtpPacket:
     def extensions(self) -> dict:
         """RFC 8285 elements as {id: data}."""
         cdef dict result = {}
-        cdef const uint8_t *p
-        cdef Py_ssize_t i = 0, n = len(self.extension_data)
+        cdef Py_ssize_t pos = 0, data
         cdef int ident, length
+        cdef const uint8_t *p = <const uint8_t *>PyBytes_AS_STRING(self.extension_data)
+        cdef Py_ssize_t n = len(self.extension_data)
         if self.extension_profile < 0:
             return result
-        p = <const uint8_t *>PyBytes_AS_STRING(self.extension_data)
-        if self.extension_profile == EXTENSION_PROFILE_ONE_BYTE:
-            while i < n:
-                ident = p[i] >> 4
-                if ident == 0:
-                    i += 1
-                    continue
-                if ident == 15:
-                    break
-                length = (p[i] & 0x0F) + 1
-                if i + 1 + length > n:
-                    break
-                result[ident] = self.extension_data[i + 1:i + 1 + length]
-                i += 1 + length
-        elif _is_two_byte_profile(self.extension_profile):
-            while i < n:
-                ident = p[i]
-                if ident == 0:
-                    i += 1
-                    continue
-                if i + 2 > n:
-                    break
-                length = p[i + 1]
-                if i + 2 + length > n:
-                    break
-                result[ident] = self.extension_data[i + 2:i + 2 + length]
-                i += 2 + length
+        while _next_element(p, n, self.extension_profile, &pos, &ident, &data, &length) == 1:
+            result[ident] = self.extension_data[data:data + length]
         return result
 
     def audio_level(self, int ext_id):

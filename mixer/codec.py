@@ -125,6 +125,20 @@ class FrameDecoder:
         self._append(self._scratch[:n])
         self.fec_recovered += 1
 
+    def play(self, status: int, packet, next_packet) -> None:
+        """Act on one jitter-buffer decision: decode a FRAME; rebuild a LOSS from the next
+        packet's FEC when it is already here, else conceal; conceal once on an UNDERRUN; nothing
+        while buffering or idle."""
+        if status == _core.FRAME:
+            self.decode(packet.payload)
+        elif status == _core.LOSS:
+            if next_packet is not None:
+                self.recover_with_fec(next_packet.payload)
+            else:
+                self.conceal()
+        elif status == _core.UNDERRUN:
+            self.conceal()
+
     def take_frame(self) -> np.ndarray | None:
         """The next 20 ms frame (a view valid until the next call), or None if not enough audio."""
         if self._count < FRAME_SAMPLES:

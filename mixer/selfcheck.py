@@ -102,15 +102,8 @@ def run(args: argparse.Namespace) -> int:
 def _pull_frame(leg: _Leg, now_ms: float, out: np.ndarray) -> None:
     while not leg.decoder.has_frame:
         status, packet = leg.jitter_buffer.pop(now_ms)
-        if status == _core.FRAME:
-            leg.decoder.decode(packet.payload)
-        elif status == _core.LOSS:
-            following = leg.jitter_buffer.peek()
-            if following is not None:
-                leg.decoder.recover_with_fec(following.payload)
-            else:
-                leg.decoder.conceal()
-        else:
+        leg.decoder.play(status, packet, leg.jitter_buffer.peek())
+        if status not in (_core.FRAME, _core.LOSS):
             break
     frame = leg.decoder.take_frame()
     if frame is None:

@@ -75,16 +75,7 @@ class Voice:
     def decode(self) -> np.ndarray | None:
         """Decode this tick's packets (concealing losses); the 20 ms frame, or None if silent."""
         for status, packet in self.packets:
-            if status == _core.FRAME:
-                self.decoder.decode(packet.payload)
-            elif status == _core.LOSS:
-                following = self.jitter_buffer.peek()
-                if following is not None:
-                    self.decoder.recover_with_fec(following.payload)
-                else:
-                    self.decoder.conceal()
-            elif status == _core.UNDERRUN:
-                self.decoder.conceal()
+            self.decoder.play(status, packet, self.jitter_buffer.peek())
         self.packets.clear()
         return self.decoder.take_frame()
 
