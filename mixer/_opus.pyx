@@ -30,6 +30,7 @@ cdef extern from "opus.h" nogil:
     int opus_decoder_ctl(OpusDecoderState *st, int request, ...)
     int opus_packet_get_nb_samples(const unsigned char *packet, int32_t len, int32_t Fs)
     const char *opus_strerror(int error)
+    const char *opus_get_version_string()
     int OPUS_OK
     int OPUS_APPLICATION_VOIP
     int OPUS_APPLICATION_AUDIO
@@ -52,6 +53,11 @@ APPLICATIONS = {
     "audio": OPUS_APPLICATION_AUDIO,
     "lowdelay": OPUS_APPLICATION_RESTRICTED_LOWDELAY,
 }
+
+
+def libopus_version() -> str:
+    """The linked libopus, e.g. "libopus 1.3.1"."""
+    return opus_get_version_string().decode()
 
 
 class OpusError(Exception):
