@@ -56,8 +56,8 @@ class TokenBucket:
         self.tokens = float(rate)
         self.updated = time.monotonic()
 
-    def take(self) -> bool:
-        now = time.monotonic()
+    def take(self, now: float) -> bool:
+        """`now` is time.monotonic() (passed in: the caller already read the clock)."""
         self.tokens = min(self.rate, self.tokens + (now - self.updated) * self.rate)
         self.updated = now
         if self.tokens < 1.0:
@@ -145,17 +145,18 @@ class MediaLeg:
 
     # ------------------------------------------------------------------------------------- receive
     def _on_datagram(self, data: bytes, addr: tuple, rtcp_port: bool) -> None:
+        now = time.monotonic()
         peer = addr[:2]
         known = peer == self.remote_rtp or peer == self.remote_rtcp
-        if not (self._peer_budget if known else self._stranger_budget).take():
+        if not (self._peer_budget if known else self._stranger_budget).take(now):
             self.drops["rate_limited"] += 1
             return
         if rtcp_port or (self.rtcp_mux and is_rtcp(data)):
             self._on_rtcp(data, addr)
         else:
-            self._on_rtp(data, addr)
+            self._on_rtp(data, addr, now)
 
-    def _on_rtp(self, data: bytes, addr: tuple) -> None:
+    def _on_rtp(self, data: bytes, addr: tuple, now: float) -> None:
         if self.srtp is not None:
             data = self.srtp.unprotect(data)
             if data is None:
@@ -169,7 +170,7 @@ class MediaLeg:
         if not self.recv_enabled:
             self.drops["not_receiving"] += 1
             return
-        arrival_ms = time.monotonic() * 1000.0
+        arrival_ms = now * 1000.0
         if packet.payload_type == self.telephone_event_pt:
             self.dtmf_packets += 1
             return
@@ -187,7 +188,8 @@ class MediaLeg:
         self.packets_in += 1
         self.bytes_in += len(data)
         self.last_packet_ms = arrival_ms
-        self.receive.on_rtp(packet.sequence_number, packet.timestamp, len(packet.payload), time.time())
+        # interarrival jitter needs only a steady clock: the monotonic one already read
+        self.receive.on_rtp(packet.sequence_number, packet.timestamp, len(packet.payload), now)
         if self.settings.latch_remote and addr != self.remote_rtp and self.srtp is not None:
             self.remote_rtp = addr  # authenticated media moved: follow it (symmetric RTP)
             if self.rtcp_mux:
@@ -220,14 +222,15 @@ class MediaLeg:
                     self.remote_bye = True
 
     # ---------------------------------------------------------------------------------------- send
-    def send_payload(self, payload: bytes, marker: bool = False) -> None:
-        """Send one 20 ms frame's payload as the next packet of this leg's stream."""
+    def send_payload(self, payload: bytes, wall_s: float, marker: bool = False) -> None:
+        """Send one 20 ms frame's payload as the next packet of this leg's stream; `wall_s` is
+        the tick's time.time(), read once per tick (it dates the stream for RTCP SRs)."""
         if self.send_enabled and self._rtp_transport is not None:
             packet = _core.build_rtp(self.payload_type, self._seq, self._ts, self.ssrc, payload, marker)
             if self.srtp is not None:
                 packet = self.srtp.protect(packet)
             self._rtp_transport.sendto(packet, self.remote_rtp)
-            self.sent.on_sent(len(payload), self._ts, time.time())
+            self.sent.on_sent(len(payload), self._ts, wall_s)
             self._seq = (self._seq + 1) & 0xFFFF
         self._ts = (self._ts + self.samples_per_frame) & 0xFFFFFFFF
 

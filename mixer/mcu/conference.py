@@ -26,6 +26,8 @@ from mixer.settings import EngineSettings
 
 # Exponential smoothing of levels for ranking talkers (weight of the newest frame).
 LEVEL_SMOOTHING = 0.3
+# RTCP schedules are checked every this many ticks (0.5 s): far finer than the 5 s interval.
+RTCP_CHECK_TICKS = 25
 
 
 class Voice:
@@ -38,15 +40,22 @@ class Voice:
             clock_rate=leg.clock_rate, frame_ms=float(leg.ptime_ms),
             min_delay_ms=settings.jitter_min_ms, max_delay_ms=settings.jitter_max_ms,
             capacity=settings.jitter_capacity)
-        self.decoder = FrameDecoder(leg.codec)
-        self.encoder: FrameEncoder | None = None  # created when this leg first talks
+        self._decoder: FrameDecoder | None = None  # created when this leg is first decoded
+        self.encoder: FrameEncoder | None = None   # created when this leg first talks
         self.level = _core.AUDIO_LEVEL_SILENT       # smoothed, -dBov (lower is louder)
         self.hangover = 0                           # ticks left as a talker after going quiet
         self.talking = False
+        self.in_mix = False                         # mixed this tick (it hears its mix-minus)
+        self.carries_level = False                  # its packets have carried RFC 6464 levels
         self.packets: list = []                     # this tick's playout decisions
         self._credit_ms = 0.0
-        self.frames_decoded_ticks = 0
         self.put_results = [0, 0, 0, 0]             # PUT_OK, PUT_DUPLICATE, PUT_LATE, PUT_RESET
+
+    @property
+    def decoder(self) -> FrameDecoder:
+        if self._decoder is None:
+            self._decoder = FrameDecoder(self.leg.codec)
+        return self._decoder
 
     def reset_stream(self) -> None:
         """The sender changed SSRC: a new stream starts from scratch."""
@@ -54,7 +63,7 @@ class Voice:
             clock_rate=self.leg.clock_rate, frame_ms=float(self.leg.ptime_ms),
             min_delay_ms=self.settings.jitter_min_ms, max_delay_ms=self.settings.jitter_max_ms,
             capacity=self.settings.jitter_capacity)
-        self.decoder = FrameDecoder(self.leg.codec)
+        self._decoder = None
 
     def pull(self, now_ms: float) -> int | None:
         """Take this tick's playout decisions; returns the RFC 6464 level they carry, if any."""
@@ -69,6 +78,7 @@ class Voice:
             if packet is not None and ext_id:
                 found = packet.audio_level(ext_id)
                 if found is not None:
+                    self.carries_level = True
                     level = found[1] if level is None else min(level, found[1])
         return level
 
@@ -82,7 +92,8 @@ class Voice:
     def discard(self) -> None:
         """Not mixed this tick: drop the packets undecoded and any buffered audio."""
         self.packets.clear()
-        self.decoder.reset()
+        if self._decoder is not None:
+            self._decoder.reset()
 
     def observe_level(self, level: int) -> None:
         self.level = (1 - LEVEL_SMOOTHING) * self.level + LEVEL_SMOOTHING * level
@@ -90,6 +101,11 @@ class Voice:
             self.hangover = max(1, self.settings.speaker_hangover_ms // FRAME_MS)
         elif self.hangover:
             self.hangover -= 1
+
+    def decoder_stats(self) -> dict:
+        if self._decoder is None:
+            return {"decoded": 0, "concealed": 0, "fec_recovered": 0, "decode_errors": 0}
+        return self._decoder.stats()
 
     def own_encoder(self, opus: OpusSettings) -> FrameEncoder:
         if self.encoder is None:
@@ -158,7 +174,9 @@ class McuConference:
                 voice.discard()
                 voice.observe_level(_core.AUDIO_LEVEL_SILENT)
                 continue
-            if level is None and voice.packets:
+            if level is None and voice.packets and not voice.carries_level:
+                # no RFC 6464 level from this sender: decode to measure it (a lost or late
+                # packet of a sender that does send levels is just "no new level")
                 frame = voice.decode()
                 self.decodes += 1
                 if frame is not None:
@@ -177,9 +195,7 @@ class McuConference:
             if frame is not None:
                 self._stack[len(mixed)] = frame
                 mixed.append(voice)
-        for voice in self.voices.values():
-            if voice not in speakers and voice.packets:
-                voice.discard()
+                voice.in_mix = True
         count = len(mixed)
         if count:
             _core.mix_minus(self._stack[:count], self._total, self._minus[:count])
@@ -187,21 +203,27 @@ class McuConference:
             self._total[:] = 0
         # 5-6: encode once per codec for listeners, once per talker for talkers, and send
         shared: dict[str, bytes] = {}
-        now_s = time.monotonic()
+        wall_s = time.time()
         for index, voice in enumerate(mixed):
             payload = voice.own_encoder(self.opus).encode(self._minus[index])
             self.own_encodes += 1
-            voice.leg.send_payload(payload)
+            voice.leg.send_payload(payload, wall_s)
         for voice in self.voices.values():
-            leg = voice.leg
-            if voice not in mixed:
-                payload = shared.get(leg.codec)
-                if payload is None:
-                    payload = self._shared_encoder(leg.codec).encode(self._total)
-                    shared[leg.codec] = payload
-                    self.shared_encodes += 1
-                leg.send_payload(payload)
-            leg.maybe_send_rtcp(now_s)
+            if voice.in_mix:
+                voice.in_mix = False
+                continue
+            if voice.packets:
+                voice.discard()  # not mixed this tick: its packets go undecoded
+            codec = voice.leg.codec
+            payload = shared.get(codec)
+            if payload is None:
+                payload = shared[codec] = self._shared_encoder(codec).encode(self._total)
+                self.shared_encodes += 1
+            voice.leg.send_payload(payload, wall_s)
+        if self.ticks % RTCP_CHECK_TICKS == 0:
+            now_s = time.monotonic()
+            for voice in self.voices.values():
+                voice.leg.maybe_send_rtcp(now_s)
         self.busy_ms += (time.perf_counter() - began) * 1000.0
 
     def _choose_speakers(self) -> list[Voice]:
@@ -230,7 +252,7 @@ class McuConference:
         voice = self.voices[leg_id]
         result = voice.leg.stats()
         result["jitter_buffer"] = voice.jitter_buffer.stats()
-        result["decoder"] = voice.decoder.stats()
+        result["decoder"] = voice.decoder_stats()
         result["talking"] = voice.talking
         result["level"] = round(voice.level, 1)
         return result
