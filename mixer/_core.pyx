@@ -1157,6 +1157,22 @@ cdef int32_t *_accumulator(Py_ssize_t s) except NULL:
     return _scratch
 
 
+cdef int _mix(const int16_t[:, ::1] frames, int16_t[::1] total, int16_t *minus,
+              Py_ssize_t minus_stride) except -1:
+    """Shared body of mix_minus and mix_total (output sizes already checked)."""
+    cdef Py_ssize_t n = frames.shape[0], s = frames.shape[1]
+    cdef int32_t *acc
+    if s == 0:
+        return 0
+    if n == 0:
+        memset(&total[0], 0, s * sizeof(int16_t))
+        return 0
+    acc = _accumulator(s)
+    with nogil:
+        vm_mix(&frames[0, 0], n, s, acc, &total[0], minus, minus_stride)
+    return 0
+
+
 def mix_minus(const int16_t[:, ::1] frames, int16_t[::1] total, int16_t[:, ::1] minus) -> None:
     """Mix N frames: `total` = saturate(sum of all), `minus[i]` = saturate(sum - frames[i]).
 
@@ -1164,33 +1180,16 @@ def mix_minus(const int16_t[:, ::1] frames, int16_t[::1] total, int16_t[:, ::1] 
     Each speaker hears everyone but themselves; listeners hear `total`. SIMD in mix_kernel.h.
     """
     cdef Py_ssize_t n = frames.shape[0], s = frames.shape[1]
-    cdef int32_t *acc
     if total.shape[0] < s or minus.shape[0] < n or (n and minus.shape[1] < s):
         raise ValueError("output buffers too small")
-    if s == 0:
-        return
-    if n == 0:
-        memset(&total[0], 0, s * sizeof(int16_t))
-        return
-    acc = _accumulator(s)
-    with nogil:
-        vm_mix(&frames[0, 0], n, s, acc, &total[0], &minus[0, 0], minus.shape[1])
+    _mix(frames, total, &minus[0, 0] if n and s else NULL, minus.shape[1])
 
 
 def mix_total(const int16_t[:, ::1] frames, int16_t[::1] total) -> None:
     """Only the saturated sum (when nobody in the mix needs a mix-minus)."""
-    cdef Py_ssize_t n = frames.shape[0], s = frames.shape[1]
-    cdef int32_t *acc
-    if total.shape[0] < s:
+    if total.shape[0] < frames.shape[1]:
         raise ValueError("output buffer too small")
-    if s == 0:
-        return
-    if n == 0:
-        memset(&total[0], 0, s * sizeof(int16_t))
-        return
-    acc = _accumulator(s)
-    with nogil:
-        vm_mix(&frames[0, 0], n, s, acc, &total[0], NULL, 0)
+    _mix(frames, total, NULL, 0)
 
 
 def audio_level(const int16_t[::1] pcm) -> int:
