@@ -36,7 +36,6 @@ import numpy as np  # noqa: E402
 
 import workloads as w  # noqa: E402
 from mixer._core import (  # noqa: E402
-    FRAME,
     JitterBuffer,
     RtpPacket,
     mix_minus,

@@ -1196,7 +1196,7 @@ def main() -> int:
                   f"{100 * (total - fi.cpu_ms_per_participant_s) / total:.0f}%; the per-packet I/O "
                   f"alone would fill a core at N~{int(1000 / fi.cpu_ms_per_participant_s)}")
     if costs_text:
-        print(f"\n=== cost model: one participant's work per tick, split (bench/mcu_costs.py) ===")
+        print("\n=== cost model: one participant's work per tick, split (bench/mcu_costs.py) ===")
         print(costs_text)
     for kind, text in profiles:
         print(f"\n=== where the engine's time goes at N={ours_best} (ours), {kind} ===")

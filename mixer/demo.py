@@ -7,7 +7,6 @@ loss and jitter optional). At the end each participant's received audio is measu
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 
 import uvloop

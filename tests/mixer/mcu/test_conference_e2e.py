@@ -128,7 +128,6 @@ def test_muted_participant_is_not_heard_and_silent_one_stalls_nobody():
             freq = TEST_TONES_HZ[i]
             talkers.append(SimulatedParticipant(f"p{i + 1}", freq,
                                                 talk_signal(freq, np.ones(12, dtype=bool))))
-        mute_me = talkers[2]
         legs = [await join(engine, conference, p) for p in talkers]
         silent = SimulatedParticipant("silent", 3310.0, np.zeros(0, dtype=np.int16))
         await join(engine, conference, silent)  # joins, never sends a packet
