@@ -102,6 +102,12 @@ class Voice:
         elif self.hangover:
             self.hangover -= 1
 
+    @property
+    def has_audio(self) -> bool:
+        """Something to decode this tick: new playout decisions, or a whole frame already
+        decoded (the second half of a 40 ms packet)."""
+        return bool(self.packets) or (self._decoder is not None and self._decoder.has_frame)
+
     def decoder_stats(self) -> dict:
         if self._decoder is None:
             return {"decoded": 0, "concealed": 0, "fec_recovered": 0, "decode_errors": 0}
@@ -174,7 +180,7 @@ class McuConference:
                 voice.discard()
                 voice.observe_level(_core.AUDIO_LEVEL_SILENT)
                 continue
-            if level is None and voice.packets and not voice.carries_level:
+            if level is None and voice.has_audio and not voice.carries_level:
                 # no RFC 6464 level from this sender: decode to measure it (a lost or late
                 # packet of a sender that does send levels is just "no new level")
                 frame = voice.decode()
@@ -189,7 +195,7 @@ class McuConference:
         mixed: list[Voice] = []
         for voice in speakers:
             frame = frames.get(voice)
-            if frame is None and voice.packets:
+            if frame is None and voice.has_audio:
                 frame = voice.decode()
                 self.decodes += 1
             if frame is not None:

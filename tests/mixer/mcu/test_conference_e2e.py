@@ -15,6 +15,7 @@ from mixer.analysis import TEST_TONES_HZ, tone_levels_db
 from mixer.engine.engine import Engine
 from mixer.settings import EngineSettings
 from mixer.sim.call import HEARD_THRESHOLD_DB, CallConfig, join, run_call
+from mixer.sdp import parse
 from mixer.sim.participant import SimulatedParticipant, talk_pattern, talk_signal
 
 
@@ -217,3 +218,49 @@ def test_rtcp_reports_give_rtt_and_loss_both_ways():
         # the engine's receive statistics saw the injected 5% loss
         assert leg["receive"]["lost"] > 0
         assert 0 < leg["receive"]["loss_percent"] < 15
+
+
+def test_a_40ms_ptime_sender_is_heard_without_gaps():
+    """A G.711 phone packetising 40 ms per packet (a=ptime:40): the MCU pops one packet every
+    other tick and must mix both 20 ms halves, so the listener hears no holes."""
+    async def scenario():
+        engine = Engine()
+        engine.start()
+        conference = engine.create_conference("mcu")["id"]
+        listener = SimulatedParticipant("listener", 350.0, np.zeros(48000 * 3, dtype=np.int16))
+        await join(engine, conference, listener)
+        phone = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        phone.bind(("127.0.0.1", 0))
+        port = phone.getsockname()[1]
+        offer = ("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+                 f"m=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=ptime:40\r\n"
+                 "a=sendonly\r\n")
+        answer = await engine.add_leg(conference, offer, label="phone")
+        engine_port = next(m for m in parse(answer["sdp"]).media if m.media == "audio").port
+        signal8 = (np.sin(2 * np.pi * 1170 * np.arange(8000 * 3) / 8000) * 8000).astype(np.int16)
+        loop = asyncio.get_running_loop()
+        start = loop.time() + 0.05
+        listener.start(start)
+        for k in range(len(signal8) // 320):
+            await asyncio.sleep(max(0.0, start + k * 0.04 - loop.time()))
+            payload = _core.ulaw_encode(signal8[k * 320:(k + 1) * 320])
+            phone.sendto(_core.build_rtp(0, k, k * 320, 0xF0F0, payload), ("127.0.0.1", engine_port))
+        await asyncio.sleep(0.2)
+        stats = engine.get_conference(conference)
+        engine.stop()
+        phone.close()
+        listener.close()
+        return listener, stats
+
+    listener, stats = run(scenario())
+    phone_leg = next(leg for leg in stats["legs"] if leg["label"] == "phone")
+    assert phone_leg["packets_in"] >= 70 and sum(phone_leg["drops"].values()) == 0
+    pcm, _ = listener.heard_audio()
+    heard = pcm[48000 // 2: 48000 * 5 // 2]  # 0.5 .. 2.5 s
+    assert tone_levels_db(heard, [1170.0])[1170.0] > -30
+    # every 20 ms block carries the tone at full strength: a skipped half would leave a block
+    # holding only the codec's overlap tail (about half the RMS)
+    blocks = heard[: len(heard) // 960 * 960].reshape(-1, 960).astype(np.float64)
+    rms = np.sqrt((blocks ** 2).mean(axis=1))
+    weak = rms < 0.8 * np.median(rms)
+    assert weak.mean() < 0.03, f"{weak.sum()} of {len(rms)} 20 ms blocks were holes"
