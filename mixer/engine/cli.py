@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import signal
 
@@ -47,6 +48,9 @@ async def serve(settings: EngineSettings) -> None:
     await web.TCPSite(runner, host, port).start()
     log.info("engine started: control http://%s:%d, media %s ports %s", host, port,
              settings.media_ip, settings.media_ports)
+    # Everything built so far lives as long as the process: keep it out of every collection, so
+    # the collector's pauses stay short next to the 20 ms tick.
+    gc.freeze()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
