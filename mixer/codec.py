@@ -158,6 +158,11 @@ class FrameDecoder:
         return {"decoded": self.decoded, "concealed": self.concealed,
                 "fec_recovered": self.fec_recovered, "decode_errors": self.errors}
 
+    @staticmethod
+    def idle_stats() -> dict:
+        """stats() of a decoder that never ran (callers that create decoders lazily)."""
+        return {"decoded": 0, "concealed": 0, "fec_recovered": 0, "decode_errors": 0}
+
 
 @dataclass(frozen=True)
 class OpusSettings:

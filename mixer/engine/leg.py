@@ -18,11 +18,11 @@ from collections.abc import Callable
 from mixer import _core
 from mixer.codec import CODECS, FRAME_MS
 from mixer.rtp.rtcp import (
-    RtcpBye, RtcpError, RtcpReceiverReport, RtcpSdes, RtcpSenderReport, SdesChunk, SDES_CNAME,
+    RtcpBye, RtcpError, RtcpReceiverReport, RtcpSdes, SdesChunk, SDES_CNAME,
     is_rtcp, parse_compound, serialize_compound,
 )
 from mixer.rtp.srtp import SrtpContext
-from mixer.rtp.stats import ReceiveStatistics, RoundTrip, SendStatistics
+from mixer.rtp.stats import ReceiveStatistics, RoundTrip, SendStatistics, learn_from_reports
 from mixer.sdp import AudioAnswer
 from mixer.settings import EngineSettings
 
@@ -208,18 +208,10 @@ class MediaLeg:
         except RtcpError:
             self.drops["rtcp_malformed"] += 1
             return
-        now = time.time()
+        learn_from_reports(packets, self.ssrc, self.receive, self.round_trip, time.time())
         for packet in packets:
-            if isinstance(packet, RtcpSenderReport):
-                if self.receive is not None and packet.ssrc == self.remote_ssrc:
-                    self.receive.on_sender_report(packet, now)
-            if isinstance(packet, (RtcpSenderReport, RtcpReceiverReport)):
-                for block in packet.reports:
-                    if block.ssrc == self.ssrc:
-                        self.round_trip.on_report_block(block, now)
-            elif isinstance(packet, RtcpBye):
-                if self.remote_ssrc in packet.sources:
-                    self.remote_bye = True
+            if isinstance(packet, RtcpBye) and self.remote_ssrc in packet.sources:
+                self.remote_bye = True
 
     # ---------------------------------------------------------------------------------------- send
     def send_payload(self, payload: bytes, wall_s: float, marker: bool = False) -> None:

@@ -36,10 +36,7 @@ class Voice:
     def __init__(self, leg: MediaLeg, settings: EngineSettings) -> None:
         self.leg = leg
         self.settings = settings
-        self.jitter_buffer = _core.JitterBuffer(
-            clock_rate=leg.clock_rate, frame_ms=float(leg.ptime_ms),
-            min_delay_ms=settings.jitter_min_ms, max_delay_ms=settings.jitter_max_ms,
-            capacity=settings.jitter_capacity)
+        self.jitter_buffer = self._new_jitter_buffer()
         self._decoder: FrameDecoder | None = None  # created when this leg is first decoded
         self.encoder: FrameEncoder | None = None   # created when this leg first talks
         self.level = _core.AUDIO_LEVEL_SILENT       # smoothed, -dBov (lower is louder)
@@ -51,6 +48,12 @@ class Voice:
         self._credit_ms = 0.0
         self.put_results = [0, 0, 0, 0]             # PUT_OK, PUT_DUPLICATE, PUT_LATE, PUT_RESET
 
+    def _new_jitter_buffer(self) -> _core.JitterBuffer:
+        return _core.JitterBuffer(
+            clock_rate=self.leg.clock_rate, frame_ms=float(self.leg.ptime_ms),
+            min_delay_ms=self.settings.jitter_min_ms, max_delay_ms=self.settings.jitter_max_ms,
+            capacity=self.settings.jitter_capacity)
+
     @property
     def decoder(self) -> FrameDecoder:
         if self._decoder is None:
@@ -59,10 +62,7 @@ class Voice:
 
     def reset_stream(self) -> None:
         """The sender changed SSRC: a new stream starts from scratch."""
-        self.jitter_buffer = _core.JitterBuffer(
-            clock_rate=self.leg.clock_rate, frame_ms=float(self.leg.ptime_ms),
-            min_delay_ms=self.settings.jitter_min_ms, max_delay_ms=self.settings.jitter_max_ms,
-            capacity=self.settings.jitter_capacity)
+        self.jitter_buffer = self._new_jitter_buffer()
         self._decoder = None
 
     def pull(self, now_ms: float) -> int | None:
@@ -110,7 +110,7 @@ class Voice:
 
     def decoder_stats(self) -> dict:
         if self._decoder is None:
-            return {"decoded": 0, "concealed": 0, "fec_recovered": 0, "decode_errors": 0}
+            return FrameDecoder.idle_stats()
         return self._decoder.stats()
 
     def own_encoder(self, opus: OpusSettings) -> FrameEncoder:

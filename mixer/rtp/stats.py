@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from mixer._core import RtpSource
 from mixer.rtp.ntp import ntp_middle32, rtt_from_report, seconds_to_ntp
-from mixer.rtp.rtcp import ReportBlock, RtcpSenderReport
+from mixer.rtp.rtcp import ReportBlock, RtcpReceiverReport, RtcpSenderReport
 
 # 1/65536 s units of DLSR (RFC 3550 section 6.4.1)
 _DLSR_UNITS_PER_SECOND = 65536
@@ -141,3 +141,17 @@ class SendStatistics:
 
     def stats(self) -> dict:
         return {"packets": self.packets, "octets": self.octets}
+
+
+def learn_from_reports(packets: list, own_ssrc: int, receive: ReceiveStatistics | None,
+                       round_trip: RoundTrip, now_s: float) -> None:
+    """What one side of a leg learns from the RTCP it receives: the peer's SR (echoed later as
+    LSR/DLSR) and the report blocks about our own stream (RTT, the peer's view of loss)."""
+    for packet in packets:
+        if (isinstance(packet, RtcpSenderReport) and receive is not None
+                and packet.ssrc == receive.ssrc):
+            receive.on_sender_report(packet, now_s)
+        if isinstance(packet, (RtcpSenderReport, RtcpReceiverReport)):
+            for block in packet.reports:
+                if block.ssrc == own_ssrc:
+                    round_trip.on_report_block(block, now_s)

@@ -19,10 +19,10 @@ import numpy as np
 from mixer import _core
 from mixer.codec import CODECS, FRAME_MS, FRAME_SAMPLES, MIX_RATE, FrameDecoder, FrameEncoder
 from mixer.rtp.rtcp import (
-    RtcpError, RtcpReceiverReport, RtcpSenderReport, is_rtcp, parse_compound, serialize_compound,
+    RtcpError, is_rtcp, parse_compound, serialize_compound,
 )
 from mixer.rtp.srtp import SrtpContext
-from mixer.rtp.stats import ReceiveStatistics, RoundTrip, SendStatistics
+from mixer.rtp.stats import ReceiveStatistics, RoundTrip, SendStatistics, learn_from_reports
 from mixer.sdp import offer_audio, parse
 from mixer.sdp.crypto import parse_crypto
 
@@ -240,14 +240,7 @@ class SimulatedParticipant:
             packets = parse_compound(data)
         except RtcpError:
             return
-        now = time.time()
-        for packet in packets:
-            if isinstance(packet, RtcpSenderReport) and self.receive is not None:
-                self.receive.on_sender_report(packet, now)
-            if isinstance(packet, (RtcpSenderReport, RtcpReceiverReport)):
-                for block in packet.reports:
-                    if block.ssrc == self.ssrc:
-                        self.round_trip.on_report_block(block, now)
+        learn_from_reports(packets, self.ssrc, self.receive, self.round_trip, time.time())
 
     # ------------------------------------------------------------------------------------ analysis
     def heard_audio(self) -> tuple[np.ndarray, np.ndarray]:
