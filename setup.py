@@ -60,6 +60,8 @@ extensions = [
         extra_compile_args=COMPILE_ARGS,
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     ),
+    # STUN/TURN wire: message splitting, TCP framing, the ChannelData relay (no external library)
+    Extension("mixer.turn._wire", ["mixer/turn/_wire.pyx"], extra_compile_args=COMPILE_ARGS),
 ]
 
 setup(

@@ -11,6 +11,7 @@ from mixer import __version__
 SUBCOMMANDS = {
     "engine": ("mixer.engine.cli", "run one media engine with its HTTP control API"),
     "demo": ("mixer.demo", "a real group call on loopback; prints what each participant heard"),
+    "turn": ("mixer.turn.cli", "run the STUN binding service and the TURN server (TCP/UDP to UDP)"),
     "selfcheck": ("mixer.selfcheck", "encode, protect, jitter and mix a call's worth of audio in-process"),
 }
 
