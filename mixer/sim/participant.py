@@ -12,6 +12,7 @@ import asyncio
 import random
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -75,12 +76,19 @@ class _Protocol(asyncio.DatagramProtocol):
         pass
 
 
+# Opens the participant's media transport instead of a plain UDP socket (e.g. a TURN allocation over
+# TCP, mixer.turn.client.TurnDatagramTransport): given the protocol factory, returns a transport with
+# `sendto(data, addr)`, `close()` and `get_extra_info("sockname")` -> the address to offer in SDP.
+TransportFactory = Callable[[Callable[[], asyncio.DatagramProtocol]], Awaitable[asyncio.BaseTransport]]
+
+
 class SimulatedParticipant:
     """One participant; `offer()` -> engine -> `accept(answer)` -> `start()` ... `stop()`."""
 
     def __init__(self, name: str, freq_hz: float, signal: np.ndarray, *, codec: str = "opus",
                  srtp: bool = False, impairment: Impairment | None = None,
-                 send_audio_level: bool = True, host: str = "127.0.0.1") -> None:
+                 send_audio_level: bool = True, host: str = "127.0.0.1",
+                 transport_factory: TransportFactory | None = None) -> None:
         self.name = name
         self.freq_hz = freq_hz
         self.signal = signal
@@ -89,6 +97,7 @@ class SimulatedParticipant:
         self.impairment = impairment or Impairment()
         self.send_audio_level = send_audio_level
         self.host = host
+        self.transport_factory = transport_factory
         self._rng = random.Random(self.impairment.seed)
         self.encoder = FrameEncoder(codec)
         self.clock_rate = CODECS[codec].clock_rate
@@ -114,12 +123,15 @@ class SimulatedParticipant:
         self.finished = asyncio.Event()
 
     async def offer(self) -> str:
-        loop = asyncio.get_running_loop()
-        self._transport, _ = await loop.create_datagram_endpoint(
-            lambda: _Protocol(self), local_addr=(self.host, 0))
-        port = self._transport.get_extra_info("sockname")[1]
+        if self.transport_factory is not None:
+            self._transport = await self.transport_factory(lambda: _Protocol(self))
+        else:
+            loop = asyncio.get_running_loop()
+            self._transport, _ = await loop.create_datagram_endpoint(
+                lambda: _Protocol(self), local_addr=(self.host, 0))
+        local_ip, port = self._transport.get_extra_info("sockname")[:2]
         sdp, self._local_crypto = offer_audio(
-            local_ip=self.host, local_port=port, codecs=(self.codec,), srtp=self.use_srtp,
+            local_ip=local_ip, local_port=port, codecs=(self.codec,), srtp=self.use_srtp,
             rtcp_mux=True, audio_level_ext_id=AUDIO_LEVEL_EXT_ID if self.send_audio_level else None)
         return sdp
 
