@@ -56,6 +56,7 @@ class TurnClient(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closed = asyncio.Event()
         self.malformed = 0
+        self.bind_failures = 0
         self.framer = StreamFramer(self._on_stun, self._on_broken, self._on_channel)
         self.data_received = self.framer.data_received
 
@@ -95,6 +96,13 @@ class TurnClient(asyncio.Protocol):
         finally:
             self._waiting.pop(transaction_id, None)
 
+    def _build(self, method: int, attributes: list[tuple[int, bytes]], txid: bytes) -> bytes:
+        if self.key is None:
+            return stun.build(method, stun.REQUEST, txid, attributes)
+        auth = [(stun.USERNAME, self.username.encode()), (stun.REALM, self.realm.encode()),
+                (stun.NONCE, self.nonce.encode())]
+        return stun.build(method, stun.REQUEST, txid, attributes + auth, key=self.key, integrity=self.integrity)
+
     async def request(self, method: int, attributes: list[tuple[int, bytes]] | None = None, *,
                       check: bool = True) -> StunMessage:
         """Send an authenticated request; learn REALM/NONCE from 401 and 438 and retry (RFC 8489 9.2.3)."""
@@ -102,14 +110,7 @@ class TurnClient(asyncio.Protocol):
         response = None
         for _ in range(3):
             txid = os.urandom(12)
-            if self.key is not None:
-                auth = [(stun.USERNAME, self.username.encode()), (stun.REALM, self.realm.encode()),
-                        (stun.NONCE, self.nonce.encode())]
-                raw = stun.build(method, stun.REQUEST, txid, attributes + auth, key=self.key,
-                                 integrity=self.integrity)
-            else:
-                raw = stun.build(method, stun.REQUEST, txid, attributes)
-            response = await self.transact(raw, txid)
+            response = await self.transact(self._build(method, attributes, txid), txid)
             error = response.error_code() if response.cls == stun.ERROR else None
             if error and error[0] in (stun.UNAUTHORIZED, stun.STALE_NONCE) and self.username is not None:
                 realm, nonce = response.text(stun.REALM), response.text(stun.NONCE)
@@ -158,13 +159,31 @@ class TurnClient(asyncio.Protocol):
         return number
 
     def bind_now(self, peer: tuple[str, int]) -> int:
-        """Send ChannelBind and use the channel at once: on a stream the server handles the request
-        before any ChannelData written after it. The response is awaited in the background."""
+        """Write ChannelBind now and use the channel at once: on a stream the server handles the
+        request before any ChannelData written after it. The response is checked in the background
+        (a stale nonce is retried; a refusal is counted in `bind_failures`)."""
         number = self._claim_channel(peer)
         self.channels[peer] = number
         self._peers_by_channel[number] = peer
-        asyncio.get_running_loop().create_task(self.channel_bind(peer, number))
+        txid = os.urandom(12)
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._waiting[txid] = future
+        self.write(self._build(stun.CHANNEL_BIND, [
+            stun.channel_number_attribute(number),
+            (stun.XOR_PEER_ADDRESS, stun.encode_xor_address(peer, b"\x00" * 12))], txid))
+        loop.create_task(self._confirm_bind(txid, future, peer, number))
         return number
+
+    async def _confirm_bind(self, txid: bytes, future: asyncio.Future, peer: tuple[str, int], number: int) -> None:
+        try:
+            response = await asyncio.wait_for(future, self.timeout_s)
+            if response.cls == stun.ERROR:
+                await self.channel_bind(peer, number)  # 438 and friends: the full retry logic
+        except (TurnRequestError, asyncio.TimeoutError, ConnectionError):
+            self.bind_failures += 1
+        finally:
+            self._waiting.pop(txid, None)
 
     def _claim_channel(self, peer: tuple[str, int]) -> int:
         if peer in self.channels:
