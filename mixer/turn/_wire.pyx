@@ -119,92 +119,239 @@ cdef class TokenBucket:
         return True
 
 
-cdef class ChannelRelay:
-    """The hot state of one allocation, and the asyncio protocol of its relayed UDP socket.
+cdef extern from "<sys/socket.h>" nogil:
+    ctypedef unsigned int socklen_t
+    struct sockaddr:
+        pass
+    ssize_t c_sendto "sendto" (int fd, const void* buf, size_t n, int flags, const sockaddr* addr,
+                                socklen_t addrlen)
+    ssize_t c_recvfrom "recvfrom" (int fd, void* buf, size_t n, int flags, sockaddr* addr,
+                                    socklen_t* addrlen)
+    int MSG_DONTWAIT
 
-    `peer_channels` maps a peer address to its channel number, `channel_peers` the reverse; the
-    allocation keeps both holding only channels whose binding *and* permission are live, so lookups
-    here are the whole permission check. Packets from peers without a channel go to
-    `on_peer_datagram` (Python: permission check, Data indication).
+cdef extern from "<netinet/in.h>" nogil:
+    struct in_addr:
+        unsigned int s_addr
+    struct sockaddr_in:
+        unsigned short sin_family
+        unsigned short sin_port
+        in_addr sin_addr
+    unsigned short ntohs(unsigned short)
+    unsigned short htons(unsigned short)
+    unsigned int ntohl(unsigned int)
+    int AF_INET
+
+cdef extern from "<arpa/inet.h>" nogil:
+    int inet_pton(int af, const char* src, void* dst)
+
+cdef extern from "<errno.h>" nogil:
+    int errno
+    int EAGAIN
+    int EWOULDBLOCK
+    int EINTR
+
+from libc.stdlib cimport free, malloc
+from libc.string cimport memset
+
+cdef enum:
+    RECV_BUFFER = 65536
+    OUT_BUFFER = 262144         # ChannelData frames gathered for one TCP write
+    READS_PER_WAKEUP = 64       # datagrams read per readable event before yielding to the loop
+
+
+cdef inline long long _peer_key(unsigned int ip_host_order, unsigned int port) noexcept nogil:
+    return (<long long>ip_host_order << 16) | port
+
+
+def sockaddr_key(str ip, int port) -> int:
+    """The relay's lookup key of an IPv4 peer (what a received datagram's source is matched with)."""
+    cdef in_addr address
+    if inet_pton(AF_INET, ip.encode("ascii"), &address) != 1:
+        raise ValueError(f"{ip!r} is not an IPv4 address")
+    return _peer_key(ntohl(address.s_addr), port)
+
+
+cdef bytes _sockaddr(str ip, int port):
+    cdef sockaddr_in address
+    memset(&address, 0, sizeof(address))
+    address.sin_family = AF_INET
+    address.sin_port = htons(port)
+    if inet_pton(AF_INET, ip.encode("ascii"), &address.sin_addr) != 1:
+        raise ValueError(f"{ip!r} is not an IPv4 address")
+    return PyBytes_FromStringAndSize(<const char*>&address, sizeof(address))
+
+
+cdef class ChannelRelay:
+    """The hot path of one allocation: owns its relayed IPv4 UDP socket's file descriptor.
+
+    Peer -> client: on each readable event up to READS_PER_WAKEUP datagrams are read with
+    recvfrom(2) into a C buffer; a datagram from a peer with a live channel becomes a ChannelData
+    frame (RFC 8656 12.4; padded to 4 bytes on stream transports) without any Python object, and on
+    a stream all frames of one wakeup leave in one write. Client -> peer: sendto(2) on the fd with a
+    prepared sockaddr. Packets from peers without a channel go to `on_peer_datagram` (Python:
+    permission check, Data indication). The allocation calls `set_channels` with only the channels
+    whose binding *and* permission are live, so a lookup here is the whole permission check.
     """
-    cdef public dict peer_channels
-    cdef public dict channel_peers
-    cdef public object relay_sendto
+    cdef int fd
+    cdef object loop
+    cdef public object sock
+    cdef dict key_channel         # peer key -> channel number
+    cdef dict channel_addr        # channel number -> packed sockaddr_in
+    cdef public dict channel_peers  # channel number -> (ip, port), for Python callers and stats
     cdef public object client_send
-    cdef public bint pad
+    cdef public bint stream
     cdef public bint client_paused
     cdef public object on_peer_datagram
     cdef public TokenBucket bucket
-    cdef public object transport
+    cdef unsigned char* out
+    cdef unsigned char* inbuf
     cdef public unsigned long long to_peer_packets, to_peer_bytes, to_client_packets, to_client_bytes
     cdef public unsigned long long drop_no_channel, drop_bandwidth, drop_client_slow, drop_malformed
-    cdef public unsigned long long socket_errors
+    cdef public unsigned long long socket_errors, wakeups
 
-    def __init__(self, client_send, bint pad, on_peer_datagram, TokenBucket bucket not None):
-        self.peer_channels = {}
+    def __cinit__(self):
+        self.out = <unsigned char*>malloc(OUT_BUFFER)
+        self.inbuf = <unsigned char*>malloc(RECV_BUFFER)
+        if self.out == NULL or self.inbuf == NULL:
+            raise MemoryError()
+
+    def __dealloc__(self):
+        free(self.out)
+        free(self.inbuf)
+
+    def __init__(self, client_send, bint stream, on_peer_datagram, TokenBucket bucket not None):
+        self.fd = -1
+        self.sock = None
+        self.loop = None
+        self.key_channel = {}
+        self.channel_addr = {}
         self.channel_peers = {}
         self.client_send = client_send
-        self.pad = pad
+        self.stream = stream
         self.on_peer_datagram = on_peer_datagram
         self.bucket = bucket
-        self.relay_sendto = None
-        self.transport = None
 
-    # ------------------------------------------------------------------ asyncio DatagramProtocol
-    def connection_made(self, transport):
-        self.transport = transport
-        self.relay_sendto = transport.sendto
+    # ------------------------------------------------------------------------------- lifecycle
+    def open(self, sock, loop) -> None:
+        """Start relaying on `sock` (a bound, non-blocking IPv4 UDP socket) in `loop`."""
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.loop = loop
+        loop.add_reader(self.fd, self._readable)
 
-    def connection_lost(self, exc):
-        self.relay_sendto = None
+    def close(self) -> None:
+        if self.fd >= 0:
+            self.loop.remove_reader(self.fd)
+            self.sock.close()
+            self.fd = -1
+        self.set_channels({})
 
-    def error_received(self, exc):
-        self.socket_errors += 1
+    @property
+    def is_open(self) -> bool:
+        return self.fd >= 0
 
-    def datagram_received(self, bytes data, addr):
-        """Peer -> client: prepend a ChannelData header (RFC 8656 12.4), pad on stream transports."""
-        channel = self.peer_channels.get(addr)
-        if channel is None:
-            self.on_peer_datagram(data, addr)
-            return
-        cdef Py_ssize_t n = len(data)
-        cdef Py_ssize_t padded = (n + 3) & ~3 if self.pad else n
-        cdef unsigned int number = channel
-        if n > 0xFFFF:
-            self.drop_malformed += 1
-            return
-        if self.client_paused:
-            self.drop_client_slow += 1
-            return
-        if not self.bucket.take(n):
-            self.drop_bandwidth += 1
-            return
-        out = PyBytes_FromStringAndSize(NULL, CHANNEL_HEADER + padded)
-        cdef unsigned char* p = <unsigned char*>PyBytes_AS_STRING(out)
+    def set_channels(self, dict channels) -> None:
+        """The live channels: {number: (ip, port)}."""
+        self.channel_peers = dict(channels)
+        self.key_channel = {sockaddr_key(peer[0], peer[1]): number for number, peer in channels.items()}
+        self.channel_addr = {number: _sockaddr(peer[0], peer[1]) for number, peer in channels.items()}
+
+    # --------------------------------------------------------------------------- peer -> client
+    def _readable(self):
+        cdef sockaddr_in source
+        cdef socklen_t source_len
+        cdef ssize_t n
+        cdef Py_ssize_t used = 0, frame, padded
+        cdef unsigned int number
+        cdef int i
+        self.wakeups += 1
+        for i in range(READS_PER_WAKEUP):
+            source_len = sizeof(source)
+            n = c_recvfrom(self.fd, self.inbuf, RECV_BUFFER, MSG_DONTWAIT, <sockaddr*>&source, &source_len)
+            if n < 0:
+                if errno == EAGAIN or errno == EWOULDBLOCK:
+                    break
+                if errno == EINTR:
+                    continue
+                self.socket_errors += 1  # e.g. ECONNREFUSED from an earlier send's ICMP
+                continue
+            if source.sin_family != AF_INET:
+                continue
+            channel = self.key_channel.get(_peer_key(ntohl(source.sin_addr.s_addr), ntohs(source.sin_port)))
+            if channel is None:
+                if used:
+                    self._flush(used)
+                    used = 0
+                self.on_peer_datagram(PyBytes_FromStringAndSize(<const char*>self.inbuf, n),
+                                      (_ntop(&source), ntohs(source.sin_port)))
+                continue
+            if self.client_paused:
+                self.drop_client_slow += 1
+                continue
+            if not self.bucket.take(n):
+                self.drop_bandwidth += 1
+                continue
+            number = channel
+            padded = (n + 3) & ~3 if self.stream else n
+            frame = CHANNEL_HEADER + padded
+            if not self.stream:
+                self._frame_into(self.out, number, n, padded)
+                self.client_send(PyBytes_FromStringAndSize(<const char*>self.out, frame))
+            else:
+                if used + frame > OUT_BUFFER:
+                    self._flush(used)
+                    used = 0
+                self._frame_into(self.out + used, number, n, padded)
+                used += frame
+            self.to_client_packets += 1
+            self.to_client_bytes += n
+        if used:
+            self._flush(used)
+
+    cdef inline void _frame_into(self, unsigned char* p, unsigned int number, Py_ssize_t n, Py_ssize_t padded) noexcept:
+        cdef Py_ssize_t i
         p[0] = number >> 8
         p[1] = number & 0xFF
         p[2] = n >> 8
         p[3] = n & 0xFF
-        memcpy(p + 4, PyBytes_AS_STRING(data), n)
-        cdef Py_ssize_t i
+        memcpy(p + 4, self.inbuf, n)
         for i in range(n, padded):
             p[4 + i] = 0
-        self.client_send(out)
-        self.to_client_packets += 1
-        self.to_client_bytes += n
 
-    # ---------------------------------------------------------------------- client -> peer
+    cdef void _flush(self, Py_ssize_t used):
+        self.client_send(PyBytes_FromStringAndSize(<const char*>self.out, used))
+
+    # --------------------------------------------------------------------------- client -> peer
     cdef void _to_peer(self, unsigned int channel, const unsigned char* payload, Py_ssize_t n):
-        peer = self.channel_peers.get(channel)
-        if peer is None or self.relay_sendto is None:
+        address = self.channel_addr.get(channel)
+        if address is None or self.fd < 0:
             self.drop_no_channel += 1
             return
         if not self.bucket.take(n):
             self.drop_bandwidth += 1
             return
-        self.relay_sendto(PyBytes_FromStringAndSize(<const char*>payload, n), peer)
+        if c_sendto(self.fd, payload, n, MSG_DONTWAIT, <const sockaddr*>PyBytes_AS_STRING(address),
+                    sizeof(sockaddr_in)) < 0:
+            self.socket_errors += 1  # a full socket buffer drops, as a router would
+            return
         self.to_peer_packets += 1
         self.to_peer_bytes += n
+
+    def send_to(self, bytes data, str ip, int port) -> bool:
+        """Slow path (Send indications): one datagram to a peer the caller has checked."""
+        if self.fd < 0:
+            return False
+        if not self.bucket.take(len(data)):
+            self.drop_bandwidth += 1
+            return False
+        address = _sockaddr(ip, port)
+        if c_sendto(self.fd, PyBytes_AS_STRING(data), len(data), MSG_DONTWAIT,
+                    <const sockaddr*>PyBytes_AS_STRING(address), sizeof(sockaddr_in)) < 0:
+            self.socket_errors += 1
+            return False
+        self.to_peer_packets += 1
+        self.to_peer_bytes += len(data)
+        return True
 
     def channel_datagram(self, bytes data):
         """A ChannelData message that came as one datagram (UDP client transport, RFC 8656 12.5)."""
@@ -227,6 +374,11 @@ cdef class ChannelRelay:
                       "client_slow": self.drop_client_slow, "malformed": self.drop_malformed},
             "socket_errors": self.socket_errors,
         }
+
+
+cdef str _ntop(sockaddr_in* address):
+    cdef unsigned int ip = ntohl(address.sin_addr.s_addr)
+    return f"{ip >> 24}.{(ip >> 16) & 0xFF}.{(ip >> 8) & 0xFF}.{ip & 0xFF}"
 
 
 cdef class StreamFramer:

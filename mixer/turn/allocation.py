@@ -1,8 +1,8 @@
 """One TURN allocation (RFC 8656 2.2): a relayed UDP socket, its permissions and channel bindings.
 
-The hot path lives in the compiled `ChannelRelay` (it is also the relayed socket's protocol); this
-class owns the lifetimes and keeps the relay's lookup tables equal to "channels whose binding and
-whose peer's permission are both live", so a lookup there is the whole permission check.
+The hot path lives in the compiled `ChannelRelay` (which owns the relayed socket); this class owns
+the lifetimes and keeps the relay's lookup tables equal to "channels whose binding and whose peer's
+permission are both live", so a lookup there is the whole permission check.
 """
 from __future__ import annotations
 
@@ -80,25 +80,16 @@ class Allocation:
         now = time.monotonic()
         live = {number: peer for number, (peer, expiry) in self.channels.items()
                 if expiry > now and self.has_permission(peer[0], now)}
-        self.relay.channel_peers.clear()
-        self.relay.channel_peers.update(live)
-        self.relay.peer_channels.clear()
-        self.relay.peer_channels.update({peer: number for number, peer in live.items()})
+        self.relay.set_channels(live)
 
     # ------------------------------------------------------------------------- slow relay paths
     def send_to_peer(self, peer: tuple[str, int], data: bytes) -> bool:
         """A Send indication's payload (RFC 8656 10.2): relayed only with a live permission."""
         self.send_indications_in += 1
-        if not self.has_permission(peer[0]) or self.relay.relay_sendto is None:
+        if not self.has_permission(peer[0]):
             self.drop_no_permission += 1
             return False
-        if not self.relay.bucket.take(len(data)):
-            self.relay.drop_bandwidth += 1
-            return False
-        self.relay.relay_sendto(data, peer)
-        self.relay.to_peer_packets += 1
-        self.relay.to_peer_bytes += len(data)
-        return True
+        return self.relay.send_to(data, peer[0], peer[1])
 
     def _from_unbound_peer(self, data: bytes, addr: tuple) -> None:
         """A datagram from a peer without a channel: a Data indication if permitted (RFC 8656 10.3)."""
@@ -122,10 +113,7 @@ class Allocation:
         self.relay.to_client_bytes += len(data)
 
     def close(self) -> None:
-        if self.relay.transport is not None:
-            self.relay.transport.close()
-        self.relay.channel_peers.clear()
-        self.relay.peer_channels.clear()
+        self.relay.close()
 
     def stats(self, now: float | None = None) -> dict:
         now = time.monotonic() if now is None else now

@@ -146,7 +146,6 @@ class TurnServer:
         self.peer_filter = PeerFilter(s.allow_loopback_peers, s.allowed_peer_ips)
         self.relay_ports = RelayPorts(*s.port_range)
         self.allocations: dict[object, Allocation] = {}
-        self._pending: dict[object, bytes] = {}        # link key -> Allocate txid being served
         self._user_allocations: Counter[str] = Counter()
         self._user_buckets: dict[str, TokenBucket] = {}
         self._links: set[_StreamLink] = set()
@@ -222,14 +221,13 @@ class TurnServer:
                 allocation.sweep(now)
         idle = self.settings.tcp_idle_s
         for link in list(self._links):
-            if link not in self.allocations and link not in self._pending and now - link.opened > idle:
+            if link not in self.allocations and now - link.opened > idle:
                 self.counters["tcp_idle_closed"] += 1
                 link.opened = now
                 link.close()
 
     def _link_closed(self, link: _StreamLink) -> None:
         self._links.discard(link)
-        self._pending.pop(link, None)
         if link in self.allocations:
             self._delete(link, "connection closed")
 
@@ -348,8 +346,6 @@ class TurnServer:
                 link.send(existing.allocate_response)  # a retransmission gets the same answer
                 return None
             raise _Reject(stun.ALLOCATION_MISMATCH)
-        if link.key in self._pending:
-            return None  # the same request again while its socket is being bound
         transport = message.get(stun.REQUESTED_TRANSPORT)
         if transport is None or len(transport) != 4:
             raise _Reject(stun.BAD_REQUEST)
@@ -363,22 +359,12 @@ class TurnServer:
             raise _Reject(stun.BAD_REQUEST)
         if self._user_allocations[identity.user] >= self.settings.user_quota:
             raise _Reject(stun.ALLOCATION_QUOTA_REACHED)
-        if len(self.allocations) + len(self._pending) >= self.settings.max_allocations:
+        if len(self.allocations) >= self.settings.max_allocations:
             raise _Reject(stun.INSUFFICIENT_CAPACITY)
         try:
             sock = self.relay_ports.bind(self.settings.relay_ip, even=even is not None)
         except RelayPortsExhausted:
             raise _Reject(stun.INSUFFICIENT_CAPACITY) from None
-        self._pending[link.key] = message.transaction_id
-        asyncio.get_running_loop().create_task(self._finish_allocate(link, message, identity, sock))
-        return None
-
-    async def _finish_allocate(self, link: _Link, message: StunMessage, identity: Identity, sock) -> None:
-        port = sock.getsockname()[1]
-        if self._pending.pop(link.key, None) is None or (isinstance(link, _StreamLink) and link not in self._links):
-            sock.close()  # the client went away meanwhile
-            self.relay_ports.release(port)
-            return
         lifetime = self._lifetime(message)
         user = identity.user
         bucket = self._user_buckets.get(user)
@@ -386,14 +372,8 @@ class TurnServer:
             rate = float(self.settings.bandwidth_bytes_s)
             bucket = self._user_buckets[user] = TokenBucket(rate, rate)
         allocation = Allocation(link.key, identity, link.remote, link.kind, link.send, bucket, lifetime)
-        try:
-            await asyncio.get_running_loop().create_datagram_endpoint(lambda: allocation.relay, sock=sock)
-        except OSError:
-            sock.close()
-            self.relay_ports.release(port)
-            self._respond_error(link, message, stun.INSUFFICIENT_CAPACITY, identity)
-            return
-        allocation.relayed_addr = (self.settings.relay_ip, port)
+        allocation.relay.open(sock, asyncio.get_running_loop())
+        allocation.relayed_addr = sock.getsockname()[:2]
         self.allocations[link.key] = allocation
         self._user_allocations[user] += 1
         if isinstance(link, _StreamLink):
@@ -412,6 +392,7 @@ class TurnServer:
         self.counters["responses_allocate"] += 1
         self.counters["allocations_created"] += 1
         log.debug("allocation %s for %s (%s %s:%d)", allocation.relayed_addr, user, link.kind, *link.remote)
+        return None
 
     def _allocation(self, link: _Link) -> Allocation:
         allocation = self.allocations.get(link.key)

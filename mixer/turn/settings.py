@@ -39,7 +39,7 @@ class TurnSettings(BaseSettings):
     static_users: dict[str, str] = Field(default_factory=dict, description="user -> password")
     nonce_lifetime_s: float = Field(600.0, gt=0, description="a NONCE older than this gets 438")
     # Relay
-    relay_ip: str = Field("127.0.0.1", description="address the relayed UDP sockets bind to")
+    relay_ip: str = Field("127.0.0.1", description="IPv4 address the relayed UDP sockets bind to")
     relay_ports: str = "50000-59999"
     allocation_lifetime_s: float = Field(600.0, gt=0, description="RFC 8656 default allocation lifetime")
     max_allocation_lifetime_s: float = Field(3600.0, gt=0)
@@ -62,6 +62,13 @@ class TurnSettings(BaseSettings):
         low, _, high = value.partition("-")
         if not (low.isdigit() and high.isdigit() and 1024 <= int(low) < int(high) <= 65535):
             raise ValueError("relay_ports must look like 50000-59999 (1024..65535)")
+        return value
+
+    @field_validator("relay_ip")
+    @classmethod
+    def _ipv4(cls, value: str) -> str:
+        if ipaddress.ip_address(value).version != 4:
+            raise ValueError("relay_ip must be IPv4 (the compiled relay speaks IPv4; see docs/turn.md)")
         return value
 
     @field_validator("allowed_peer_ips")
