@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import socket
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -245,10 +246,14 @@ def long_term_key(username: str, realm: str, password: str) -> bytes:
 
 # ---------------------------------------------------------------------------------- addresses
 def encode_xor_address(address: tuple[str, int], transaction_id: bytes) -> bytes:
-    ip = ipaddress.ip_address(address[0])
     port = address[1] ^ (STUN_MAGIC_COOKIE >> 16)
-    if ip.version == 4:
-        return struct.pack("!BBHI", 0, FAMILY_IPV4, port, int(ip) ^ STUN_MAGIC_COOKIE)
+    if ":" not in address[0]:
+        try:
+            packed = socket.inet_aton(address[0])
+        except OSError:
+            raise ValueError(f"{address[0]!r} is not an IP address") from None
+        return struct.pack("!BBHI", 0, FAMILY_IPV4, port, struct.unpack("!I", packed)[0] ^ STUN_MAGIC_COOKIE)
+    ip = ipaddress.ip_address(address[0])
     mask = int.from_bytes(struct.pack("!I", STUN_MAGIC_COOKIE) + transaction_id, "big")
     return struct.pack("!BBH", 0, FAMILY_IPV6, port) + (int(ip) ^ mask).to_bytes(16, "big")
 
@@ -260,7 +265,7 @@ def decode_xor_address(value: bytes, transaction_id: bytes) -> tuple[str, int]:
     port = struct.unpack("!H", value[2:4])[0] ^ (STUN_MAGIC_COOKIE >> 16)
     if family == FAMILY_IPV4 and len(value) == 8:
         ip = struct.unpack("!I", value[4:8])[0] ^ STUN_MAGIC_COOKIE
-        return str(ipaddress.IPv4Address(ip)), port
+        return socket.inet_ntoa(struct.pack("!I", ip)), port
     if family == FAMILY_IPV6 and len(value) == 20:
         mask = int.from_bytes(struct.pack("!I", STUN_MAGIC_COOKIE) + transaction_id, "big")
         return str(ipaddress.IPv6Address(int.from_bytes(value[4:20], "big") ^ mask)), port
