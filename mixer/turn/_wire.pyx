@@ -150,13 +150,19 @@ cdef extern from "<errno.h>" nogil:
     int EWOULDBLOCK
     int EINTR
 
-from libc.stdlib cimport free, malloc
 from libc.string cimport memset
 
 cdef enum:
     RECV_BUFFER = 65536
     OUT_BUFFER = 262144         # ChannelData frames gathered for one TCP write
     READS_PER_WAKEUP = 64       # datagrams read per readable event before yielding to the loop
+
+
+# One receive buffer and one gathering buffer for the whole process instead of per allocation (that
+# would be 320 KiB each): a relay fills and copies them out without running any Python code in
+# between, so no other relay (not even one on another thread's loop) can see them half-written.
+cdef unsigned char _INBUF[RECV_BUFFER]
+cdef unsigned char _OUTBUF[OUT_BUFFER]
 
 
 cdef inline long long _peer_key(unsigned int ip_host_order, unsigned int port) noexcept nogil:
@@ -210,14 +216,8 @@ cdef class ChannelRelay:
     cdef public unsigned long long socket_errors, wakeups
 
     def __cinit__(self):
-        self.out = <unsigned char*>malloc(OUT_BUFFER)
-        self.inbuf = <unsigned char*>malloc(RECV_BUFFER)
-        if self.out == NULL or self.inbuf == NULL:
-            raise MemoryError()
-
-    def __dealloc__(self):
-        free(self.out)
-        free(self.inbuf)
+        self.out = _OUTBUF
+        self.inbuf = _INBUF
 
     def __init__(self, client_send, bint stream, on_peer_datagram, TokenBucket bucket not None):
         self.fd = -1

@@ -2,10 +2,11 @@
 broken streams, the token bucket."""
 import os
 
+import pytest
 from hypothesis import given, settings, strategies as st
 
 from mixer.turn import stun
-from mixer.turn._wire import StreamFramer, TokenBucket
+from mixer.turn._wire import ChannelRelay, StreamFramer, TokenBucket, sockaddr_key
 
 
 class Recorder:
@@ -82,3 +83,25 @@ def test_token_bucket_caps_bytes_and_zero_means_no_cap():
     assert 10 <= taken <= 11  # the one-second burst, plus what trickles in meanwhile
     unlimited = TokenBucket(0.0)
     assert all(unlimited.take(10_000) for _ in range(100))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=80))
+def test_fuzz_channel_datagrams_never_raise(data):
+    """UDP-client ChannelData of any shape: relayed, or dropped and counted (this relay has no
+    socket and no channels, so everything well formed lands in no_channel)."""
+    relay = ChannelRelay(lambda frame: None, False, lambda data, addr: None, TokenBucket(0.0))
+    relay.channel_datagram(data)
+    drops = relay.stats()["drops"]
+    assert drops["malformed"] + drops["no_channel"] == 1
+    well_formed = len(data) >= 4 and int.from_bytes(data[2:4], "big") <= len(data) - 4
+    assert drops["malformed"] == (0 if well_formed else 1)
+
+
+def test_relay_tables_take_only_ipv4_peers():
+    relay = ChannelRelay(lambda frame: None, True, lambda data, addr: None, TokenBucket(0.0))
+    relay.set_channels({0x4000: ("127.0.0.1", 5000)})
+    assert relay.channel_peers == {0x4000: ("127.0.0.1", 5000)}
+    assert sockaddr_key("127.0.0.1", 5000) == (0x7F000001 << 16) | 5000
+    with pytest.raises(ValueError):
+        relay.set_channels({0x4001: ("::1", 5000)})
