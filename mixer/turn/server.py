@@ -333,6 +333,7 @@ class TurnServer:
 
     # ------------------------------------------------------------------------------------ methods
     def _lifetime(self, message: StunMessage) -> float:
+        """Refresh (RFC 8656 7.3): the requested lifetime capped at the maximum, else the default."""
         requested = message.uint32(stun.LIFETIME)
         default = self.settings.allocation_lifetime_s
         return min(float(requested) if requested is not None else default,
@@ -365,7 +366,8 @@ class TurnServer:
             sock = self.relay_ports.bind(self.settings.relay_ip, even=even is not None)
         except RelayPortsExhausted:
             raise _Reject(stun.INSUFFICIENT_CAPACITY) from None
-        lifetime = self._lifetime(message)
+        # RFC 8656 7.2: a request below the default gets the default; above the maximum, the maximum
+        lifetime = max(self._lifetime(message), self.settings.allocation_lifetime_s)
         user = identity.user
         bucket = self._user_buckets.get(user)
         if bucket is None:

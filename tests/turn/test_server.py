@@ -10,7 +10,7 @@ import pytest
 import uvloop
 
 from mixer.turn import stun
-from mixer.turn.auth import Credentials, rest_credentials
+from mixer.turn.auth import rest_credentials
 from mixer.turn.client import TurnClient, TurnRequestError
 from mixer.turn.peers import PeerFilter
 from mixer.turn.testing import SECRET, USERS, UdpPeer, running_server
@@ -29,7 +29,6 @@ async def client(server, user="alice", password=None, **kwargs) -> TurnClient:
 
 async def udp_request(address, raw, timeout=1.0):
     """One datagram out, the first datagram back (or None)."""
-    loop = asyncio.get_running_loop()
     peer = await UdpPeer.open()
     try:
         peer.sendto(raw, address)
@@ -106,7 +105,7 @@ def test_allocate_without_credentials_is_challenged_with_401_realm_and_nonce():
             response = await c.request(stun.ALLOCATE, [REQUESTED_UDP], check=False)
             assert error_of(response) == stun.UNAUTHORIZED
             assert response.text(stun.REALM) == server.settings.realm
-            assert Credentials  # the nonce is the server's own and valid
+            # the nonce is the server's own and valid
             assert server.credentials.nonce_valid(response.text(stun.NONCE))
             assert response.get(stun.MESSAGE_INTEGRITY) is None
             c.close()
@@ -628,4 +627,16 @@ def test_turn_over_tls(tmp_path):
             assert server.stats()["allocation_list"][0]["transport"] == "tls"
             assert relayed[0] == "127.0.0.1"
             peer.close(), c.close()
+    run(scenario())
+
+
+def test_allocate_lifetime_is_at_least_the_default_and_refresh_may_shorten_it():
+    async def scenario():
+        async with running_server(allocation_lifetime_s=120, max_allocation_lifetime_s=300) as server:
+            c = await client(server)
+            await c.allocate(lifetime=5)
+            assert c.lifetime == 120, "RFC 8656 7.2: a short request gets the default"
+            assert await c.refresh(30) == 30
+            assert 25 < server.stats()["allocation_list"][0]["expires_in_s"] <= 30
+            c.close()
     run(scenario())

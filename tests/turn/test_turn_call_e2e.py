@@ -7,7 +7,6 @@ decoded audio (mixer.analysis tone levels), as the MCU end-to-end tests do.
 """
 import asyncio
 
-import numpy as np
 import pytest
 import uvloop
 
