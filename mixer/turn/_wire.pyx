@@ -193,15 +193,17 @@ cdef class ChannelRelay:
     Peer -> client: on each readable event up to READS_PER_WAKEUP datagrams are read with
     recvfrom(2) into a C buffer; a datagram from a peer with a live channel becomes a ChannelData
     frame (RFC 8656 12.4; padded to 4 bytes on stream transports) without any Python object, and on
-    a stream all frames of one wakeup leave in one write. Client -> peer: sendto(2) on the fd with a
-    prepared sockaddr. Packets from peers without a channel go to `on_peer_datagram` (Python:
-    permission check, Data indication). The allocation calls `set_channels` with only the channels
+    a stream all frames of one wakeup leave in one write; one from an IP without a permission is
+    dropped here, so a stranger's flood costs no Python. Client -> peer: sendto(2) on the fd with a
+    prepared sockaddr. Permitted peers without a channel go to `on_peer_datagram` (Python: exact
+    permission expiry check, Data indication). The allocation calls `set_channels` with only the channels
     whose binding *and* permission are live, so a lookup here is the whole permission check.
     """
     cdef int fd
     cdef object loop
     cdef public object sock
     cdef dict key_channel         # peer key -> channel number
+    cdef set permitted            # peer IPs (host-order ints) with a live permission
     cdef dict channel_addr        # channel number -> packed sockaddr_in
     cdef public dict channel_peers  # channel number -> (ip, port), for Python callers and stats
     cdef public object client_send
@@ -213,6 +215,7 @@ cdef class ChannelRelay:
     cdef unsigned char* inbuf
     cdef public unsigned long long to_peer_packets, to_peer_bytes, to_client_packets, to_client_bytes
     cdef public unsigned long long drop_no_channel, drop_bandwidth, drop_client_slow, drop_malformed
+    cdef public unsigned long long drop_no_permission
     cdef public unsigned long long socket_errors, wakeups
 
     def __cinit__(self):
@@ -224,6 +227,7 @@ cdef class ChannelRelay:
         self.sock = None
         self.loop = None
         self.key_channel = {}
+        self.permitted = set()
         self.channel_addr = {}
         self.channel_peers = {}
         self.client_send = client_send
@@ -250,8 +254,10 @@ cdef class ChannelRelay:
     def is_open(self) -> bool:
         return self.fd >= 0
 
-    def set_channels(self, dict channels) -> None:
-        """The live channels: {number: (ip, port)}."""
+    def set_channels(self, dict channels, permitted_ips=()) -> None:
+        """The live channels, {number: (ip, port)}, and the IPs with a live permission. A datagram
+        from any other IP is dropped here and counted (`no_permission`) without reaching Python."""
+        self.permitted = {sockaddr_key(ip, 0) >> 16 for ip in permitted_ips}
         self.channel_peers = dict(channels)
         self.key_channel = {sockaddr_key(peer[0], peer[1]): number for number, peer in channels.items()}
         self.channel_addr = {number: _sockaddr(peer[0], peer[1]) for number, peer in channels.items()}
@@ -279,6 +285,9 @@ cdef class ChannelRelay:
                 continue
             channel = self.key_channel.get(_peer_key(ntohl(source.sin_addr.s_addr), ntohs(source.sin_port)))
             if channel is None:
+                if ntohl(source.sin_addr.s_addr) not in self.permitted:
+                    self.drop_no_permission += 1
+                    continue
                 if used:
                     self._flush(used)
                     used = 0
@@ -370,7 +379,8 @@ cdef class ChannelRelay:
         return {
             "to_peer_packets": self.to_peer_packets, "to_peer_bytes": self.to_peer_bytes,
             "to_client_packets": self.to_client_packets, "to_client_bytes": self.to_client_bytes,
-            "drops": {"no_channel": self.drop_no_channel, "bandwidth": self.drop_bandwidth,
+            "drops": {"no_channel": self.drop_no_channel, "no_permission": self.drop_no_permission,
+                      "bandwidth": self.drop_bandwidth,
                       "client_slow": self.drop_client_slow, "malformed": self.drop_malformed},
             "socket_errors": self.socket_errors,
         }

@@ -80,7 +80,8 @@ class Allocation:
         now = time.monotonic()
         live = {number: peer for number, (peer, expiry) in self.channels.items()
                 if expiry > now and self.has_permission(peer[0], now)}
-        self.relay.set_channels(live)
+        permitted = [ip for ip, expiry in self.permissions.items() if expiry > now]
+        self.relay.set_channels(live, permitted)
 
     # ------------------------------------------------------------------------- slow relay paths
     def send_to_peer(self, peer: tuple[str, int], data: bytes) -> bool:
@@ -125,6 +126,6 @@ class Allocation:
             "permissions": len(self.permissions), "channels": len(self.channels),
             "data_indications_out": self.data_indications_out,
             "send_indications_in": self.send_indications_in,
-            "drop_no_permission": self.drop_no_permission,
+            "drop_no_permission": self.drop_no_permission + self.relay.drop_no_permission,
             **self.relay.stats(),
         }

@@ -83,6 +83,10 @@ class _StreamLink(_Link, asyncio.Protocol):
         self.transport = transport
         peer = transport.get_extra_info("peername")
         self.remote = (peer[0], peer[1]) if peer else ("", 0)
+        if len(self.server._links) >= self.server.settings.max_tcp_connections:
+            self.server.counters["tcp_refused_full"] += 1
+            transport.abort()
+            return
         transport.set_write_buffer_limits(high=self.server.settings.max_tcp_buffer)
         self.server._links.add(self)
 

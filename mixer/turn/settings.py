@@ -53,6 +53,7 @@ class TurnSettings(BaseSettings):
     allow_loopback_peers: bool = Field(False, description="relay to 127.0.0.0/8 and ::1 (tests)")
     allowed_peer_ips: list[str] = Field(
         default_factory=list, description="CIDRs allowed even if private (e.g. the media engines' net)")
+    max_tcp_connections: int = Field(10000, ge=1, description="client TCP/TLS connections at once")
     tcp_idle_s: float = Field(30.0, gt=0, description="a TCP client with no allocation is closed after this")
     max_tcp_buffer: int = Field(1 << 20, ge=4096, description="unsent bytes to a TCP client before drops")
 

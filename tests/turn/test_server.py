@@ -640,3 +640,17 @@ def test_allocate_lifetime_is_at_least_the_default_and_refresh_may_shorten_it():
             assert 25 < server.stats()["allocation_list"][0]["expires_in_s"] <= 30
             c.close()
     run(scenario())
+
+
+def test_tcp_connections_beyond_the_limit_are_refused():
+    async def scenario():
+        async with running_server(max_tcp_connections=2) as server:
+            kept = [await client(server) for _ in range(2)]
+            await asyncio.sleep(0.05)
+            extra = await client(server)
+            await asyncio.wait_for(extra.closed.wait(), 1.0)
+            assert server.stats()["counters"]["tcp_refused_full"] == 1
+            await kept[0].allocate()  # the ones inside the limit work
+            for c in kept:
+                c.close()
+    run(scenario())
