@@ -19,6 +19,7 @@ from mixer.turn.errors import StunError
 from mixer.turn.stun import StunMessage
 
 CHANNEL_FIRST = 0x4000
+Attributes = list[tuple[int, bytes]] | Callable[[bytes], list[tuple[int, bytes]]]
 
 
 class TurnRequestError(Exception):
@@ -103,14 +104,16 @@ class TurnClient(asyncio.Protocol):
                 (stun.NONCE, self.nonce.encode())]
         return stun.build(method, stun.REQUEST, txid, attributes + auth, key=self.key, integrity=self.integrity)
 
-    async def request(self, method: int, attributes: list[tuple[int, bytes]] | None = None, *,
+    async def request(self, method: int, attributes: Attributes | None = None, *,
                       check: bool = True) -> StunMessage:
-        """Send an authenticated request; learn REALM/NONCE from 401 and 438 and retry (RFC 8489 9.2.3)."""
-        attributes = list(attributes or [])
+        """Send an authenticated request; learn REALM/NONCE from 401 and 438 and retry (RFC 8489 9.2.3).
+
+        `attributes` may be a function of the transaction id (XOR-PEER-ADDRESS of IPv6 needs it)."""
         response = None
         for _ in range(3):
             txid = os.urandom(12)
-            response = await self.transact(self._build(method, attributes, txid), txid)
+            values = attributes(txid) if callable(attributes) else list(attributes or [])
+            response = await self.transact(self._build(method, values, txid), txid)
             error = response.error_code() if response.cls == stun.ERROR else None
             if error and error[0] in (stun.UNAUTHORIZED, stun.STALE_NONCE) and self.username is not None:
                 realm, nonce = response.text(stun.REALM), response.text(stun.NONCE)
@@ -144,16 +147,13 @@ class TurnClient(asyncio.Protocol):
         return self.lifetime
 
     async def create_permission(self, *peers: tuple[str, int]) -> None:
-        await self.request(stun.CREATE_PERMISSION, [
-            (stun.XOR_PEER_ADDRESS, stun.encode_xor_address(peer, b"\x00" * 12)) for peer in peers])
-
-    def _peer_attr(self, peer: tuple[str, int], txid: bytes) -> tuple[int, bytes]:
-        return stun.XOR_PEER_ADDRESS, stun.encode_xor_address(peer, txid)
+        await self.request(stun.CREATE_PERMISSION, lambda txid: [
+            (stun.XOR_PEER_ADDRESS, stun.encode_xor_address(peer, txid)) for peer in peers])
 
     async def channel_bind(self, peer: tuple[str, int], number: int | None = None) -> int:
         number = self._claim_channel(peer) if number is None else number
-        await self.request(stun.CHANNEL_BIND, [stun.channel_number_attribute(number),
-                                               (stun.XOR_PEER_ADDRESS, stun.encode_xor_address(peer, b"\x00" * 12))])
+        await self.request(stun.CHANNEL_BIND, lambda txid: [
+            stun.channel_number_attribute(number), (stun.XOR_PEER_ADDRESS, stun.encode_xor_address(peer, txid))])
         self.channels[peer] = number
         self._peers_by_channel[number] = peer
         return number
@@ -171,7 +171,7 @@ class TurnClient(asyncio.Protocol):
         self._waiting[txid] = future
         self.write(self._build(stun.CHANNEL_BIND, [
             stun.channel_number_attribute(number),
-            (stun.XOR_PEER_ADDRESS, stun.encode_xor_address(peer, b"\x00" * 12))], txid))
+            (stun.XOR_PEER_ADDRESS, stun.encode_xor_address(peer, txid))], txid))
         loop.create_task(self._confirm_bind(txid, future, peer, number))
         return number
 
