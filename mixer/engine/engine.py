@@ -12,6 +12,7 @@ import time
 from mixer.engine.clock import TickClock
 from mixer.engine.leg import MediaLeg
 from mixer.engine.ports import PortAllocator, PortsExhausted
+from mixer.engine.transport import SendFlusher
 from mixer.mcu.conference import McuConference
 from mixer.sdp import SdpError, answer_audio, parse
 from mixer.settings import EngineSettings
@@ -42,6 +43,7 @@ class Engine:
         self.ports = PortAllocator(*self.settings.port_range)
         self.conferences: dict[str, McuConference] = {}
         self.clock = TickClock(self._tick)
+        self.flusher = SendFlusher()  # one sendmmsg flush per socket per loop turn, for every leg
         self.started_at: float | None = None
         self.legs_created = 0
         self.legs_removed = 0
@@ -124,7 +126,7 @@ class Engine:
             code = getattr(exc, "code", "bad_sdp")
             raise EngineError(488 if code != "bad_sdp" else 400, code, str(exc)) from exc
         leg_id = secrets.token_hex(6)
-        leg = MediaLeg(leg_id, answer, rtp_socket, rtcp_socket, self.settings, label)
+        leg = MediaLeg(leg_id, answer, rtp_socket, rtcp_socket, self.settings, label, self.flusher)
         try:
             await leg.open()
         except OSError as exc:

@@ -8,7 +8,6 @@ on schedule and learns RTT and the far end's view of loss from what comes back.
 """
 from __future__ import annotations
 
-import asyncio
 import random
 import secrets
 import socket
@@ -24,28 +23,12 @@ from mixer.rtp.rtcp import (
 from mixer.rtp.srtp import SrtpContext
 from mixer.rtp.stats import ReceiveStatistics, RoundTrip, SendStatistics, learn_from_reports
 from mixer.sdp import AudioAnswer
+from mixer.engine.transport import SendFlusher, UdpEndpoint, pack
 from mixer.settings import EngineSettings
 
 # Reasons a packet is dropped; each is a counter in stats()
 DROP_REASONS = ("rate_limited", "srtp", "malformed", "payload_type", "not_receiving", "rtcp_malformed",
                 "rtcp_srtp")
-
-
-class _Receiver(asyncio.DatagramProtocol):
-    def __init__(self, handler: Callable[[bytes, tuple, bool], None], rtcp_port: bool) -> None:
-        self.handler = handler
-        self.rtcp_port = rtcp_port
-        self.transport: asyncio.DatagramTransport | None = None
-
-    def connection_made(self, transport) -> None:
-        self.transport = transport
-
-    def datagram_received(self, data: bytes, addr) -> None:
-        self.handler(data, addr, self.rtcp_port)
-
-    def error_received(self, exc: Exception) -> None:
-        # ICMP port unreachable from a peer that went away: nothing to do, the leg keeps going.
-        pass
 
 
 class TokenBucket:
@@ -71,7 +54,7 @@ class MediaLeg:
 
     def __init__(self, leg_id: str, answer: AudioAnswer, rtp_socket: socket.socket,
                  rtcp_socket: socket.socket | None, settings: EngineSettings,
-                 label: str | None = None) -> None:
+                 label: str | None = None, flusher: SendFlusher | None = None) -> None:
         self.id = leg_id
         self.label = label or leg_id
         self.settings = settings
@@ -83,17 +66,16 @@ class MediaLeg:
         self.ptime_ms = answer.ptime_ms
         self.telephone_event_pt = answer.telephone_event_pt
         self.audio_level_ext_id = answer.audio_level_ext_id
-        self.remote_rtp = answer.remote_rtp
-        self.remote_rtcp = answer.remote_rtp if answer.rtcp_mux else answer.remote_rtcp
+        self._set_remote(answer.remote_rtp, answer.remote_rtp if answer.rtcp_mux else answer.remote_rtcp)
         self.rtcp_mux = answer.rtcp_mux
         self.send_enabled = answer.direction in ("sendrecv", "sendonly")
         self.recv_enabled = answer.direction in ("sendrecv", "recvonly")
         self.muted = False
         self.local_port = rtp_socket.getsockname()[1]
-        self._rtp_socket = rtp_socket
-        self._rtcp_socket = rtcp_socket
-        self._rtp_transport: asyncio.DatagramTransport | None = None
-        self._rtcp_transport: asyncio.DatagramTransport | None = None
+        self._flusher = flusher or SendFlusher()
+        self._rtp = UdpEndpoint(rtp_socket, self._on_rtp_port, self._flusher)
+        self._rtcp = (UdpEndpoint(rtcp_socket, self._on_rtcp_port, self._flusher)
+                      if rtcp_socket is not None else None)
         self.srtp: SrtpContext | None = None
         if answer.local_crypto is not None and answer.remote_crypto is not None:
             self.srtp = SrtpContext(answer.local_crypto.suite, answer.local_crypto.key,
@@ -126,28 +108,35 @@ class MediaLeg:
 
     # ----------------------------------------------------------------------------------- lifecycle
     async def open(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._rtp_transport, _ = await loop.create_datagram_endpoint(
-            lambda: _Receiver(self._on_datagram, False), sock=self._rtp_socket)
-        if self._rtcp_socket is not None:
-            self._rtcp_transport, _ = await loop.create_datagram_endpoint(
-                lambda: _Receiver(self._on_datagram, True), sock=self._rtcp_socket)
+        self._rtp.open()
+        if self._rtcp is not None:
+            self._rtcp.open()
 
     def close(self, send_bye: bool = True) -> None:
-        if send_bye and self._rtp_transport is not None and self.send_enabled:
+        if send_bye and self._rtp.is_open and self.send_enabled:
             self._send_rtcp([self._report(time.time()), self._sdes(),
                              RtcpBye(sources=[self.ssrc], reason=b"leaving")])
-        for transport in (self._rtp_transport, self._rtcp_transport):
-            if transport is not None:
-                transport.close()
-        self._rtp_transport = self._rtcp_transport = None
+        self._rtp.close()
+        if self._rtcp is not None:
+            self._rtcp.close()
         self.srtp = None
 
+    def _set_remote(self, rtp: tuple, rtcp: tuple) -> None:
+        self.remote_rtp = rtp
+        self.remote_rtcp = rtcp
+        self._remote_rtp_packed = pack(rtp)
+        self._remote_rtcp_packed = pack(rtcp)
+
     # ------------------------------------------------------------------------------------- receive
+    def _on_rtp_port(self, data: bytes, addr: tuple) -> None:
+        self._on_datagram(data, addr, False)
+
+    def _on_rtcp_port(self, data: bytes, addr: tuple) -> None:
+        self._on_datagram(data, addr, True)
+
     def _on_datagram(self, data: bytes, addr: tuple, rtcp_port: bool) -> None:
         now = time.monotonic()
-        peer = addr[:2]
-        known = peer == self.remote_rtp or peer == self.remote_rtcp
+        known = addr == self.remote_rtp or addr == self.remote_rtcp
         if not (self._peer_budget if known else self._stranger_budget).take(now):
             self.drops["rate_limited"] += 1
             return
@@ -191,9 +180,8 @@ class MediaLeg:
         # interarrival jitter needs only a steady clock: the monotonic one already read
         self.receive.on_rtp(packet.sequence_number, packet.timestamp, len(packet.payload), now)
         if self.settings.latch_remote and addr != self.remote_rtp and self.srtp is not None:
-            self.remote_rtp = addr  # authenticated media moved: follow it (symmetric RTP)
-            if self.rtcp_mux:
-                self.remote_rtcp = addr
+            # authenticated media moved: follow it (symmetric RTP)
+            self._set_remote(addr, addr if self.rtcp_mux else self.remote_rtcp)
         if self.on_rtp is not None:
             self.on_rtp(self, packet, arrival_ms)
 
@@ -217,18 +205,18 @@ class MediaLeg:
     def send_payload(self, payload: bytes, wall_s: float, marker: bool = False) -> None:
         """Send one 20 ms frame's payload as the next packet of this leg's stream; `wall_s` is
         the tick's time.time(), read once per tick (it dates the stream for RTCP SRs)."""
-        if self.send_enabled and self._rtp_transport is not None:
+        if self.send_enabled and self._rtp.is_open:
             packet = _core.build_rtp(self.payload_type, self._seq, self._ts, self.ssrc, payload, marker)
             if self.srtp is not None:
                 packet = self.srtp.protect(packet)
-            self._rtp_transport.sendto(packet, self.remote_rtp)
+            self._rtp.send(packet, self._remote_rtp_packed)
             self.sent.on_sent(len(payload), self._ts, wall_s)
             self._seq = (self._seq + 1) & 0xFFFF
         self._ts = (self._ts + self.samples_per_frame) & 0xFFFFFFFF
 
     def maybe_send_rtcp(self, now_s: float) -> None:
         """RFC 3550 6.2: reports at the configured interval, randomised by 0.5..1.5 (6.3.1)."""
-        if now_s < self._next_rtcp_s or self._rtp_transport is None:
+        if now_s < self._next_rtcp_s or not self._rtp.is_open:
             return
         self._next_rtcp_s = now_s + self.settings.rtcp_interval_s * random.uniform(0.5, 1.5)
         self._send_rtcp([self._report(time.time()), self._sdes()])
@@ -246,9 +234,8 @@ class MediaLeg:
         data = serialize_compound(packets)
         if self.srtp is not None:
             data = self.srtp.protect_rtcp(data)
-        transport = self._rtp_transport if self.rtcp_mux else (self._rtcp_transport or self._rtp_transport)
-        if transport is not None:
-            transport.sendto(data, self.remote_rtcp)
+        endpoint = self._rtcp if (self._rtcp is not None and not self.rtcp_mux) else self._rtp
+        endpoint.send(data, self._remote_rtcp_packed)
 
     # --------------------------------------------------------------------------------------- stats
     def stats(self) -> dict:
@@ -276,4 +263,5 @@ class MediaLeg:
         }
         if self.srtp is not None:
             result["srtp_stats"] = self.srtp.stats()
+        result["transport"] = self._rtp.stats()
         return result
