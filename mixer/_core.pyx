@@ -1210,3 +1210,118 @@ def audio_level(const int16_t[::1] pcm) -> int:
     if db > AUDIO_LEVEL_SILENT:
         return AUDIO_LEVEL_SILENT
     return <int>lround(db)
+
+
+# --------------------------------------------------------------------------------------------------
+# SFU stream rewriting: one outgoing stream per subscriber slot, whatever source currently fills it
+# --------------------------------------------------------------------------------------------------
+
+# A source packet this far behind the newest one forwarded from it is too old to be worth sending.
+DEF REWRITE_WINDOW = 1024
+
+
+cdef class StreamRewriter:
+    """Maps packets of whichever source fills one SFU slot onto one continuous outgoing stream.
+
+    Within a source, numbering keeps the source's own gaps and order (a loss upstream is a loss the
+    receiver should see and conceal; a reordered packet stays reordered). When the slot switches
+    source, the next outgoing sequence number is the last one plus one, so the receiver counts no loss,
+    and the timestamp advances by the wall-clock time since the slot's last packet (at least
+    `min_step`, one frame), so the receiver's playout and jitter estimate stay right. Packets of the
+    new source older than the switch point, and anything more than REWRITE_WINDOW packets behind its
+    source's newest, are dropped: they would land in the past of the outgoing stream.
+    """
+
+    cdef readonly uint32_t ssrc
+    cdef readonly int64_t source
+    cdef readonly int last_seq
+    cdef readonly uint32_t last_timestamp
+    cdef readonly int64_t switches, forwarded, dropped
+    cdef int _seq_offset
+    cdef uint32_t _ts_offset
+    cdef int _base_seq, _newest_seq
+    cdef double _last_ms
+    cdef bint _started
+    cdef int _clock_khz
+    cdef uint32_t _min_step
+
+    def __init__(self, uint32_t ssrc, int first_seq, uint32_t first_timestamp, int clock_rate=48000,
+                 uint32_t min_step=960):
+        if not 0 <= first_seq <= 0xFFFF:
+            raise ValueError("first_seq must be 0..65535")
+        if clock_rate < 1000:
+            raise ValueError("clock_rate must be at least 1000 Hz")
+        self.ssrc = ssrc
+        self.source = -1
+        self.last_seq = (first_seq - 1) & 0xFFFF
+        self.last_timestamp = first_timestamp - min_step
+        self._clock_khz = clock_rate // 1000
+        self._min_step = min_step
+        self._started = False
+
+    cpdef tuple rewrite(self, int64_t source, int seq, uint32_t timestamp, double now_ms):
+        """(out_seq, out_timestamp, switched) for this packet, or None to drop it. `source` is any
+        id unique per incoming stream (it changes when the sender's SSRC changes)."""
+        cdef int d, out_seq
+        cdef uint32_t out_ts, step
+        cdef double elapsed
+        if source != self.source or not self._started:
+            return self._switch(source, seq, timestamp, now_ms)
+        d = seq_diff(seq, self._newest_seq)
+        if d < -REWRITE_WINDOW or d > 0x7FFF - REWRITE_WINDOW:
+            return self._switch(source, seq, timestamp, now_ms)  # the source restarted its numbering
+        if seq_diff(seq, self._base_seq) < 0:
+            self.dropped += 1
+            return None
+        out_seq = (seq + self._seq_offset) & 0xFFFF
+        out_ts = timestamp + self._ts_offset
+        if d > 0:
+            self._newest_seq = seq
+            if seq_diff(self._newest_seq, self._base_seq) > REWRITE_WINDOW:
+                self._base_seq = (self._newest_seq - REWRITE_WINDOW) & 0xFFFF
+            self.last_seq = out_seq
+            self.last_timestamp = out_ts
+            self._last_ms = now_ms
+        elif d == 0:
+            self.dropped += 1  # a duplicate of the newest: the receiver has it
+            return None
+        self.forwarded += 1
+        return (out_seq, out_ts, False)
+
+    cdef tuple _switch(self, int64_t source, int seq, uint32_t timestamp, double now_ms):
+        cdef uint32_t step = self._min_step
+        cdef double elapsed
+        cdef int out_seq = (self.last_seq + 1) & 0xFFFF
+        if self._started:
+            elapsed = (now_ms - self._last_ms) * self._clock_khz
+            if elapsed > step:
+                step = <uint32_t>min(elapsed, 4.0e9)
+            self.switches += 1
+        cdef uint32_t out_ts = self.last_timestamp + step
+        self._started = True
+        self.source = source
+        self._seq_offset = (out_seq - seq) & 0xFFFF
+        self._ts_offset = out_ts - timestamp
+        self._base_seq = seq
+        self._newest_seq = seq
+        self.last_seq = out_seq
+        self.last_timestamp = out_ts
+        self._last_ms = now_ms
+        self.forwarded += 1
+        return (out_seq, out_ts, True)
+
+    def original_seq(self, int out_seq):
+        """The current source's sequence number behind outgoing `out_seq` (for NACK), or None when
+        `out_seq` lies before the current source's first packet in this slot."""
+        cdef int seq = (out_seq - self._seq_offset) & 0xFFFF
+        if not self._started or seq_diff(seq, self._base_seq) < 0 or seq_diff(seq, self._newest_seq) > 0:
+            return None
+        return seq
+
+    cpdef uint32_t map_timestamp(self, uint32_t timestamp):
+        """The outgoing timestamp of the current source's `timestamp` (for a retransmission)."""
+        return timestamp + self._ts_offset
+
+    def stats(self) -> dict:
+        return {"ssrc": self.ssrc, "switches": self.switches, "forwarded": self.forwarded,
+                "dropped": self.dropped}

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from mixer import _core
 from mixer.codec import CODECS, FRAME_MS
 from mixer.rtp.rtcp import (
-    RtcpBye, RtcpError, RtcpReceiverReport, RtcpSdes, SdesChunk, SDES_CNAME,
+    RtcpBye, RtcpError, RtcpNack, RtcpReceiverReport, RtcpSdes, SdesChunk, SDES_CNAME,
     is_rtcp, parse_compound, serialize_compound,
 )
 from mixer.rtp.srtp import SrtpContext
@@ -54,7 +54,8 @@ class MediaLeg:
 
     def __init__(self, leg_id: str, answer: AudioAnswer, rtp_socket: socket.socket,
                  rtcp_socket: socket.socket | None, settings: EngineSettings,
-                 label: str | None = None, flusher: SendFlusher | None = None) -> None:
+                 label: str | None = None, flusher: SendFlusher | None = None,
+                 retransmits: bool = False) -> None:
         self.id = leg_id
         self.label = label or leg_id
         self.settings = settings
@@ -78,20 +79,25 @@ class MediaLeg:
                       if rtcp_socket is not None else None)
         self.srtp: SrtpContext | None = None
         if answer.local_crypto is not None and answer.remote_crypto is not None:
+            # an SFU resends cached packets on NACK: the same sequence number protected twice
             self.srtp = SrtpContext(answer.local_crypto.suite, answer.local_crypto.key,
-                                    answer.remote_crypto.key)
+                                    answer.remote_crypto.key, allow_repeat_tx=retransmits)
         # our outgoing stream (RFC 3550 section 5.1: random initial values)
         self.ssrc = secrets.randbits(32)
         self._seq = secrets.randbits(16)
         self._ts = secrets.randbits(32)
         self.cname = f"voicemix-{self.ssrc:08x}"
         self.sent = SendStatistics()
+        # further streams this leg sends, by SSRC (an SFU subscriber's slots); each gets its own SR
+        self.extra_streams: dict[int, SendStatistics] = {}
         # the far end's stream
         self.remote_ssrc: int | None = None
         self.receive: ReceiveStatistics | None = None
         self.round_trip = RoundTrip()
         self.ssrc_changes = 0
         self.dtmf_packets = 0
+        self.nacks_in = 0
+        self.nacks_out = 0
         self.remote_bye = False
         self.drops = dict.fromkeys(DROP_REASONS, 0)
         self.packets_in = 0
@@ -105,6 +111,7 @@ class MediaLeg:
         # set by the conference
         self.on_rtp: Callable[[MediaLeg, _core.RtpPacket, float], None] | None = None
         self.on_ssrc_change: Callable[[MediaLeg], None] | None = None
+        self.on_nack: Callable[[MediaLeg, RtcpNack], None] | None = None
 
     # ----------------------------------------------------------------------------------- lifecycle
     async def open(self) -> None:
@@ -114,7 +121,7 @@ class MediaLeg:
 
     def close(self, send_bye: bool = True) -> None:
         if send_bye and self._rtp.is_open and self.send_enabled:
-            self._send_rtcp([self._report(time.time()), self._sdes(),
+            self._send_rtcp([*self._reports(time.time()), self._sdes(),
                              RtcpBye(sources=[self.ssrc], reason=b"leaving")])
         self._rtp.close()
         if self._rtcp is not None:
@@ -200,6 +207,10 @@ class MediaLeg:
         for packet in packets:
             if isinstance(packet, RtcpBye) and self.remote_ssrc in packet.sources:
                 self.remote_bye = True
+            elif isinstance(packet, RtcpNack):
+                self.nacks_in += 1
+                if self.on_nack is not None:
+                    self.on_nack(self, packet)
 
     # ---------------------------------------------------------------------------------------- send
     def send_payload(self, payload: bytes, wall_s: float, marker: bool = False) -> None:
@@ -214,21 +225,53 @@ class MediaLeg:
             self._seq = (self._seq + 1) & 0xFFFF
         self._ts = (self._ts + self.samples_per_frame) & 0xFFFFFFFF
 
+    def forward(self, packet: _core.RtpPacket, ssrc: int, seq: int, timestamp: int, marker: bool,
+                level: tuple | None, sent: SendStatistics, wall_s: float) -> None:
+        """Send another sender's packet (an SFU slot) as stream `ssrc` with the given numbering, in
+        this leg's payload type, with the RFC 6464 level (voice, level) if this leg negotiated it."""
+        if not (self.send_enabled and self._rtp.is_open):
+            return
+        if level is not None and self.audio_level_ext_id:
+            data = _core.build_rtp(self.payload_type, seq, timestamp, ssrc, packet.payload, marker,
+                                   _core.EXTENSION_PROFILE_ONE_BYTE,
+                                   _core.audio_level_extension(self.audio_level_ext_id, level[1], level[0]))
+        else:
+            data = _core.build_rtp(self.payload_type, seq, timestamp, ssrc, packet.payload, marker)
+        if self.srtp is not None:
+            data = self.srtp.protect(data)
+        self._rtp.send(data, self._remote_rtp_packed)
+        sent.on_sent(len(packet.payload), timestamp, wall_s)
+
+    def send_nack(self, media_ssrc: int, lost: list[int]) -> None:
+        """Ask the far end to resend `lost` packets of its stream (RFC 4585 generic NACK)."""
+        self.nacks_out += 1
+        self._send_rtcp([*self._reports(time.time()), self._sdes(),
+                         RtcpNack(sender_ssrc=self.ssrc, media_ssrc=media_ssrc, lost=lost)])
+
     def maybe_send_rtcp(self, now_s: float) -> None:
         """RFC 3550 6.2: reports at the configured interval, randomised by 0.5..1.5 (6.3.1)."""
         if now_s < self._next_rtcp_s or not self._rtp.is_open:
             return
         self._next_rtcp_s = now_s + self.settings.rtcp_interval_s * random.uniform(0.5, 1.5)
-        self._send_rtcp([self._report(time.time()), self._sdes()])
+        self._send_rtcp([*self._reports(time.time()), self._sdes()])
 
-    def _report(self, wall_s: float):
+    def _reports(self, wall_s: float) -> list:
+        """Our SR (or RR) with the report block on the far end's stream, then one SR per extra
+        stream we send (an SFU subscriber's forwarded slots), RFC 3550 section 6.1."""
         blocks = [self.receive.report_block(wall_s)] if self.receive is not None else []
         if self.sent.packets:
-            return self.sent.sender_report(self.ssrc, self.clock_rate, wall_s, blocks)
-        return RtcpReceiverReport(ssrc=self.ssrc, reports=blocks)
+            reports = [self.sent.sender_report(self.ssrc, self.clock_rate, wall_s, blocks)]
+        else:
+            reports = [RtcpReceiverReport(ssrc=self.ssrc, reports=blocks)]
+        for ssrc, sent in self.extra_streams.items():
+            if sent.packets:
+                reports.append(sent.sender_report(ssrc, self.clock_rate, wall_s, []))
+        return reports
 
     def _sdes(self) -> RtcpSdes:
-        return RtcpSdes(chunks=[SdesChunk(self.ssrc, [(SDES_CNAME, self.cname.encode())])])
+        cname = [(SDES_CNAME, self.cname.encode())]
+        return RtcpSdes(chunks=[SdesChunk(ssrc, cname) for ssrc in (self.ssrc, *self.extra_streams)
+                                if ssrc == self.ssrc or self.extra_streams[ssrc].packets][:31])
 
     def _send_rtcp(self, packets: list) -> None:
         data = serialize_compound(packets)
@@ -256,6 +299,8 @@ class MediaLeg:
             "bytes_out": self.sent.octets,
             "ssrc_changes": self.ssrc_changes,
             "dtmf_packets": self.dtmf_packets,
+            "nacks_in": self.nacks_in,
+            "nacks_out": self.nacks_out,
             "remote_bye": self.remote_bye,
             "drops": dict(self.drops),
             "receive": self.receive.stats() if self.receive is not None else None,

@@ -1,0 +1,271 @@
+"""A conference that forwards (SFU): no mixing, no transcoding; each subscriber gets the last-N loudest.
+
+A packet is forwarded the moment it arrives (no jitter buffer here: each receiver has its own), so
+the SFU adds no delay beyond its own processing. Per packet: the leg has already unprotected SRTP and
+parsed it; its RFC 6464 level (or, for a sender without the extension, the level of a cheap decode)
+feeds the speaker selector; if the sender is among the forwarded, the packet goes to every other
+subscriber through that subscriber's slot for it: `StreamRewriter` gives it the slot's SSRC and the
+next sequence number and timestamp, the subscriber's leg rebuilds it with its own payload type and
+audio-level extension id, protects it with its own SRTP key, and queues it for the batched send.
+
+Every 20 ms tick the selector updates the forwarded set; a subscriber's slots are reassigned so that
+a speaker who stays keeps their slot and a new one takes the slot of the one who left: the receiver
+sees at most N steady streams, each continuous across speaker changes.
+
+RTCP is terminated per leg (the leg sends SR/RR for its own and its slots' streams). A NACK from a
+subscriber is answered from the sender's small packet cache when the packet is there, and passed on
+to the sender (renumbered into its stream) when it is not.
+"""
+from __future__ import annotations
+
+import secrets
+import time
+
+from mixer import _core
+from mixer.codec import FRAME_MS, FrameDecoder
+from mixer.engine.leg import MediaLeg
+from mixer.rtp.rtcp import RtcpNack
+from mixer.rtp.stats import SendStatistics
+from mixer.settings import EngineSettings
+from mixer.sfu.speakers import SpeakerSelector
+
+RTCP_CHECK_TICKS = 25
+
+# Codecs an SFU conference accepts: every leg must be able to play every other leg's packets.
+SFU_CODECS = ("opus",)
+
+
+class Slot:
+    """One of a subscriber's N outgoing streams."""
+
+    __slots__ = ("rewriter", "sent", "source")
+
+    def __init__(self, clock_rate: int, samples_per_frame: int) -> None:
+        self.rewriter = _core.StreamRewriter(secrets.randbits(32), secrets.randbits(16),
+                                             secrets.randbits(32), clock_rate, samples_per_frame)
+        self.sent = SendStatistics()
+        self.source: Participant | None = None
+
+
+class Participant:
+    """The SFU's state for one leg: as a sender (level, packet cache) and as a subscriber (slots)."""
+
+    def __init__(self, leg: MediaLeg, number: int, settings: EngineSettings) -> None:
+        self.leg = leg
+        self.number = number
+        self.source_key = number << 32       # | the sender's SSRC: a new SSRC is a new stream
+        self.slots = [Slot(leg.clock_rate, leg.samples_per_frame) for _ in range(settings.sfu_last_n)]
+        self.slot_of: dict[Participant, Slot] = {}   # source -> the slot it fills for this subscriber
+        for slot in self.slots:
+            leg.extra_streams[slot.rewriter.ssrc] = slot.sent
+        self.cache: list[_core.RtpPacket | None] = [None] * settings.sfu_packet_cache
+        self.tick_level: int | None = None   # loudest level this tick (lower is louder)
+        self.forwarded = False               # in the selector's last-N
+        self.carries_level = False
+        self._level_decoder: FrameDecoder | None = None
+        self.level_decodes = 0
+
+    def level_of(self, packet: _core.RtpPacket) -> tuple | None:
+        """(voice, level) from the RFC 6464 extension, or from decoding when the sender has none."""
+        ext_id = self.leg.audio_level_ext_id
+        if ext_id:
+            found = packet.audio_level(ext_id)
+            if found is not None:
+                self.carries_level = True
+                return found
+            if self.carries_level:
+                return None
+        if self._level_decoder is None:
+            self._level_decoder = FrameDecoder(self.leg.codec)
+        self._level_decoder.decode(packet.payload)
+        self.level_decodes += 1
+        frame = self._level_decoder.take_frame()
+        if frame is None:
+            return None
+        level = _core.audio_level(frame)
+        return (level < _core.AUDIO_LEVEL_SILENT, level)
+
+    def assign(self, sources: list[Participant]) -> None:
+        """Fill this subscriber's slots with `sources` (minus itself), keeping those that stay."""
+        wanted = [s for s in sources if s is not self]
+        for source in list(self.slot_of):
+            if source not in wanted:
+                self.slot_of.pop(source).source = None
+        free = [slot for slot in self.slots if slot.source is None]
+        for source in wanted:
+            if source not in self.slot_of and free:
+                slot = free.pop(0)
+                slot.source = source
+                self.slot_of[source] = slot
+
+
+class SfuConference:
+    """Selective forwarding over MediaLegs; `tick()` runs speaker selection every 20 ms."""
+
+    mode = "sfu"
+    codecs = SFU_CODECS
+    retransmits = True
+
+    def __init__(self, conference_id: str, settings: EngineSettings) -> None:
+        self.id = conference_id
+        self.settings = settings
+        self.voices: dict[str, Participant] = {}
+        self.selector = SpeakerSelector(last_n=settings.sfu_last_n)
+        self.created_at = time.time()
+        self._numbers = 0
+        self.ticks = 0
+        self.packets_in = 0
+        self.packets_forwarded = 0
+        self.packets_not_forwarded = 0
+        self.nack_retransmits = 0
+        self.nack_forwarded = 0
+        self.busy_ms = 0.0
+
+    # --------------------------------------------------------------------------------------- legs
+    @property
+    def legs(self) -> dict[str, MediaLeg]:
+        return {leg_id: p.leg for leg_id, p in self.voices.items()}
+
+    def add_leg(self, leg: MediaLeg) -> None:
+        self._numbers += 1
+        participant = Participant(leg, self._numbers, self.settings)
+        self.voices[leg.id] = participant
+        self.selector.add(participant)
+        participant.assign(self.selector.selected)
+        leg.on_rtp = self._on_rtp
+        leg.on_nack = self._on_nack
+        leg.on_ssrc_change = self._on_ssrc_change
+
+    def remove_leg(self, leg_id: str) -> MediaLeg:
+        participant = self.voices.pop(leg_id)
+        self.selector.remove(participant)
+        for other in self.voices.values():
+            slot = other.slot_of.pop(participant, None)
+            if slot is not None:
+                slot.source = None
+        self._reassign()
+        leg = participant.leg
+        leg.on_rtp = leg.on_nack = leg.on_ssrc_change = None
+        return leg
+
+    def _on_ssrc_change(self, leg: MediaLeg) -> None:
+        participant = self.voices.get(leg.id)
+        if participant is not None:
+            participant.cache = [None] * len(participant.cache)
+
+    # ------------------------------------------------------------------------------------- packets
+    def _on_rtp(self, leg: MediaLeg, packet: _core.RtpPacket, arrival_ms: float) -> None:
+        participant = self.voices.get(leg.id)
+        if participant is None:
+            return
+        self.packets_in += 1
+        participant.cache[packet.sequence_number % len(participant.cache)] = packet
+        if leg.muted:
+            return
+        # every sender's level is needed to choose who is forwarded: a header read with RFC 6464,
+        # a decode without it (counted in level_decodes)
+        level = participant.level_of(packet)
+        if level is not None and (participant.tick_level is None or level[1] < participant.tick_level):
+            participant.tick_level = level[1]
+        if not participant.forwarded:
+            self.packets_not_forwarded += 1
+            return
+        source = participant.source_key | packet.ssrc
+        seq = packet.sequence_number
+        timestamp = packet.timestamp
+        wall_s = time.time()
+        for subscriber in self.voices.values():
+            slot = subscriber.slot_of.get(participant)
+            if slot is None:
+                continue
+            mapped = slot.rewriter.rewrite(source, seq, timestamp, arrival_ms)
+            if mapped is None:
+                continue
+            out_seq, out_ts, switched = mapped
+            subscriber.leg.forward(packet, slot.rewriter.ssrc, out_seq, out_ts, packet.marker or switched,
+                                   level, slot.sent, wall_s)
+            self.packets_forwarded += 1
+
+    def _on_nack(self, leg: MediaLeg, nack: RtcpNack) -> None:
+        subscriber = self.voices.get(leg.id)
+        if subscriber is None:
+            return
+        slot = next((s for s in subscriber.slots if s.rewriter.ssrc == nack.media_ssrc), None)
+        if slot is None or slot.source is None:
+            return
+        source = slot.source
+        missing: list[int] = []
+        wall_s = time.time()
+        for out_seq in nack.lost[:64]:
+            seq = slot.rewriter.original_seq(out_seq)
+            if seq is None:
+                continue
+            packet = source.cache[seq % len(source.cache)]
+            if packet is not None and packet.sequence_number == seq:
+                subscriber.leg.forward(packet, slot.rewriter.ssrc, out_seq,
+                                       slot.rewriter.map_timestamp(packet.timestamp), packet.marker,
+                                       None, slot.sent, wall_s)
+                self.nack_retransmits += 1
+            else:
+                missing.append(seq)
+        if missing and source.leg.remote_ssrc is not None:
+            source.leg.send_nack(source.leg.remote_ssrc, missing)
+            self.nack_forwarded += 1
+
+    # ---------------------------------------------------------------------------------------- tick
+    def tick(self, now_ms: float) -> None:
+        began = time.perf_counter()
+        self.ticks += 1
+        for participant in self.voices.values():
+            self.selector.observe(participant, participant.tick_level)
+            participant.tick_level = None
+        if self.selector.tick():
+            self._reassign()
+        if self.ticks % RTCP_CHECK_TICKS == 0:
+            now_s = time.monotonic()
+            for participant in self.voices.values():
+                participant.leg.maybe_send_rtcp(now_s)
+        self.busy_ms += (time.perf_counter() - began) * 1000.0
+
+    def _reassign(self) -> None:
+        selected = [p for p in self.selector.selected if p.leg.id in self.voices]
+        chosen = set(selected)
+        for participant in self.voices.values():
+            participant.forwarded = participant in chosen
+            participant.assign(selected)
+
+    # -------------------------------------------------------------------------------------- stats
+    def leg_stats(self, leg_id: str) -> dict:
+        participant = self.voices[leg_id]
+        result = participant.leg.stats()
+        short, long = self.selector.scores(participant)
+        result["forwarded"] = participant.forwarded
+        result["dominant"] = self.selector.dominant is participant
+        result["activity"] = {"short": round(short, 2), "long": round(long, 2)}
+        result["level_decodes"] = participant.level_decodes
+        result["slots"] = [{**slot.rewriter.stats(), "source": slot.source.leg.id if slot.source else None}
+                           for slot in participant.slots]
+        return result
+
+    def stats(self) -> dict:
+        dominant = self.selector.dominant
+        return {
+            "legs": len(self.voices),
+            "speakers": [p.leg.id for p in self.selector.selected if p.leg.id in self.voices],
+            "dominant_speaker": dominant.leg.id if dominant is not None else None,
+            "speaker_changes": self.selector.changes,
+            "dominant_changes": self.selector.dominant_changes,
+            "ticks": self.ticks,
+            "packets_in": self.packets_in,
+            "packets_forwarded": self.packets_forwarded,
+            "packets_not_forwarded": self.packets_not_forwarded,
+            "nack_retransmits": self.nack_retransmits,
+            "nack_forwarded": self.nack_forwarded,
+            "tick_busy_ms_mean": round(self.busy_ms / self.ticks, 3) if self.ticks else 0.0,
+        }
+
+    def close(self) -> None:
+        for participant in self.voices.values():
+            participant.leg.close()
+        self.voices.clear()
+
