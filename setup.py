@@ -57,6 +57,16 @@ extensions = [
         extra_compile_args=COMPILE_ARGS,
     ),
     Extension(
+        "mixer._srtp",
+        ["mixer/_srtp.pyx"],
+        extra_compile_args=COMPILE_ARGS,
+    ),
+    Extension(
+        "mixer._forward",
+        ["mixer/_forward.pyx"],
+        extra_compile_args=COMPILE_ARGS,
+    ),
+    Extension(
         "mixer._opus",
         ["mixer/_opus.pyx"],
         include_dirs=opus_includes + [numpy.get_include()],

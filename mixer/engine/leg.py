@@ -9,19 +9,23 @@ on schedule and learns RTT and the far end's view of loss from what comes back.
 from __future__ import annotations
 
 import random
+from functools import partial
 import secrets
 import socket
 import time
 from collections.abc import Callable
 
 from mixer import _core
+from mixer._forward import SlotSender, StreamRewriter
 from mixer.codec import CODECS, FRAME_MS
 from mixer.rtp.rtcp import (
     RtcpBye, RtcpError, RtcpNack, RtcpReceiverReport, RtcpSdes, SdesChunk, SDES_CNAME,
     is_rtcp, parse_compound, serialize_compound,
 )
 from mixer.rtp.srtp import SrtpContext
-from mixer.rtp.stats import ReceiveStatistics, RoundTrip, SendStatistics, learn_from_reports
+from mixer.rtp.stats import (
+    ReceiveStatistics, RoundTrip, SendStatistics, learn_from_reports, sender_report,
+)
 from mixer.sdp import AudioAnswer
 from mixer.engine.transport import SendFlusher, UdpEndpoint, pack
 from mixer.settings import EngineSettings
@@ -67,6 +71,8 @@ class MediaLeg:
         self.ptime_ms = answer.ptime_ms
         self.telephone_event_pt = answer.telephone_event_pt
         self.audio_level_ext_id = answer.audio_level_ext_id
+        # further streams this leg sends, by SSRC (an SFU subscriber's slots); each gets its own SR
+        self.extra_streams: dict[int, SendStatistics | SlotSender] = {}
         self._set_remote(answer.remote_rtp, answer.remote_rtp if answer.rtcp_mux else answer.remote_rtcp)
         self.rtcp_mux = answer.rtcp_mux
         self.send_enabled = answer.direction in ("sendrecv", "sendonly")
@@ -88,8 +94,6 @@ class MediaLeg:
         self._ts = secrets.randbits(32)
         self.cname = f"voicemix-{self.ssrc:08x}"
         self.sent = SendStatistics()
-        # further streams this leg sends, by SSRC (an SFU subscriber's slots); each gets its own SR
-        self.extra_streams: dict[int, SendStatistics] = {}
         # the far end's stream
         self.remote_ssrc: int | None = None
         self.receive: ReceiveStatistics | None = None
@@ -126,6 +130,9 @@ class MediaLeg:
         self._rtp.close()
         if self._rtcp is not None:
             self._rtcp.close()
+        for slot in self.extra_streams.values():
+            if isinstance(slot, SlotSender):
+                slot.enabled = False
         self.srtp = None
 
     def _set_remote(self, rtp: tuple, rtcp: tuple) -> None:
@@ -133,6 +140,21 @@ class MediaLeg:
         self.remote_rtcp = rtcp
         self._remote_rtp_packed = pack(rtp)
         self._remote_rtcp_packed = pack(rtcp)
+        for slot in self.extra_streams.values():
+            if isinstance(slot, SlotSender):
+                slot.address = self._remote_rtp_packed
+
+    def slot_sender(self, rewriter: StreamRewriter) -> SlotSender:
+        """A further outgoing stream on this leg (an SFU slot), numbered by `rewriter`: packets go
+        out in this leg's payload type and audio-level id, under its SRTP key, through its socket,
+        and get their own RTCP sender reports."""
+        slot = SlotSender(rewriter, self.payload_type, self.audio_level_ext_id or 0,
+                          self.srtp.outbound_calls if self.srtp is not None else None,
+                          self._rtp._out_data, self._rtp._out_addresses, self._remote_rtp_packed,
+                          partial(self._flusher.schedule, self._rtp))
+        slot.enabled = self.send_enabled
+        self.extra_streams[rewriter.ssrc] = slot
+        return slot
 
     # ------------------------------------------------------------------------------------- receive
     def _on_rtp_port(self, data: bytes, addr: tuple) -> None:
@@ -225,23 +247,6 @@ class MediaLeg:
             self._seq = (self._seq + 1) & 0xFFFF
         self._ts = (self._ts + self.samples_per_frame) & 0xFFFFFFFF
 
-    def forward(self, packet: _core.RtpPacket, ssrc: int, seq: int, timestamp: int, marker: bool,
-                level: tuple | None, sent: SendStatistics, wall_s: float) -> None:
-        """Send another sender's packet (an SFU slot) as stream `ssrc` with the given numbering, in
-        this leg's payload type, with the RFC 6464 level (voice, level) if this leg negotiated it."""
-        if not (self.send_enabled and self._rtp.is_open):
-            return
-        if level is not None and self.audio_level_ext_id:
-            data = _core.build_rtp(self.payload_type, seq, timestamp, ssrc, packet.payload, marker,
-                                   _core.EXTENSION_PROFILE_ONE_BYTE,
-                                   _core.audio_level_extension(self.audio_level_ext_id, level[1], level[0]))
-        else:
-            data = _core.build_rtp(self.payload_type, seq, timestamp, ssrc, packet.payload, marker)
-        if self.srtp is not None:
-            data = self.srtp.protect(data)
-        self._rtp.send(data, self._remote_rtp_packed)
-        sent.on_sent(len(packet.payload), timestamp, wall_s)
-
     def send_nack(self, media_ssrc: int, lost: list[int]) -> None:
         """Ask the far end to resend `lost` packets of its stream (RFC 4585 generic NACK)."""
         self.nacks_out += 1
@@ -265,7 +270,7 @@ class MediaLeg:
             reports = [RtcpReceiverReport(ssrc=self.ssrc, reports=blocks)]
         for ssrc, sent in self.extra_streams.items():
             if sent.packets:
-                reports.append(sent.sender_report(ssrc, self.clock_rate, wall_s, []))
+                reports.append(sender_report(sent, ssrc, self.clock_rate, wall_s, []))
         return reports
 
     def _sdes(self) -> RtcpSdes:

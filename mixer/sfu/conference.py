@@ -22,10 +22,10 @@ import secrets
 import time
 
 from mixer import _core
-from mixer.codec import FRAME_MS, FrameDecoder
+from mixer._forward import SlotSender, StreamRewriter, fan_out, resend
+from mixer.codec import FrameDecoder
 from mixer.engine.leg import MediaLeg
 from mixer.rtp.rtcp import RtcpNack
-from mixer.rtp.stats import SendStatistics
 from mixer.settings import EngineSettings
 from mixer.sfu.speakers import SpeakerSelector
 
@@ -36,15 +36,19 @@ SFU_CODECS = ("opus",)
 
 
 class Slot:
-    """One of a subscriber's N outgoing streams."""
+    """One of a subscriber's N outgoing streams: its sender (numbering, SRTP, queue) and who fills it."""
 
-    __slots__ = ("rewriter", "sent", "source")
+    __slots__ = ("sender", "source")
 
-    def __init__(self, clock_rate: int, samples_per_frame: int) -> None:
-        self.rewriter = _core.StreamRewriter(secrets.randbits(32), secrets.randbits(16),
-                                             secrets.randbits(32), clock_rate, samples_per_frame)
-        self.sent = SendStatistics()
+    def __init__(self, leg: MediaLeg) -> None:
+        rewriter = StreamRewriter(secrets.randbits(32), secrets.randbits(16), secrets.randbits(32),
+                                  leg.clock_rate, leg.samples_per_frame)
+        self.sender: SlotSender = leg.slot_sender(rewriter)
         self.source: Participant | None = None
+
+    @property
+    def rewriter(self) -> StreamRewriter:
+        return self.sender.rewriter
 
 
 class Participant:
@@ -54,10 +58,9 @@ class Participant:
         self.leg = leg
         self.number = number
         self.source_key = number << 32       # | the sender's SSRC: a new SSRC is a new stream
-        self.slots = [Slot(leg.clock_rate, leg.samples_per_frame) for _ in range(settings.sfu_last_n)]
+        self.slots = [Slot(leg) for _ in range(settings.sfu_last_n)]
         self.slot_of: dict[Participant, Slot] = {}   # source -> the slot it fills for this subscriber
-        for slot in self.slots:
-            leg.extra_streams[slot.rewriter.ssrc] = slot.sent
+        self.targets: list[SlotSender] = []          # as a source: the slots it is forwarded through
         self.cache: list[_core.RtpPacket | None] = [None] * settings.sfu_packet_cache
         self.tick_level: int | None = None   # loudest level this tick (lower is louder)
         self.forwarded = False               # in the selector's last-N
@@ -131,7 +134,7 @@ class SfuConference:
         participant = Participant(leg, self._numbers, self.settings)
         self.voices[leg.id] = participant
         self.selector.add(participant)
-        participant.assign(self.selector.selected)
+        self._reassign()
         leg.on_rtp = self._on_rtp
         leg.on_nack = self._on_nack
         leg.on_ssrc_change = self._on_ssrc_change
@@ -170,21 +173,10 @@ class SfuConference:
         if not participant.forwarded:
             self.packets_not_forwarded += 1
             return
-        source = participant.source_key | packet.ssrc
-        seq = packet.sequence_number
-        timestamp = packet.timestamp
-        wall_s = time.time()
-        for subscriber in self.voices.values():
-            slot = subscriber.slot_of.get(participant)
-            if slot is None:
-                continue
-            mapped = slot.rewriter.rewrite(source, seq, timestamp, arrival_ms)
-            if mapped is None:
-                continue
-            out_seq, out_ts, switched = mapped
-            subscriber.leg.forward(packet, slot.rewriter.ssrc, out_seq, out_ts, packet.marker or switched,
-                                   level, slot.sent, wall_s)
-            self.packets_forwarded += 1
+        self.packets_forwarded += fan_out(
+            participant.targets, participant.source_key | packet.ssrc, packet.sequence_number,
+            packet.timestamp, packet.marker, packet.payload, arrival_ms, time.time(),
+            -1 if level is None else level[1], level is not None and level[0])
 
     def _on_nack(self, leg: MediaLeg, nack: RtcpNack) -> None:
         subscriber = self.voices.get(leg.id)
@@ -202,10 +194,9 @@ class SfuConference:
                 continue
             packet = source.cache[seq % len(source.cache)]
             if packet is not None and packet.sequence_number == seq:
-                subscriber.leg.forward(packet, slot.rewriter.ssrc, out_seq,
-                                       slot.rewriter.map_timestamp(packet.timestamp), packet.marker,
-                                       None, slot.sent, wall_s)
-                self.nack_retransmits += 1
+                self.nack_retransmits += resend(slot.sender, out_seq,
+                                                slot.rewriter.map_timestamp(packet.timestamp),
+                                                packet.marker, packet.payload, wall_s)
             else:
                 missing.append(seq)
         if missing and source.leg.remote_ssrc is not None:
@@ -233,6 +224,10 @@ class SfuConference:
         for participant in self.voices.values():
             participant.forwarded = participant in chosen
             participant.assign(selected)
+        for participant in self.voices.values():
+            participant.targets = [subscriber.slot_of[participant].sender
+                                   for subscriber in self.voices.values()
+                                   if participant in subscriber.slot_of]
 
     # -------------------------------------------------------------------------------------- stats
     def leg_stats(self, leg_id: str) -> dict:
@@ -243,7 +238,9 @@ class SfuConference:
         result["dominant"] = self.selector.dominant is participant
         result["activity"] = {"short": round(short, 2), "long": round(long, 2)}
         result["level_decodes"] = participant.level_decodes
-        result["slots"] = [{**slot.rewriter.stats(), "source": slot.source.leg.id if slot.source else None}
+        result["slots"] = [{**slot.rewriter.stats(), "source": slot.source.leg.id if slot.source else None,
+                            "packets": slot.sender.packets,
+                            "protect_failures": slot.sender.protect_failures}
                            for slot in participant.slots]
         return result
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from hypothesis import given, settings, strategies as st
 
-from mixer._core import StreamRewriter
+from mixer._forward import StreamRewriter
 
 FRAME = 960
 
