@@ -33,6 +33,7 @@ HOST = "127.0.0.1"
 ENGINE_CORE, GEN_CORE = 0, 1
 AUDIO_LEVEL_EXT_ID = 1
 CYCLE = 50
+GROUPS = 10  # each 20 ms frame's sends are spread over 10 steps of 2 ms, as real senders are
 SETTINGS = {"media_ports": "20000-29999", "max_packet_rate": 1_000_000, "srtp_required": True,
             "sfu_last_n": 3, "max_legs_per_conference": 1000}
 
@@ -116,38 +117,43 @@ def _run(sock, receiver, legs, seqs: dict, senders: list[int], loud_count: int, 
     from mixer import _core, _netio
 
     fd = sock.fileno()
-    interval = 0.020 / speed
+    groups = min(GROUPS, len(senders))  # senders are spread over the frame, not sent in one burst
+    interval = 0.020 / speed / groups
     sent = received = rtcp = 0
     for i in senders:
         seqs.setdefault(i, 0)
+    ranks = {i: rank for rank, i in enumerate(senders)}
     datagrams: list[bytes] = []
     addresses: list[bytes] = []
     start = time.monotonic()
     end = start + seconds
-    frame = 0
+    step = 0
     behind = 0
     while True:
         now = time.monotonic()
         if now >= end:
             break
-        due = start + frame * interval
-        if now >= due:
-            if now - due > 0.2:  # the generator itself cannot keep up: say so rather than burst
-                behind += 1
-                frame = int((now - start) / interval)
-            k = frame % CYCLE
-            for rank, i in enumerate(senders):
+        due = start + step * interval
+        if now - due > 0.2:  # the generator itself cannot keep up: say so rather than burst
+            behind += 1
+            step = int((now - start) / interval)
+            due = start + step * interval
+        while now >= due:  # every step that is due, in one batch
+            k = (step // groups) % CYCLE
+            for i in senders[step % groups::groups]:
                 packed, pt, srtp = legs[i]
-                payloads, ext = (loud, loud_ext) if rank < loud_count else (quiet, quiet_ext)
+                payloads, ext = (loud, loud_ext) if ranks[i] < loud_count else (quiet, quiet_ext)
                 wire = _core.build_rtp(pt, seqs[i] & 0xFFFF, (seqs[i] * 960) & 0xFFFFFFFF, 0x1000 + i,
                                        payloads[k], False, _core.EXTENSION_PROFILE_ONE_BYTE, ext)
                 seqs[i] += 1
                 datagrams.append(srtp.protect(wire))
                 addresses.append(packed)
+            step += 1
+            due = start + step * interval
+        if datagrams:
             sent += _netio.send_batch(fd, datagrams, addresses)
             datagrams.clear()
             addresses.clear()
-            frame += 1
         got = receiver.receive(fd)
         for data, _ in got:
             if 200 <= data[1] <= 206:

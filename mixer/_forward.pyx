@@ -133,6 +133,12 @@ cdef class StreamRewriter:
         self.forwarded += 1
         return (out_seq, out_ts, True)
 
+    cpdef void release(self):
+        """The slot's source stops being forwarded here: whatever comes next, even the same source
+        again, starts a new stretch right after the last packet sent (no gap for what was not
+        forwarded in between)."""
+        self.source = -1
+
     def original_seq(self, int out_seq):
         """The current source's sequence number behind outgoing `out_seq` (for NACK), or None when
         `out_seq` lies before the current source's first packet in this slot."""

@@ -180,7 +180,7 @@ class Engine:
             for leg in conference.legs.values():
                 legs += 1
                 packets_in += leg.packets_in
-                packets_out += leg.sent.packets
+                packets_out += leg.packets_out
                 for reason, count in leg.drops.items():
                     drops[reason] = drops.get(reason, 0) + count
         return {

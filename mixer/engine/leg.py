@@ -286,6 +286,11 @@ class MediaLeg:
         endpoint.send(data, self._remote_rtcp_packed)
 
     # --------------------------------------------------------------------------------------- stats
+    @property
+    def packets_out(self) -> int:
+        """RTP packets sent: our own stream and any further ones (an SFU subscriber's slots)."""
+        return self.sent.packets + sum(s.packets for s in self.extra_streams.values())
+
     def stats(self) -> dict:
         result = {
             "id": self.id,
@@ -300,8 +305,8 @@ class MediaLeg:
             "remote_ssrc": self.remote_ssrc,
             "packets_in": self.packets_in,
             "bytes_in": self.bytes_in,
-            "packets_out": self.sent.packets,
-            "bytes_out": self.sent.octets,
+            "packets_out": self.packets_out,
+            "bytes_out": self.sent.octets + sum(s.octets for s in self.extra_streams.values()),
             "ssrc_changes": self.ssrc_changes,
             "dtmf_packets": self.dtmf_packets,
             "nacks_in": self.nacks_in,

@@ -23,7 +23,7 @@ import time
 
 from mixer import _core
 from mixer._forward import SlotSender, StreamRewriter, fan_out, resend
-from mixer.codec import FrameDecoder
+from mixer.codec import FRAME_MS, FrameDecoder
 from mixer.engine.leg import MediaLeg
 from mixer.rtp.rtcp import RtcpNack
 from mixer.settings import EngineSettings
@@ -62,6 +62,7 @@ class Participant:
         self.slot_of: dict[Participant, Slot] = {}   # source -> the slot it fills for this subscriber
         self.targets: list[SlotSender] = []          # as a source: the slots it is forwarded through
         self.cache: list[_core.RtpPacket | None] = [None] * settings.sfu_packet_cache
+        self.newest_seq: int | None = None
         self.tick_level: int | None = None   # loudest level this tick (lower is louder)
         self.forwarded = False               # in the selector's last-N
         self.carries_level = False
@@ -88,18 +89,37 @@ class Participant:
         level = _core.audio_level(frame)
         return (level < _core.AUDIO_LEVEL_SILENT, level)
 
-    def assign(self, sources: list[Participant]) -> None:
-        """Fill this subscriber's slots with `sources` (minus itself), keeping those that stay."""
+    def assign(self, sources: list[Participant]) -> list[Slot]:
+        """Fill this subscriber's slots with `sources` (minus itself), keeping those that stay;
+        returns the slots that got a new source."""
         wanted = [s for s in sources if s is not self]
+        filled = []
         for source in list(self.slot_of):
             if source not in wanted:
-                self.slot_of.pop(source).source = None
+                slot = self.slot_of.pop(source)
+                slot.source = None
+                slot.rewriter.release()
         free = [slot for slot in self.slots if slot.source is None]
         for source in wanted:
             if source not in self.slot_of and free:
                 slot = free.pop(0)
                 slot.source = source
                 self.slot_of[source] = slot
+                filled.append(slot)
+        return filled
+
+    def recent_packets(self, count: int) -> list[_core.RtpPacket]:
+        """The last `count` packets received, oldest first, as far as the cache still has them."""
+        if self.newest_seq is None:
+            return []
+        size = len(self.cache)
+        found = []
+        for back in range(min(count, size) - 1, -1, -1):
+            seq = (self.newest_seq - back) & 0xFFFF
+            packet = self.cache[seq % size]
+            if packet is not None and packet.sequence_number == seq:
+                found.append(packet)
+        return found
 
 
 class SfuConference:
@@ -122,6 +142,7 @@ class SfuConference:
         self.packets_not_forwarded = 0
         self.nack_retransmits = 0
         self.nack_forwarded = 0
+        self.preroll_packets = 0
         self.busy_ms = 0.0
 
     # --------------------------------------------------------------------------------------- legs
@@ -146,6 +167,7 @@ class SfuConference:
             slot = other.slot_of.pop(participant, None)
             if slot is not None:
                 slot.source = None
+                slot.rewriter.release()
         self._reassign()
         leg = participant.leg
         leg.on_rtp = leg.on_nack = leg.on_ssrc_change = None
@@ -155,6 +177,7 @@ class SfuConference:
         participant = self.voices.get(leg.id)
         if participant is not None:
             participant.cache = [None] * len(participant.cache)
+            participant.newest_seq = None
 
     # ------------------------------------------------------------------------------------- packets
     def _on_rtp(self, leg: MediaLeg, packet: _core.RtpPacket, arrival_ms: float) -> None:
@@ -162,7 +185,10 @@ class SfuConference:
         if participant is None:
             return
         self.packets_in += 1
-        participant.cache[packet.sequence_number % len(participant.cache)] = packet
+        seq = packet.sequence_number
+        participant.cache[seq % len(participant.cache)] = packet
+        if participant.newest_seq is None or _core.seq_newer(seq, participant.newest_seq):
+            participant.newest_seq = seq
         if leg.muted:
             return
         # every sender's level is needed to choose who is forwarded: a header read with RFC 6464,
@@ -211,23 +237,35 @@ class SfuConference:
             self.selector.observe(participant, participant.tick_level)
             participant.tick_level = None
         if self.selector.tick():
-            self._reassign()
+            self._reassign(now_ms)
         if self.ticks % RTCP_CHECK_TICKS == 0:
             now_s = time.monotonic()
             for participant in self.voices.values():
                 participant.leg.maybe_send_rtcp(now_s)
         self.busy_ms += (time.perf_counter() - began) * 1000.0
 
-    def _reassign(self) -> None:
+    def _reassign(self, now_ms: float | None = None) -> None:
+        """Slots follow the selector's choice; with `now_ms` (a speaker change on the clock), each
+        slot that took a new speaker first gets that speaker's last `sfu_preroll_ms` of packets."""
         selected = [p for p in self.selector.selected if p.leg.id in self.voices]
         chosen = set(selected)
+        filled: list[Slot] = []
         for participant in self.voices.values():
             participant.forwarded = participant in chosen
-            participant.assign(selected)
+            filled += participant.assign(selected)
         for participant in self.voices.values():
             participant.targets = [subscriber.slot_of[participant].sender
                                    for subscriber in self.voices.values()
                                    if participant in subscriber.slot_of]
+        if now_ms is not None and self.settings.sfu_preroll_ms:
+            count = max(1, self.settings.sfu_preroll_ms // FRAME_MS)
+            wall_s = time.time()
+            for slot in filled:
+                source = slot.source
+                for packet in source.recent_packets(count):
+                    self.preroll_packets += fan_out(
+                        [slot.sender], source.source_key | packet.ssrc, packet.sequence_number,
+                        packet.timestamp, packet.marker, packet.payload, now_ms, wall_s)
 
     # -------------------------------------------------------------------------------------- stats
     def leg_stats(self, leg_id: str) -> dict:
@@ -258,6 +296,7 @@ class SfuConference:
             "packets_not_forwarded": self.packets_not_forwarded,
             "nack_retransmits": self.nack_retransmits,
             "nack_forwarded": self.nack_forwarded,
+            "preroll_packets": self.preroll_packets,
             "tick_busy_ms_mean": round(self.busy_ms / self.ticks, 3) if self.ticks else 0.0,
         }
 

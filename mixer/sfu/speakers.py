@@ -12,10 +12,13 @@ voice talking over each other can be starved. Here:
 - every source has a short (about 200 ms) and a long (about 2 s) speech-activity score: exponential
   averages of how far its level is above the noise floor, counted only when it is above the voice
   threshold (a steady hum or comfort noise scores nothing);
-- the last-N set is chosen directly on the short score: an incumbent keeps its place unless a
-  challenger has been ahead of the weakest incumbent by a clear margin for `hold_ticks` in a row (a
-  cough or a click does not switch anyone); an incumbent that has been silent a while yields to any
-  speaking challenger after the same hold, so a new talker is heard within ~60 ms of a slot opening;
+- the last-N set is chosen directly: a free place goes at once to anyone speaking; when all places
+  are taken, the incumbent quiet the longest gives way. If it has been quiet for `idle_ticks`
+  (100 ms) it yields to anyone who has been speaking for `idle_hold_ticks` (40 ms): turn-taking
+  switches fast. If it is still talking, a challenger must lead it by a clear margin on the short
+  score for `hold_ticks` (200 ms) in a row: a cough or a click in crosstalk switches nobody. (The
+  SFU then sends the new speaker's last packets from its cache, so the switch delay does not clip
+  the start of what they said.)
 - the dominant speaker is the one with the best long score, and it changes only when a challenger's
   long score beats it by a margin *and* the challenger's short score has been ahead for
   `dominant_hold_ticks` (300 ms), with at least `dominant_min_ticks` (1 s) between changes.
@@ -46,7 +49,9 @@ class SpeakerSelector:
     short_weight: float = 0.1        # ~200 ms time constant at 20 ms ticks
     long_weight: float = 0.01        # ~2 s
     switch_margin: float = 4.0       # how far (in activity units, ~dB) a challenger must lead
-    hold_ticks: int = 3              # 60 ms of leading before a last-N switch
+    hold_ticks: int = 10             # 200 ms of leading before displacing someone still talking
+    idle_ticks: int = 5              # an incumbent quiet this long (100 ms) may be displaced...
+    idle_hold_ticks: int = 2         # ...by anyone who has been speaking for 40 ms
     dominant_hold_ticks: int = 15    # 300 ms before a dominant speaker change
     dominant_min_ticks: int = 50     # at most one dominant change per second
     _sources: dict = field(default_factory=dict)
@@ -92,29 +97,33 @@ class SpeakerSelector:
 
     def _update_selected(self) -> bool:
         changed = False
-        # free places go to anyone speaking, loudest first
-        if len(self.selected) < self.last_n:
-            for source in self._ranked():
-                if len(self.selected) >= self.last_n:
-                    break
-                if source not in self.selected and self._sources[source].short > 0.5:
-                    self.selected.append(source)
-                    changed = True
+        ranked = self._ranked()
+        # a free place goes at once to anyone speaking, loudest first
+        for source in ranked:
+            if len(self.selected) >= self.last_n:
+                break
+            if source not in self.selected and self._sources[source].short > 0.5:
+                self.selected.append(source)
+                changed = True
         if len(self.selected) >= self.last_n:
-            weakest = min(self.selected, key=lambda s: self._sources[s].short)
-            weakest_activity = self._sources[weakest]
+            # the incumbent who gives way: the one quiet the longest, then the least active
+            weakest = max(self.selected, key=lambda s: (self._sources[s].silent_ticks,
+                                                         -self._sources[s].short))
+            incumbent = self._sources[weakest]
+            idle = incumbent.silent_ticks >= self.idle_ticks
+            needed = self.idle_hold_ticks if idle else self.hold_ticks
             best = None
-            for source in self._ranked():
+            for source in ranked:
                 if source in self.selected:
                     continue
                 activity = self._sources[source]
-                margin = self.switch_margin if weakest_activity.silent_ticks < self.hold_ticks * 5 else 0.5
-                if activity.short > weakest_activity.short + margin:
-                    activity.ahead_ticks += 1
-                    if best is None and activity.ahead_ticks >= self.hold_ticks:
-                        best = source
-                else:
-                    activity.ahead_ticks = 0
+                if idle:   # a quiet incumbent yields to anyone speaking right now
+                    ahead = activity.silent_ticks == 0 and activity.short > 0.5
+                else:      # a speaking one only to someone clearly and lastingly more active
+                    ahead = activity.short > incumbent.short + self.switch_margin
+                activity.ahead_ticks = activity.ahead_ticks + 1 if ahead else 0
+                if best is None and activity.ahead_ticks >= needed:
+                    best = source
             if best is not None:
                 self.selected[self.selected.index(weakest)] = best
                 self._sources[best].ahead_ticks = 0

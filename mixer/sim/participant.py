@@ -99,7 +99,8 @@ class SimulatedParticipant:
         self._ts = secrets.randbits(32)
         self.sent = SendStatistics()
         self.round_trip = RoundTrip()
-        self.receive: ReceiveStatistics | None = None
+        self.receive: ReceiveStatistics | None = None   # the stream received last
+        self.receive_by_ssrc: dict[int, ReceiveStatistics] = {}  # an SFU sends one per speaker
         self.received = Received()
         self.send_times: list[float] = []  # monotonic send time of each frame
         self.dropped_by_impairment = 0
@@ -228,7 +229,10 @@ class SimulatedParticipant:
             self.bad_packets += 1
             return
         if self.receive is None or packet.ssrc != self.receive.ssrc:
-            self.receive = ReceiveStatistics(packet.ssrc, self.clock_rate, packet.sequence_number)
+            self.receive = self.receive_by_ssrc.get(packet.ssrc)
+            if self.receive is None:
+                self.receive = ReceiveStatistics(packet.ssrc, self.clock_rate, packet.sequence_number)
+                self.receive_by_ssrc[packet.ssrc] = self.receive
         self.receive.on_rtp(packet.sequence_number, packet.timestamp, len(packet.payload), time.time())
         entry = (time.monotonic(), packet.sequence_number, packet.timestamp, packet.payload)
         self.received.packets.append(entry)

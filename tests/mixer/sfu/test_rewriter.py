@@ -97,3 +97,14 @@ def test_original_seq_and_timestamp_map_back_for_retransmission() -> None:
     assert rewriter.map_timestamp(1000 + 7 * FRAME) == 7 * FRAME
     assert rewriter.original_seq(65529) is None          # before this source's first packet
     assert rewriter.original_seq((65530 + 11) & 0xFFFF) is None  # not sent yet
+
+
+def test_a_source_released_and_taken_back_continues_without_a_gap() -> None:
+    """A speaker not forwarded for a while, then forwarded again in the same slot: the packets
+    not forwarded in between must not show up as a gap."""
+    rewriter = StreamRewriter(1, 500, 0)
+    for k in range(3):
+        rewriter.rewrite(4, 10 + k, k * FRAME, k * 20.0)
+    rewriter.release()
+    # 25 packets (10 + 3 .. 10 + 27) are not forwarded; then the same source comes back
+    assert rewriter.rewrite(4, 10 + 28, 28 * FRAME, 28 * 20.0) == (503, 2 * FRAME + 26 * FRAME, True)
