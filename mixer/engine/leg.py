@@ -22,6 +22,7 @@ from mixer.rtp.rtcp import (
     RtcpBye, RtcpError, RtcpNack, RtcpReceiverReport, RtcpSdes, SdesChunk, SDES_CNAME,
     is_rtcp, parse_compound, serialize_compound,
 )
+from mixer.rtp.dtmf import Digit, DtmfReceiver
 from mixer.rtp.srtp import SrtpContext
 from mixer.rtp.stats import (
     ReceiveStatistics, RoundTrip, SendStatistics, learn_from_reports, sender_report,
@@ -100,6 +101,7 @@ class MediaLeg:
         self.round_trip = RoundTrip()
         self.ssrc_changes = 0
         self.dtmf_packets = 0
+        self.dtmf = DtmfReceiver(self.clock_rate)  # RFC 4733 digits, for the controller to poll
         self.nacks_in = 0
         self.nacks_out = 0
         self.remote_bye = False
@@ -116,6 +118,7 @@ class MediaLeg:
         self.on_rtp: Callable[[MediaLeg, _core.RtpPacket, float], None] | None = None
         self.on_ssrc_change: Callable[[MediaLeg], None] | None = None
         self.on_nack: Callable[[MediaLeg, RtcpNack], None] | None = None
+        self.on_dtmf: Callable[[MediaLeg, Digit], None] | None = None
 
     # ----------------------------------------------------------------------------------- lifecycle
     async def open(self) -> None:
@@ -191,6 +194,7 @@ class MediaLeg:
         arrival_ms = now * 1000.0
         if packet.payload_type == self.telephone_event_pt:
             self.dtmf_packets += 1
+            self._report_digits(self.dtmf.on_packet(packet.payload, packet.timestamp, now))
             return
         if packet.payload_type != self.payload_type:
             self.drops["payload_type"] += 1
@@ -253,8 +257,15 @@ class MediaLeg:
         self._send_rtcp([*self._reports(time.time()), self._sdes(),
                          RtcpNack(sender_ssrc=self.ssrc, media_ssrc=media_ssrc, lost=lost)])
 
+    def _report_digits(self, digits: list) -> None:
+        if self.on_dtmf is not None:
+            for digit in digits:
+                self.on_dtmf(self, digit)
+
     def maybe_send_rtcp(self, now_s: float) -> None:
-        """RFC 3550 6.2: reports at the configured interval, randomised by 0.5..1.5 (6.3.1)."""
+        """RFC 3550 6.2: reports at the configured interval, randomised by 0.5..1.5 (6.3.1).
+        (Called every half second: also where a key press whose end packets were lost is closed.)"""
+        self._report_digits(self.dtmf.flush(now_s))
         if now_s < self._next_rtcp_s or not self._rtp.is_open:
             return
         self._next_rtcp_s = now_s + self.settings.rtcp_interval_s * random.uniform(0.5, 1.5)
@@ -309,6 +320,7 @@ class MediaLeg:
             "bytes_out": self.sent.octets + sum(s.octets for s in self.extra_streams.values()),
             "ssrc_changes": self.ssrc_changes,
             "dtmf_packets": self.dtmf_packets,
+            "dtmf": self.dtmf.stats(),
             "nacks_in": self.nacks_in,
             "nacks_out": self.nacks_out,
             "remote_bye": self.remote_bye,
