@@ -33,7 +33,12 @@ from mixer.settings import EngineSettings
 
 # Reasons a packet is dropped; each is a counter in stats()
 DROP_REASONS = ("rate_limited", "srtp", "malformed", "payload_type", "not_receiving", "rtcp_malformed",
-                "rtcp_srtp")
+                "rtcp_srtp", "stranger")
+
+# Plain RTP from a new address is refused while the current stream has sent within this long.
+STREAM_HOLD_MS = 2000.0
+# SRTP state kept for this many of the peer's most recent SSRCs.
+INBOUND_SSRCS_KEPT = 4
 
 
 class TokenBucket:
@@ -109,6 +114,8 @@ class MediaLeg:
         self.packets_in = 0
         self.bytes_in = 0
         self.last_packet_ms: float | None = None
+        self._stream_source: tuple | None = None   # where the current stream's packets come from
+        self._inbound_ssrcs: dict[int, bool] = {}  # peer SSRCs with SRTP state, oldest first
         # Separate budgets for the negotiated peer and for everyone else, so a flood from a
         # stranger cannot starve the real participant's packets.
         self._peer_budget = TokenBucket(settings.max_packet_rate)
@@ -192,6 +199,13 @@ class MediaLeg:
             self.drops["not_receiving"] += 1
             return
         arrival_ms = now * 1000.0
+        if addr != self._stream_source and self._stream_alive(arrival_ms) and self.srtp is None:
+            # plain RTP from another address while the participant's stream is alive: a stranger
+            # injecting or taking the leg over (RTP has no authentication; SRTP legs are protected
+            # by their key). A participant whose address really changed is followed once its old
+            # stream has been quiet for STREAM_HOLD_MS.
+            self.drops["stranger"] += 1
+            return
         if packet.payload_type == self.telephone_event_pt:
             self.dtmf_packets += 1
             self._report_digits(self.dtmf.on_packet(packet.payload, packet.timestamp, now))
@@ -201,6 +215,7 @@ class MediaLeg:
             return
         if packet.ssrc != self.remote_ssrc:
             first = self.remote_ssrc is None
+            self._remember_inbound_ssrc(packet.ssrc)
             self.remote_ssrc = packet.ssrc
             self.receive = ReceiveStatistics(packet.ssrc, self.clock_rate, packet.sequence_number)
             if not first:
@@ -210,6 +225,7 @@ class MediaLeg:
         self.packets_in += 1
         self.bytes_in += len(data)
         self.last_packet_ms = arrival_ms
+        self._stream_source = addr
         # interarrival jitter needs only a steady clock: the monotonic one already read
         self.receive.on_rtp(packet.sequence_number, packet.timestamp, len(packet.payload), now)
         if self.settings.latch_remote and addr != self.remote_rtp and self.srtp is not None:
@@ -217,6 +233,21 @@ class MediaLeg:
             self._set_remote(addr, addr if self.rtcp_mux else self.remote_rtcp)
         if self.on_rtp is not None:
             self.on_rtp(self, packet, arrival_ms)
+
+    def _stream_alive(self, arrival_ms: float) -> bool:
+        return self.last_packet_ms is not None and arrival_ms - self.last_packet_ms < STREAM_HOLD_MS
+
+    def _remember_inbound_ssrc(self, ssrc: int) -> None:
+        """Keep SRTP state for the last few peer SSRCs only (see SrtpContext.forget_inbound); a few,
+        not one, so that replayed packets of a recent SSRC still meet their replay window."""
+        if self.srtp is None:
+            return
+        self._inbound_ssrcs.pop(ssrc, None)
+        self._inbound_ssrcs[ssrc] = True
+        while len(self._inbound_ssrcs) > INBOUND_SSRCS_KEPT:
+            oldest = next(iter(self._inbound_ssrcs))
+            del self._inbound_ssrcs[oldest]
+            self.srtp.forget_inbound(oldest)
 
     def _on_rtcp(self, data: bytes, addr: tuple) -> None:
         if self.srtp is not None:
@@ -229,6 +260,9 @@ class MediaLeg:
         except RtcpError:
             self.drops["rtcp_malformed"] += 1
             return
+        sender = getattr(packets[0], "ssrc", None) if packets else None
+        if sender is not None:
+            self._remember_inbound_ssrc(sender)  # SRTCP keeps per-SSRC state too
         learn_from_reports(packets, self.ssrc, self.receive, self.round_trip, time.time())
         for packet in packets:
             if isinstance(packet, RtcpBye) and self.remote_ssrc in packet.sources:

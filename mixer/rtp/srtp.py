@@ -164,6 +164,15 @@ class SrtpContext:
         except pylibsrtp.Error as exc:
             raise SrtpError(f"libsrtp refused the {suite} policy: {exc}") from exc
 
+    def forget_inbound(self, ssrc: int) -> None:
+        """Drop libsrtp's state for a peer SSRC no longer in use. The inbound session accepts any
+        SSRC and keeps a stream per SSRC it has seen (never pruned, searched linearly), so a peer
+        that cycles SSRCs would otherwise grow it without bound."""
+        try:
+            self._inbound.remove_stream(ssrc)
+        except (pylibsrtp.Error, OverflowError, ValueError):
+            pass  # not there: nothing to forget
+
     @property
     def outbound_calls(self):
         """The per-packet protect path itself (bytes in, bytes or a libsrtp status out), for a

@@ -30,6 +30,10 @@ from mixer.settings import EngineSettings
 from mixer.sfu.speakers import SpeakerSelector
 
 RTCP_CHECK_TICKS = 25
+# As in the MCU: claims this many dB louder than the decoded audio, this many packets in a row,
+# and a sender's RFC 6464 levels are no longer believed.
+FORGED_LEVEL_MARGIN_DB = 20
+FORGED_LEVEL_PACKETS = 15
 
 # Codecs an SFU conference accepts: every leg must be able to play every other leg's packets.
 SFU_CODECS = ("opus",)
@@ -66,19 +70,40 @@ class Participant:
         self.tick_level: int | None = None   # loudest level this tick (lower is louder)
         self.forwarded = False               # in the selector's last-N
         self.carries_level = False
+        self.trusts_level = True
+        self._forged_packets = 0
         self._level_decoder: FrameDecoder | None = None
         self.level_decodes = 0
 
     def level_of(self, packet: _core.RtpPacket) -> tuple | None:
-        """(voice, level) from the RFC 6464 extension, or from decoding when the sender has none."""
+        """(voice, level) from the RFC 6464 extension, or from decoding when the sender has none.
+
+        A forwarded sender's claims are also checked against its decoded audio (at most last-N
+        decodes per packet time): one whose claims stay far louder than its audio (forging
+        'loudest' on silence to hold a slot) is no longer believed, and is measured instead."""
         ext_id = self.leg.audio_level_ext_id
-        if ext_id:
-            found = packet.audio_level(ext_id)
-            if found is not None:
+        claimed = None
+        if ext_id and self.trusts_level:
+            claimed = packet.audio_level(ext_id)
+            if claimed is not None:
                 self.carries_level = True
-                return found
-            if self.carries_level:
+                if not self.forwarded:
+                    return claimed
+            elif self.carries_level:
                 return None
+        measured = self._decoded_level(packet)
+        if claimed is None:
+            return measured
+        if measured is not None and measured[1] - claimed[1] >= FORGED_LEVEL_MARGIN_DB:
+            self._forged_packets += 1
+            if self._forged_packets >= FORGED_LEVEL_PACKETS:
+                self.trusts_level = False
+                return measured
+        else:
+            self._forged_packets = 0
+        return claimed
+
+    def _decoded_level(self, packet: _core.RtpPacket) -> tuple | None:
         if self._level_decoder is None:
             self._level_decoder = FrameDecoder(self.leg.codec)
         self._level_decoder.decode(packet.payload)
@@ -276,6 +301,7 @@ class SfuConference:
         result["dominant"] = self.selector.dominant is participant
         result["activity"] = {"short": round(short, 2), "long": round(long, 2)}
         result["level_decodes"] = participant.level_decodes
+        result["levels_trusted"] = participant.trusts_level
         result["slots"] = [{**slot.rewriter.stats(), "source": slot.source.leg.id if slot.source else None,
                             "packets": slot.sender.packets,
                             "protect_failures": slot.sender.protect_failures}
