@@ -60,6 +60,16 @@ def _loss_percent(leg: dict) -> tuple[float, float]:
     return uplink, round(downlink, 2)
 
 
+def _leg_readers(call: dict, participant: dict) -> list[str]:
+    """Who may read a leg's record: its identity; for a bot, who added it; for the recorder,
+    everyone in the call."""
+    if participant.get("identity"):
+        return [participant["identity"]]
+    if participant.get("added_by"):
+        return [participant["added_by"]]
+    return sorted(call.get("members", ()))
+
+
 def leg_record(call: dict, participant: dict, leg: dict, samples: LegSamples,
                ended_at: float, reason: str) -> dict:
     """The CDR of one leg from its final engine stats."""
@@ -77,7 +87,7 @@ def leg_record(call: dict, participant: dict, leg: dict, samples: LegSamples,
         "participant_id": participant["id"],
         "participant_kind": participant["kind"],
         "identity": participant.get("identity"),
-        "members": sorted(call.get("members", ())),
+        "members": _leg_readers(call, participant),
         "mode": call["mode"],
         "codec": codec,
         "started_at": iso(started_at),

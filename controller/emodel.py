@@ -11,7 +11,7 @@ with G.107's default Ro - Is = 93.2 (all other parameters at their defaults), A 
   BurstR = 1: Ie,eff = Ie + (95 - Ie) Ppl / (Ppl + Bpl), Ie and Bpl per codec from G.113 Appendix I;
 
 and MOS from R by G.107 Annex B: 1 below R = 0, 4.5 above R = 100, else
-MOS = 1 + 0.035 R + R (R - 60)(100 - R) 7e-6.
+MOS = 1 + 0.035 R + R (R - 60)(100 - R) 7e-6 (held at 1 where the cubic dips below it).
 """
 from __future__ import annotations
 
@@ -60,7 +60,8 @@ def mos_from_r(r: float) -> float:
         return 1.0
     if r >= 100:
         return 4.5
-    return 1.0 + 0.035 * r + r * (r - 60.0) * (100.0 - r) * 7e-6
+    # the cubic dips just below 1 for R under about 6.5: clamp, so that MOS never falls as R rises
+    return max(1.0, 1.0 + 0.035 * r + r * (r - 60.0) * (100.0 - r) * 7e-6)
 
 
 def one_way_delay_ms(rtt_ms: float | None, jitter_buffer_ms: float, codec_ms: float = 20.0) -> float:
