@@ -205,9 +205,9 @@ class CallService:
     # ------------------------------------------------------------------------------ participants
     async def add_participant(self, principal: Principal, call_id: str, body: dict) -> dict:
         kind = body.get("kind") or ("voip" if body.get("sdp") is not None else None)
+        call = await self._call(principal, call_id, allow_invited=(kind == "voip"))
         if kind == "pstn":
             raise ApiError(501, "not_implemented", "PSTN participants are not built yet")
-        call = await self._call(principal, call_id, allow_invited=(kind == "voip"))
         if len(call["participants"]) >= self.settings.max_participants_per_call:
             raise ApiError(409, "call_full", "the call has its maximum of participants")
         if kind == "voip":

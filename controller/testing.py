@@ -7,12 +7,14 @@ trusts exactly that certificate. `RestParticipant` joins a call through the REST
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import shutil
 import socket
 import ssl
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -20,6 +22,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import uvloop
 
 from controller.engine_client import EngineClient, InProcessEngine
 from controller.server import ControllerServer
@@ -140,3 +143,49 @@ def redis_server():
                 process.wait(5)
             return
         raise RuntimeError("redis-server did not start")
+
+
+class ControllerThread:
+    """A controller (with an in-process engine) on its own uvloop loop in a thread, for
+    synchronous clients such as Schemathesis. `with ControllerThread(dir) as c:` then `c.url`,
+    `c.cert_path`, `c.admin_key`, `c.user_token`."""
+
+    def __init__(self, data_dir: Path, **settings) -> None:
+        self.data_dir = data_dir
+        self.settings = settings
+        self.url = self.cert_path = self.admin_key = self.user_token = None
+        self._ready = threading.Event()
+        self._stop: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="controller", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            uvloop.run(self._main())
+        except BaseException as exc:  # reported to the starting thread
+            self._error = exc
+            self._ready.set()
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        async with running_controller(self.data_dir, **self.settings) as c:
+            self.url, self.cert_path = c.server.url, str(c.server.cert_path)
+            self.admin_key = c.server.settings.admin_key
+            self.user_token = (await c.user("fuzz-user"))["Authorization"].split()[1]
+            self.server = c.server
+            self._ready.set()
+            await self._stop.wait()
+
+    def __enter__(self) -> "ControllerThread":
+        self._thread.start()
+        self._ready.wait(30)
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(30)
