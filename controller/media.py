@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from mixer import _core
-from mixer.codec import CODECS, FRAME_SAMPLES, MIX_RATE, FrameDecoder
+from mixer.codec import CODECS, MIX_RATE, FrameDecoder
 from mixer.sim.participant import SimulatedParticipant
 
 log = logging.getLogger("voicemix.controller")
@@ -72,6 +72,16 @@ def read_recording(path: Path) -> np.ndarray:
         return np.frombuffer(reader.readframes(reader.getnframes()), dtype="<i2").astype(np.int16)
 
 
+def open_wav(path: Path) -> wave.Wave_write:
+    """A 48 kHz mono 16-bit WAV file for writing."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = wave.open(str(path), "wb")
+    writer.setnchannels(1)
+    writer.setsampwidth(2)
+    writer.setframerate(MIX_RATE)
+    return writer
+
+
 class BotParticipant(SimulatedParticipant):
     """A talking participant that keeps no received audio (it would grow with the call)."""
 
@@ -103,12 +113,7 @@ class Recorder(SimulatedParticipant):
         self.started_at = time.time()
 
     def begin(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        writer = wave.open(str(self.path), "wb")
-        writer.setnchannels(1)
-        writer.setsampwidth(2)
-        writer.setframerate(MIX_RATE)
-        self._writer = writer
+        self._writer = open_wav(self.path)
         self._task = asyncio.get_running_loop().create_task(self._drain_loop())
 
     async def _drain_loop(self) -> None:
@@ -173,5 +178,3 @@ class Recorder(SimulatedParticipant):
         return self.samples_written / MIX_RATE
 
 
-__all__ = ["BotParticipant", "PlayError", "Recorder", "ToneSignal", "parse_tone", "read_recording",
-           "FRAME_SAMPLES"]
