@@ -123,6 +123,7 @@ def test_one_to_one_becomes_group_without_a_gap_then_mute_leave_hang_up(tmp_path
             assert (times[window] < converted_at).any() and (times[window] > converted_at + 0.5).any()
             envelope = tone_envelope(pcm, BOB_HZ)[window]
             gap = longest_gap_ms(envelope)
+            print(f"longest gap of bob's audio at alice across 1:1 -> group: {gap:.1f} ms")
             assert gap <= MAX_GAP_MS, f"bob's audio to alice stopped for {gap:.0f} ms"
             bob_pcm, bob_times = pb.sim.heard_audio()
             bob_window = (bob_times >= start + 0.5) & (bob_times < muted_at)
