@@ -255,7 +255,7 @@ def create_app(settings: ControllerSettings, service: CallService, store: Store,
              responses={200: {"content": {"text/event-stream": {}}}})
     async def events(call_id: str, caller: Caller) -> StreamingResponse:
         need(caller, "voip", "admin")
-        await service._call(caller, call_id, allow_invited=True)
+        await service.access(caller, call_id, allow_invited=True)
         return StreamingResponse(service.events.stream(call_id), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 

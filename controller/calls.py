@@ -66,8 +66,9 @@ class CallService:
             await engine.close()
 
     # ------------------------------------------------------------------------------------ access
-    async def _call(self, principal: Principal | None, call_id: str, *, allow_invited: bool = False,
-                    ) -> dict:
+    async def access(self, principal: Principal | None, call_id: str, *,
+                     allow_invited: bool = False) -> dict:
+        """The call, if `principal` may act on it (404 no_such_call, 403 not_a_member)."""
         call = await self.registry.get(call_id)
         if call is None:
             raise ApiError(404, "no_such_call", f"no call {call_id}")
@@ -157,7 +158,7 @@ class CallService:
         return result
 
     async def get_call(self, principal: Principal, call_id: str) -> dict:
-        call = await self._call(principal, call_id, allow_invited=True)
+        call = await self.access(principal, call_id, allow_invited=True)
         try:
             conference = await self._engine(call).get_conference(call["conference"])
         except EngineError as exc:
@@ -165,15 +166,18 @@ class CallService:
         return self.view(call, conference)
 
     async def invite(self, principal: Principal, call_id: str, identities: list[str]) -> dict:
-        call = await self._call(principal, call_id)
+        call = await self.access(principal, call_id)
         await self.registry.add_invited(call_id, set(identities) - call["members"])
         return self.view(await self.registry.get(call_id))
 
     async def end_call(self, principal: Principal | None, call_id: str, reason: str = "ended") -> None:
-        await self._call(principal, call_id)
+        await self.access(principal, call_id)
         call = await self.registry.delete(call_id)
         if call is None:
             raise ApiError(404, "no_such_call", f"no call {call_id}")
+        monitor = self._monitors.pop(call_id, None)
+        if monitor is not None:  # before any await: it must not take the call for ended elsewhere
+            monitor.cancel()
         ended_at = time.time()
         engine = self.engines.get(call["engine"])
         conference = None
@@ -188,9 +192,6 @@ class CallService:
             await self._close_local(call, participant["id"])
             records.append(self._leg_record(call, participant, legs.get(participant["id"], {}),
                                             ended_at, reason))
-        monitor = self._monitors.pop(call_id, None)
-        if monitor is not None:
-            monitor.cancel()
         previous = await self.store.leg_cdrs_of_call(call_id)
         call_record = cdr.call_record(call, previous + records, ended_at, reason,
                                       self._recording_ids.pop(call_id, []))
@@ -205,7 +206,7 @@ class CallService:
     # ------------------------------------------------------------------------------ participants
     async def add_participant(self, principal: Principal, call_id: str, body: dict) -> dict:
         kind = body.get("kind") or ("voip" if body.get("sdp") is not None else None)
-        call = await self._call(principal, call_id, allow_invited=(kind == "voip"))
+        call = await self.access(principal, call_id, allow_invited=(kind == "voip"))
         if kind == "pstn":
             raise ApiError(501, "not_implemented", "PSTN participants are not built yet")
         if len(call["participants"]) >= self.settings.max_participants_per_call:
@@ -287,7 +288,7 @@ class CallService:
 
     async def update_participant(self, principal: Principal, call_id: str, participant_id: str,
                                  muted: bool | None) -> dict:
-        call = await self._call(principal, call_id)
+        call = await self.access(principal, call_id)
         participant = call["participants"].get(participant_id)
         if participant is None:
             raise ApiError(404, "no_such_participant", f"no participant {participant_id}")
@@ -304,7 +305,7 @@ class CallService:
 
     async def remove_participant(self, principal: Principal | None, call_id: str,
                                  participant_id: str, reason: str = "removed") -> None:
-        call = await self._call(principal, call_id)
+        call = await self.access(principal, call_id)
         participant = await self.registry.remove_participant(call_id, participant_id)
         if participant is None:
             raise ApiError(404, "no_such_participant", f"no participant {participant_id}")
@@ -344,7 +345,7 @@ class CallService:
 
     # -------------------------------------------------------------------------------- recording
     async def recording(self, principal: Principal, call_id: str, action: str) -> dict:
-        call = await self._call(principal, call_id)
+        call = await self.access(principal, call_id)
         current = call.get("recording")
         if action == "start":
             if current:
@@ -403,12 +404,14 @@ class CallService:
         while True:
             await asyncio.sleep(self.settings.monitor_interval_s)
             call = await self.registry.get(call_id)
-            if call is None:
+            if call is None:  # ended through another controller: let go of our local parts
+                await self._forget(call_id)
                 return
             try:
                 conference = await self._engine(call).get_conference(call["conference"])
             except EngineError as exc:
                 if exc.status == 404:
+                    await self._forget(call_id)
                     return
                 continue
             except ApiError:
@@ -428,6 +431,24 @@ class CallService:
             if loudest is not None and loudest != dominant:
                 dominant = loudest
                 self.events.publish(call_id, "dominant_speaker", {"participant_id": dominant})
+
+    async def _forget(self, call_id: str) -> None:
+        """The call ended elsewhere: stop its bots, finish its recordings, end its streams."""
+        self._monitors.pop(call_id, None)
+        clients = self._local.pop(call_id, {})
+        for participant_id, client in clients.items():
+            if isinstance(client, media.Recorder):
+                duration = await client.finish()
+                recording = await self.store.get_recording(client.name)
+                members = recording["members"] if recording else []
+                await self.store.finish_recording(client.name, members, time.time(), duration)
+            else:
+                client.close()
+        self._samples.pop(call_id, None)
+        self._recording_ids.pop(call_id, None)
+        self.events.publish(call_id, "call_ended", {"reason": "ended_elsewhere"})
+        self.events.close(call_id)
+        log.info("call %s ended through another controller", call_id)
 
     def stats(self) -> dict:
         return {"calls_created": self.calls_created, "calls_ended": self.calls_ended,

@@ -17,6 +17,7 @@ import uvicorn
 from controller.app import create_app
 from controller.calls import CallService
 from controller.engine_client import EngineClient, HttpEngine
+from controller.events import EventHub
 from controller.registry import CallRegistry, MemoryRegistry, RedisRegistry
 from controller.settings import ControllerSettings, ensure_secrets
 from controller.store import Store
@@ -59,7 +60,8 @@ class ControllerServer:
         self.registry: CallRegistry = (RedisRegistry(settings.redis_url) if settings.redis_url
                                        else MemoryRegistry())
         self.tokens = TokenAuthority(settings.token_secret, self.store, settings.token_leeway_s)
-        self.calls = CallService(settings, self.store, self.registry, engines)
+        self.events = EventHub(settings.redis_url)
+        self.calls = CallService(settings, self.store, self.registry, engines, self.events)
         self.app = create_app(settings, self.calls, self.store, self.tokens)
         self.cert_path: Path | None = None
         self.key_path: Path | None = None
@@ -95,6 +97,7 @@ class ControllerServer:
                           f"(kept in {self.settings.data_dir / 'secrets.json'})")
         if not self.settings.insecure_http:
             self._tls()
+        await self.events.start()
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -125,6 +128,7 @@ class ControllerServer:
             if self._main is not None:
                 await self._main
             self._server = None
+        await self.events.stop()
         await self.registry.close()
         self.store.close()
         if self._socket is not None:

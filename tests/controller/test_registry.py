@@ -1,6 +1,7 @@
 """The call registry: one contract for the in-memory and the Redis implementation (a real
 redis-server), and two controllers sharing calls through Redis in front of one remote engine."""
 import asyncio
+import json
 
 import pytest
 import uvloop
@@ -19,6 +20,14 @@ from mixer.sim.participant import SimulatedParticipant
 
 def run(coro):
     return uvloop.run(coro)
+
+
+async def collect_events(client, path: str, headers: dict, out: list) -> None:
+    async with client.stream("GET", path, headers=headers, timeout=30.0) as response:
+        assert response.status_code == 200
+        async for line in response.aiter_lines():
+            if line.startswith("data: "):
+                out.append(json.loads(line[6:]))
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +98,11 @@ def test_two_controllers_share_calls_through_redis(tmp_path, redis_url):
                 call = (await a.client.post("/v1/calls", json={"invite": ["bob"]}, headers=alice)).json()
                 path = f"/v1/calls/{call['id']}"
                 assert (await b.client.get(path, headers=bob)).status_code == 200
+                # events of actions handled by B reach a subscriber connected to A (Redis pub/sub)
+                events: list = []
+                stream = asyncio.create_task(collect_events(a.client, f"{path}/events", alice, events))
+                while a.server.events.subscribers(call["id"]) == 0:
+                    await asyncio.sleep(0.01)
                 pa = RestParticipant(SimulatedParticipant("alice", 520.0, continuous_tone(520.0, 3)), alice)
                 pb = RestParticipant(SimulatedParticipant("bob", 710.0, continuous_tone(710.0, 3)), bob)
                 assert (await pa.join(a.client, call["id"])).status_code == 201
@@ -108,7 +122,21 @@ def test_two_controllers_share_calls_through_redis(tmp_path, redis_url):
                 assert bot.status_code == 201
                 assert (await a.client.get(path, headers=alice)).json()["type"] == "group"
                 await asyncio.sleep(0.5)
+                bot_on_a = await a.client.post(f"{path}/participants",
+                                               json={"kind": "bot", "play": "tone:1170"}, headers=alice)
+                assert bot_on_a.status_code == 201
+                assert call["id"] in a.server.calls._local
                 assert (await b.client.delete(path, headers=bob)).status_code == 204
+                # A notices (its monitor) and stops its own bot: nothing of the call lingers there
+                for _ in range(50):
+                    if call["id"] not in a.server.calls._local:
+                        break
+                    await asyncio.sleep(0.1)
+                assert call["id"] not in a.server.calls._local
+                await asyncio.wait_for(stream, 5)
+                joined = [e["participant"]["identity"] for e in events if e["type"] == "participant_joined"]
+                assert "bob" in joined and "alice" in joined  # bob joined through B
+                assert events[-1]["type"] == "call_ended" and a.server.events.relayed > 0
                 assert (await a.client.get(path, headers=alice)).status_code == 404
                 assert (await a.client.delete(path, headers=alice)).status_code == 404
                 pa.sim.close()
@@ -116,7 +144,7 @@ def test_two_controllers_share_calls_through_redis(tmp_path, redis_url):
                 heard, _ = pa.sim.heard_audio()
                 assert tone_levels_db(heard[24000:], [710.0])[710.0] > -30
                 records = (await a.client.get("/v1/cdrs", headers=a.admin)).json()["records"]
-                assert sorted(r["kind"] for r in records) == ["call", "leg", "leg", "leg"]
+                assert sorted(r["kind"] for r in records) == ["call", "leg", "leg", "leg", "leg"]
                 assert engine.stats()["conferences"] == 0
         finally:
             await runner.cleanup()
