@@ -267,8 +267,9 @@ class CallService:
         client.accept(answer["sdp"])
         participant = {"id": answer["id"], **participant, "joined_at": time.time(),
                        "controller": self.instance}
-        self._local.setdefault(call["id"], {})[answer["id"]] = client
         await self._admit(call, participant)
+        client.attached_at = time.monotonic()  # the monitor judges only clients older than its read
+        self._local.setdefault(call["id"], {})[answer["id"]] = client
         return answer["id"]
 
     async def _admit(self, call: dict, participant: dict) -> None:
@@ -403,10 +404,15 @@ class CallService:
         dominant: str | None = None
         while True:
             await asyncio.sleep(self.settings.monitor_interval_s)
+            read_at = time.monotonic()
             call = await self.registry.get(call_id)
             if call is None:  # ended through another controller: let go of our local parts
                 await self._forget(call_id)
                 return
+            # bots or a recorder of ours removed through another controller: stop them here
+            for participant_id, client in list(self._local.get(call_id, {}).items()):
+                if participant_id not in call["participants"] and client.attached_at < read_at:
+                    await self._close_local(call, participant_id)
             try:
                 conference = await self._engine(call).get_conference(call["conference"])
             except EngineError as exc:

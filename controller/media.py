@@ -85,6 +85,8 @@ def open_wav(path: Path) -> wave.Wave_write:
 class BotParticipant(SimulatedParticipant):
     """A talking participant that keeps no received audio (it would grow with the call)."""
 
+    attached_at = 0.0  # monotonic time it joined its call (the controller sets it)
+
     def _on_datagram(self, data: bytes) -> None:
         super()._on_datagram(data)
         self.received.packets.clear()
@@ -97,6 +99,8 @@ class Recorder(SimulatedParticipant):
     written as silence and the file keeps wall-clock time; a gap in sequence numbers of up to
     MAX_CONCEALED_FRAMES is concealed by the decoder (Opus PLC, G.711 repetition).
     """
+
+    attached_at = 0.0  # monotonic time it joined its call (the controller sets it)
 
     def __init__(self, name: str, path: Path, codec: str = "opus") -> None:
         super().__init__(name, 0.0, np.zeros(0, dtype=np.int16), codec=codec,

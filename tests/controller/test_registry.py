@@ -126,6 +126,19 @@ def test_two_controllers_share_calls_through_redis(tmp_path, redis_url):
                                                json={"kind": "bot", "play": "tone:1170"}, headers=alice)
                 assert bot_on_a.status_code == 201
                 assert call["id"] in a.server.calls._local
+                # a recording started through A and stopped through B is finished by A
+                started = await a.client.post(f"{path}/recording", json={"action": "start"}, headers=alice)
+                assert started.status_code == 200
+                await asyncio.sleep(0.6)
+                stopped = await b.client.post(f"{path}/recording", json={"action": "stop"}, headers=bob)
+                assert stopped.status_code == 200
+                recording = f"/v1/recordings/{started.json()['id']}"
+                for _ in range(50):
+                    download = await b.client.get(recording, headers=bob)
+                    if download.status_code != 409:
+                        break
+                    await asyncio.sleep(0.1)
+                assert download.status_code == 200 and len(download.content) > 44 + 48000
                 assert (await b.client.delete(path, headers=bob)).status_code == 204
                 # A notices (its monitor) and stops its own bot: nothing of the call lingers there
                 for _ in range(50):
@@ -144,7 +157,7 @@ def test_two_controllers_share_calls_through_redis(tmp_path, redis_url):
                 heard, _ = pa.sim.heard_audio()
                 assert tone_levels_db(heard[24000:], [710.0])[710.0] > -30
                 records = (await a.client.get("/v1/cdrs", headers=a.admin)).json()["records"]
-                assert sorted(r["kind"] for r in records) == ["call", "leg", "leg", "leg", "leg"]
+                assert sorted(r["kind"] for r in records) == ["call"] + ["leg"] * 5
                 assert engine.stats()["conferences"] == 0
         finally:
             await runner.cleanup()
