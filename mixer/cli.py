@@ -12,6 +12,8 @@ SUBCOMMANDS = {
     "engine": ("mixer.engine.cli", "run one media engine with its HTTP control API"),
     "demo": ("mixer.demo", "a real group call on loopback; prints what each participant heard"),
     "selfcheck": ("mixer.selfcheck", "encode, protect, jitter and mix a call's worth of audio in-process"),
+    "controller": ("controller.cli", "run the signaling controller (HTTPS REST) in front of engines"),
+    "serve": ("controller.serve", "controller + media engine + STUN/TURN in one process"),
 }
 
 

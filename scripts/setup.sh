@@ -5,8 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # libopus-dev: the Cython core links libopus. pkg-config: finds it. ffmpeg: the interop peer of the
-# end-to-end tests. python3-venv: only if this Python cannot make a virtualenv by itself.
-APT_PACKAGES=(libopus-dev libopus0 pkg-config ffmpeg)
+# end-to-end tests. redis-server: the shared call registry's peer in the controller tests.
+# python3-venv: only if this Python cannot make a virtualenv by itself.
+APT_PACKAGES=(libopus-dev libopus0 pkg-config ffmpeg redis-server)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
