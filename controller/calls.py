@@ -399,9 +399,11 @@ class CallService:
 
     # ---------------------------------------------------------------------------------- monitor
     async def _monitor(self, call_id: str) -> None:
-        """Poll the engine: jitter samples for CDRs, speaker changes for events."""
+        """Poll the engine: jitter samples for CDRs; speaker changes, dominant speaker and DTMF
+        digits for events."""
         speakers: list[str] = []
         dominant: str | None = None
+        digits_seen: dict[str, int] = {}
         while True:
             await asyncio.sleep(self.settings.monitor_interval_s)
             read_at = time.monotonic()
@@ -427,16 +429,31 @@ class CallService:
             for leg in conference["legs"]:
                 samples.setdefault(leg["id"], cdr.LegSamples()).add(leg)
                 participant = call["participants"].get(leg["id"])
-                if participant and participant["kind"] != "recorder" and leg.get("talking"):
+                # an MCU says who is mixed ("talking"), an SFU who is forwarded
+                if participant and participant["kind"] != "recorder" and (
+                        leg.get("talking") or leg.get("forwarded")):
                     talking.append((leg.get("level", 127), leg["id"]))
+                self._publish_digits(call_id, leg, digits_seen)
             now_speakers = sorted(pid for _, pid in talking)
             if now_speakers != speakers:
                 speakers = now_speakers
                 self.events.publish(call_id, "speakers", {"participant_ids": speakers})
-            loudest = min(talking)[1] if talking else None  # RFC 6464 level: lower is louder
-            if loudest is not None and loudest != dominant:
+            # the SFU names its dominant speaker (with hysteresis); for an MCU, the loudest talker
+            loudest = conference.get("stats", {}).get("dominant_speaker") or (
+                min(talking)[1] if talking else None)  # RFC 6464 level: lower is louder
+            if loudest is not None and loudest != dominant and loudest in call["participants"]:
                 dominant = loudest
                 self.events.publish(call_id, "dominant_speaker", {"participant_id": dominant})
+
+    def _publish_digits(self, call_id: str, leg: dict, seen: dict[str, int]) -> None:
+        """One `dtmf` event per new RFC 4733 digit the engine decoded on this leg."""
+        dtmf = leg.get("dtmf") or {}
+        total = dtmf.get("total", 0)
+        new = total - seen.get(leg["id"], 0)
+        seen[leg["id"]] = total
+        if new > 0:
+            for key in dtmf.get("digits", "")[-new:]:
+                self.events.publish(call_id, "dtmf", {"participant_id": leg["id"], "digit": key})
 
     async def _forget(self, call_id: str) -> None:
         """The call ended elsewhere: stop its bots, finish its recordings, end its streams."""
