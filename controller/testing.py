@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import shutil
 import socket
 import ssl
@@ -98,6 +99,16 @@ class RestParticipant:
             self.sim.accept(response.json()["sdp"])
             self.id = response.json()["id"]
         return response
+
+
+async def collect_events(client: httpx.AsyncClient, path: str, headers: dict, out: list) -> None:
+    """Append every Server-Sent Event of `path` to `out` (as dicts) until the stream ends."""
+    async with client.stream("GET", path, headers=headers, timeout=30.0) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        async for line in response.aiter_lines():
+            if line.startswith("data: "):
+                out.append(json.loads(line[6:]))
 
 
 def continuous_tone(freq_hz: float, seconds: float, amplitude: float = 0.2) -> np.ndarray:

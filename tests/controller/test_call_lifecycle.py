@@ -13,7 +13,7 @@ import pytest
 import uvloop
 
 from controller.cdr import parse_iso
-from controller.testing import RestParticipant, continuous_tone, running_controller
+from controller.testing import RestParticipant, collect_events, continuous_tone, running_controller
 from mixer.analysis import tone_envelope, tone_levels_db
 from mixer.codec import MIX_RATE
 from mixer.sim.participant import SimulatedParticipant
@@ -26,15 +26,6 @@ MAX_GAP_MS = 60.0
 
 def run(coro):
     return uvloop.run(coro)
-
-
-async def collect_events(client, path: str, headers: dict, out: list) -> None:
-    async with client.stream("GET", path, headers=headers, timeout=30.0) as response:
-        assert response.status_code == 200
-        assert response.headers["content-type"].startswith("text/event-stream")
-        async for line in response.aiter_lines():
-            if line.startswith("data: "):
-                out.append(json.loads(line[6:]))
 
 
 def longest_gap(envelope: np.ndarray) -> tuple[float, int]:
