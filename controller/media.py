@@ -3,8 +3,8 @@
 Both are `mixer.sim.participant.SimulatedParticipant`s, the same real UDP RTP client the engine's
 tests use: they join the engine conference by an SDP offer over loopback and exchange real RTP.
 A bot plays a tone (generated frame by frame, so a long bot costs no memory) or a recording; the
-recorder never talks, so it hears the whole mix, and writes it to a 48 kHz mono WAV file as it
-arrives.
+recorder never talks, so it hears the whole call (the mix from an MCU, the forwarded speakers'
+streams from an SFU), and writes it to a 48 kHz mono WAV file as it arrives.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ BOT_AMPLITUDE = 0.2
 REORDER_WINDOW_S = 0.2     # the recorder waits this long for late packets before writing
 DRAIN_INTERVAL_S = 0.25
 MAX_CONCEALED_FRAMES = 5   # a longer gap in sequence numbers is written as silence
-MAX_GAP_S = 600.0          # a timestamp jump beyond this is a sender restart, not silence
+MAX_DRIFT_S = 2.0          # a stream whose timestamps run this far from its arrivals restarted
 
 
 class PlayError(ValueError):
@@ -90,14 +90,32 @@ class BotParticipant(SimulatedParticipant):
     def _on_datagram(self, data: bytes) -> None:
         super()._on_datagram(data)
         self.received.packets.clear()
+        self.received.streams.clear()
+
+
+class _Stream:
+    """One SSRC the recorder hears: an MCU sends one (the mix), an SFU one per forwarded speaker."""
+
+    __slots__ = ("decoder", "first_ts", "offset", "last_seq", "next_position")
+
+    def __init__(self, codec: str) -> None:
+        self.decoder = FrameDecoder(codec)
+        self.first_ts: int | None = None
+        self.offset = 0            # file position (samples) of first_ts
+        self.last_seq: int | None = None
+        self.next_position = 0     # where this stream's next decoded frame goes
 
 
 class Recorder(SimulatedParticipant):
-    """Hears the mix and writes it to `path` as 48 kHz mono WAV; `run()` until `finish()`.
+    """Hears the call and writes it to `path` as 48 kHz mono WAV; `begin()` ... `finish()`.
 
-    Packets are placed by their RTP timestamp, so a stretch where the engine sent nothing is
-    written as silence and the file keeps wall-clock time; a gap in sequence numbers of up to
-    MAX_CONCEALED_FRAMES is concealed by the decoder (Opus PLC, G.711 repetition).
+    Every stream it receives (one mix from an MCU; one per forwarded speaker from an SFU) is
+    decoded on its own and placed by its RTP timestamps, from where its first packet arrived on
+    the recording's clock; the streams are summed. What is older than the reorder window is final
+    and written, silence included, so the file keeps wall-clock time. A gap in sequence numbers of
+    up to MAX_CONCEALED_FRAMES is concealed by the decoder (Opus PLC, G.711 repetition); a
+    timestamp that runs far from the arrival clock (a sender restart) starts the stream anew, so a
+    hostile stream cannot make the recorder buffer minutes of audio.
     """
 
     attached_at = 0.0  # monotonic time it joined its call (the controller sets it)
@@ -106,13 +124,15 @@ class Recorder(SimulatedParticipant):
         super().__init__(name, 0.0, np.zeros(0, dtype=np.int16), codec=codec,
                          send_audio_level=False)
         self.path = path
-        self.decoder = FrameDecoder(codec)
+        self._codec = codec
         self._ratio = MIX_RATE // CODECS[codec].clock_rate
         self._writer: wave.Wave_write | None = None
-        self._first_ts: int | None = None
-        self._last_seq: int | None = None
+        self._streams: dict[int, _Stream] = {}
+        self._t0: float | None = None            # arrival time of file position 0
+        self._mix = np.zeros(0, dtype=np.int32)  # samples not yet final, from samples_written on
         self.samples_written = 0
         self.late_packets = 0
+        self.restarts = 0
         self._task: asyncio.Task | None = None
         self.started_at = time.time()
 
@@ -126,43 +146,81 @@ class Recorder(SimulatedParticipant):
             self.drain(time.monotonic() - REORDER_WINDOW_S)
 
     def drain(self, cutoff: float) -> None:
-        """Decode and write every packet that arrived before `cutoff`, in sequence order."""
-        packets = self.received.packets
-        ready = [p for p in packets if p[0] <= cutoff]
-        if not ready:
-            return
-        self.received.packets = [p for p in packets if p[0] > cutoff]
-        reference = self._last_seq if self._last_seq is not None else ready[0][1]
-        ready.sort(key=lambda p: _core.seq_diff(p[1], reference))
-        for _arrival, seq, ts, payload in ready:
-            self._write_packet(seq, ts, payload)
+        """Place every packet that arrived before `cutoff` (per stream, in sequence order) and
+        write what is final up to `cutoff` on the recording's clock."""
+        for ssrc, packets in list(self.received.streams.items()):
+            ready = [p for p in packets if p[0] <= cutoff]
+            if not ready:
+                continue
+            self.received.streams[ssrc] = [p for p in packets if p[0] > cutoff]
+            stream = self._streams.get(ssrc)
+            if stream is None:
+                stream = self._streams[ssrc] = _Stream(self._codec)
+            reference = stream.last_seq if stream.last_seq is not None else ready[0][1]
+            ready.sort(key=lambda p: _core.seq_diff(p[1], reference))
+            for arrival, seq, ts, payload in ready:
+                self._place(stream, arrival, seq, ts, payload)
+        self.received.packets.clear()  # the same packets, kept by SSRC above
+        if self._t0 is not None:
+            final = self.samples_written + len(self._mix) if cutoff == float("inf") else \
+                int((cutoff - self._t0) * MIX_RATE)
+            self._write_until(final)
 
-    def _write_packet(self, seq: int, ts: int, payload: bytes) -> None:
-        if self._first_ts is None:
-            self._first_ts = ts
-        if self._last_seq is not None:
-            gap = _core.seq_diff(seq, self._last_seq)
+    def _place(self, stream: _Stream, arrival: float, seq: int, ts: int, payload: bytes) -> None:
+        if self._t0 is None:
+            self._t0 = arrival
+        here = int((arrival - self._t0) * MIX_RATE)  # this packet's arrival on the file's clock
+        if stream.first_ts is not None:
+            position = stream.offset + ((ts - stream.first_ts) & 0xFFFFFFFF) * self._ratio
+            if abs(position - here) > MAX_DRIFT_S * MIX_RATE:
+                stream.first_ts = None  # timestamps left the arrival clock: a restart
+                self.restarts += 1
+        if stream.first_ts is None:
+            stream.first_ts = ts
+            stream.offset = max(here, self.samples_written)
+            stream.last_seq = None
+            stream.next_position = stream.offset
+        if stream.last_seq is not None:
+            gap = _core.seq_diff(seq, stream.last_seq)
             if gap <= 0:
                 self.late_packets += 1
                 return
             for _ in range(min(gap - 1, MAX_CONCEALED_FRAMES)):
-                self.decoder.conceal()
-                self._flush_frames()
-        position = ((ts - self._first_ts) & 0xFFFFFFFF) * self._ratio
-        silence = position - self.samples_written
-        if 0 < silence <= MAX_GAP_S * MIX_RATE:
-            self._write(np.zeros(silence, dtype=np.int16))
-        self.decoder.decode(payload)
-        self._flush_frames()
-        self._last_seq = seq
+                stream.decoder.conceal()
+                self._take_frames(stream)
+        stream.next_position = stream.offset + ((ts - stream.first_ts) & 0xFFFFFFFF) * self._ratio
+        stream.decoder.decode(payload)
+        self._take_frames(stream)
+        stream.last_seq = seq
 
-    def _flush_frames(self) -> None:
-        while (frame := self.decoder.take_frame()) is not None:
-            self._write(frame)
+    def _take_frames(self, stream: _Stream) -> None:
+        while (frame := stream.decoder.take_frame()) is not None:
+            self._add(stream.next_position, frame)
+            stream.next_position += len(frame)
+
+    def _add(self, position: int, samples: np.ndarray) -> None:
+        start = position - self.samples_written
+        if start < 0:  # older than what is already written: too late
+            samples = samples[-start:]
+            start = 0
+        end = start + len(samples)
+        if end > len(self._mix):
+            self._mix = np.concatenate([self._mix, np.zeros(end - len(self._mix), dtype=np.int32)])
+        self._mix[start:end] += samples
+
+    def _write_until(self, position: int) -> None:
+        count = position - self.samples_written
+        if count <= 0:
+            return
+        if count > len(self._mix):  # nothing received lately: silence keeps the clock
+            self._mix = np.concatenate([self._mix, np.zeros(count - len(self._mix), dtype=np.int32)])
+        self._write(np.clip(self._mix[:count], -32768, 32767).astype(np.int16))
+        self._mix = self._mix[count:]
 
     def _write(self, samples: np.ndarray) -> None:
-        if self._writer is not None and len(samples):
-            self._writer.writeframes(samples.astype("<i2").tobytes())
+        if len(samples):
+            if self._writer is not None:
+                self._writer.writeframes(samples.astype("<i2").tobytes())
             self.samples_written += len(samples)
 
     async def finish(self) -> float:
@@ -180,5 +238,3 @@ class Recorder(SimulatedParticipant):
             self._writer = None
         self.close()
         return self.samples_written / MIX_RATE
-
-

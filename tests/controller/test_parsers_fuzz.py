@@ -53,8 +53,8 @@ def test_tone_signal_slices_like_an_array():
     assert len(signal[MIX_RATE - 100:MIX_RATE + 900]) == 100  # the end: SimulatedParticipant stops
 
 
-packets = st.lists(st.tuples(st.integers(0, 0xFFFF), st.integers(0, 0xFFFFFFFF),
-                             st.binary(max_size=200)), max_size=40)
+packets = st.lists(st.tuples(st.floats(0.0, 0.9), st.sampled_from([1, 2, 3]), st.integers(0, 0xFFFF),
+                             st.integers(0, 0xFFFFFFFF), st.binary(max_size=200)), max_size=40)
 
 
 @settings(max_examples=60, deadline=None)
@@ -63,10 +63,13 @@ def test_recorder_writes_any_packet_sequence_without_failing(tmp_path_factory, b
     path = tmp_path_factory.mktemp("rec") / "r.wav"
     recorder = media.Recorder("r", path, codec=codec)
     recorder._writer = media.open_wav(path)
-    for seq, ts, payload in batch:
-        recorder.received.packets.append((0.0, seq, ts, payload))
+    for arrival, ssrc, seq, ts, payload in sorted(batch):
+        recorder.received.streams.setdefault(ssrc, []).append((arrival, seq, ts, payload))
     recorder.drain(1.0)
-    # bounded: silence inserted for a timestamp jump never exceeds MAX_GAP_S per packet
-    assert recorder.samples_written <= len(batch) * (media.MAX_GAP_S * MIX_RATE + 6 * 960)
+    # bounded by the clock: what is written is the second up to the cutoff, whatever the
+    # timestamps say, and what waits is at most a few seconds of any stream's drift
+    first = min((p[0] for p in batch), default=1.0)
+    assert recorder.samples_written <= int((1.0 - first) * MIX_RATE) + 1
+    assert len(recorder._mix) <= (media.MAX_DRIFT_S + 1) * MIX_RATE + 6 * 960
     recorder._writer.close()
-    assert recorder.received.packets == []
+    assert all(not packets for packets in recorder.received.streams.values())

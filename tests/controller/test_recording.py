@@ -115,3 +115,39 @@ def test_recording_holds_every_voice_and_plays_back_through_a_bot(tmp_path):
                           and r["call_id"] == call["id"]]
             assert bot_leg["packets_in"] > 50  # the bot talked
     run(scenario())
+
+
+def test_recording_an_sfu_call_sums_the_forwarded_streams(tmp_path):
+    """In an SFU call the recorder gets one stream per speaker, not a mix: the file must still hold
+    every voice, at about its level, over the recording's whole length."""
+    async def scenario():
+        async with running_controller(tmp_path / "data") as c:
+            http = c.client
+            alice, bob = await c.user("alice"), await c.user("bob")
+            call = (await http.post("/v1/calls", json={"mode": "sfu", "invite": ["bob"]},
+                                    headers=alice)).json()
+            path = f"/v1/calls/{call['id']}"
+            people = [RestParticipant(SimulatedParticipant("alice", ALICE_HZ, continuous_tone(ALICE_HZ, 4)), alice),
+                      RestParticipant(SimulatedParticipant("bob", BOB_HZ, continuous_tone(BOB_HZ, 4)), bob)]
+            for p in people:
+                assert (await p.join(http, call["id"])).status_code == 201
+                p.sim.start()
+            started = await http.post(f"{path}/recording", json={"action": "start"}, headers=alice)
+            assert started.status_code == 200
+            await asyncio.sleep(2.5)
+            stopped = await http.post(f"{path}/recording", json={"action": "stop"}, headers=alice)
+            assert stopped.status_code == 200
+            download = await http.get(f"/v1/recordings/{started.json()['id']}", headers=alice)
+            assert download.status_code == 200
+            for p in people:
+                p.sim.close()
+            return stopped.json()["duration_s"], download.content
+
+    duration, content = run(scenario())
+    pcm = decode_wav(content, tmp_path)
+    assert 2.0 < duration < 3.5 and abs(len(pcm) / MIX_RATE - duration) < 0.1
+    body = pcm[int(0.5 * MIX_RATE):int((duration - 0.3) * MIX_RATE)]
+    levels = tone_levels_db(body, [ALICE_HZ, BOB_HZ])
+    assert levels[ALICE_HZ] > -20 and levels[BOB_HZ] > -20
+    for half in (body[:len(body) // 2], body[len(body) // 2:]):  # both voices all along
+        assert min(tone_levels_db(half, [ALICE_HZ, BOB_HZ]).values()) > -22
