@@ -12,6 +12,7 @@ from libc.string cimport memcpy
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
 
 from mixer._srtp cimport SessionCalls
+from mixer._wire cimport _put16, _put32
 
 DEF RTP_HEADER = 12
 DEF LEVEL_EXTENSION = 8          # RFC 8285 one-byte header (4) + one element with padding (4)
@@ -21,18 +22,6 @@ DEF MAX_OUT = 1500 - 144         # what SRTP can protect (see mixer._srtp)
 cdef inline int _seq_diff(int a, int b) noexcept nogil:
     cdef int d = (a - b) & 0xFFFF
     return d - 0x10000 if d >= 0x8000 else d
-
-
-cdef inline void _put16(uint8_t *p, uint16_t v) noexcept nogil:
-    p[0] = v >> 8
-    p[1] = v & 0xFF
-
-
-cdef inline void _put32(uint8_t *p, uint32_t v) noexcept nogil:
-    p[0] = v >> 24
-    p[1] = (v >> 16) & 0xFF
-    p[2] = (v >> 8) & 0xFF
-    p[3] = v & 0xFF
 
 
 # --------------------------------------------------------------------------------------------------
