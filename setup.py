@@ -52,6 +52,21 @@ extensions = [
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     ),
     Extension(
+        "mixer._netio",
+        ["mixer/_netio.pyx"],
+        extra_compile_args=COMPILE_ARGS,
+    ),
+    Extension(
+        "mixer._srtp",
+        ["mixer/_srtp.pyx"],
+        extra_compile_args=COMPILE_ARGS,
+    ),
+    Extension(
+        "mixer._forward",
+        ["mixer/_forward.pyx"],
+        extra_compile_args=COMPILE_ARGS,
+    ),
+    Extension(
         "mixer._opus",
         ["mixer/_opus.pyx"],
         include_dirs=opus_includes + [numpy.get_include()],

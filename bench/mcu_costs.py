@@ -24,10 +24,12 @@ for _p in (str(BENCH_DIR.parent), str(BENCH_DIR)):
         sys.path.insert(0, _p)
 
 
-class _NullTransport:
-    """A transport whose sendto does nothing: the tick without the send syscall."""
+class _NullEndpoint:
+    """An endpoint whose send does nothing: the tick without the send system call."""
 
-    def sendto(self, data, addr=None) -> None:
+    is_open = True
+
+    def send(self, data, packed_address=None) -> None:
         pass
 
 
@@ -61,8 +63,8 @@ def cost_model(n: int = 300, rounds: int = 60) -> dict:
             bench.tick(bench.now_ms)
             bench.drain()
         receive_s = tick_s = null_tick_s = 0.0
-        transports = [leg._rtp_transport for leg in bench.legs]
-        null = _NullTransport()
+        endpoints = [leg._rtp for leg in bench.legs]
+        null = _NullEndpoint()
         for r in range(rounds):
             wires = bench.wires()
             began = time.perf_counter()
@@ -70,12 +72,13 @@ def cost_model(n: int = 300, rounds: int = 60) -> dict:
             received = time.perf_counter()
             if r % 2:
                 for leg in bench.legs:
-                    leg._rtp_transport = null
+                    leg._rtp = null
             bench.conference.tick(bench.now_ms)
+            bench.flusher.flush()
             ticked = time.perf_counter()
             if r % 2:
-                for leg, transport in zip(bench.legs, transports):
-                    leg._rtp_transport = transport
+                for leg, endpoint in zip(bench.legs, endpoints):
+                    leg._rtp = endpoint
                 null_tick_s += ticked - received
             else:
                 tick_s += ticked - received

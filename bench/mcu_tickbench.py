@@ -4,11 +4,10 @@ Shared by `test_bench_mcu.py` (pytest-benchmark of one tick) and `mcu_costs.py` 
 model): N legs on real UDP sockets from PortAllocator, answered by `answer_audio` to an offer whose
 client address is one local sink socket. `feed()` files each leg's next prepared RtpPacket straight into
 its jitter buffer; `receive()` instead hands each leg its wire packet through the leg's own receive
-path (`MediaLeg._on_datagram`: rate limit, parse, statistics, jitter buffer), as uvloop would.
+path (`MediaLeg._on_datagram`: rate limit, parse, statistics, jitter buffer), as the leg's reader callback would.
 """
 from __future__ import annotations
 
-import asyncio
 import socket
 
 import uvloop
@@ -16,6 +15,7 @@ import uvloop
 from mixer import _core
 from mixer.engine.leg import MediaLeg
 from mixer.engine.ports import PortAllocator
+from mixer.engine.transport import SendFlusher
 from mixer.sdp import answer_audio, offer_audio
 from mixer.settings import EngineSettings
 
@@ -39,12 +39,13 @@ class TickBench:
         self.ports = PortAllocator(*ports)
         self.conference = conference_type("bench", self.settings)
         self.legs: list[MediaLeg] = []
+        self.flusher = SendFlusher(automatic=False)  # tick() flushes the sends itself
         offer, _ = offer_audio(local_ip=HOST, local_port=self.sink.getsockname()[1], codecs=("opus",),
                                rtcp_mux=True, audio_level_ext_id=AUDIO_LEVEL_EXT_ID)
         for i in range(n):
             rtp, rtcp = self.ports.allocate(HOST, False)
             answer = answer_audio(offer, local_ip=HOST, local_port=rtp.getsockname()[1])
-            leg = MediaLeg(f"leg{i}", answer, rtp, rtcp, self.settings)
+            leg = MediaLeg(f"leg{i}", answer, rtp, rtcp, self.settings, flusher=self.flusher)
             self.loop.run_until_complete(leg.open())
             self.conference.add_leg(leg)
             self.legs.append(leg)
@@ -75,12 +76,12 @@ class TickBench:
             self.conference.voices[leg.id].jitter_buffer.put(_core.RtpPacket.parse(wire), self.now_ms - 5.0)
 
     def receive(self, wires: list[bytes]) -> None:
-        """Hand each leg its packet through its own receive path, as uvloop's callback would."""
+        """Hand each leg its packet through its own receive path, as the leg's reader callback would."""
         for leg, wire in zip(self.legs, wires):
             leg._on_datagram(wire, leg.remote_rtp, False)
 
     def drain(self) -> None:
-        self.loop.run_until_complete(asyncio.sleep(0))  # flush anything the transports queued
+        self.flusher.flush()  # anything the legs queued (RTCP)
         while True:
             try:
                 size = self.sink.recv_into(self._buf)
@@ -96,6 +97,7 @@ class TickBench:
 
     def tick(self, now_ms: float) -> None:
         self.conference.tick(now_ms)
+        self.flusher.flush()
         self.now_ms += 20.0
 
     def warm_up(self) -> None:
@@ -106,6 +108,5 @@ class TickBench:
     def close(self) -> None:
         for leg in self.legs:
             leg.close(send_bye=False)
-        self.loop.run_until_complete(asyncio.sleep(0))
         self.loop.close()
         self.sink.close()

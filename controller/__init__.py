@@ -1,1 +1,1 @@
-"""Signaling controller (REST over TLS). Not built yet: see README "Status"."""
+"""Signaling controller: the HTTPS REST API in front of the media engines (see docs/controller.md)."""

@@ -16,6 +16,8 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_FromStri
 import numpy as np
 cimport numpy as cnp
 
+from mixer._wire cimport _u16, _u32, _put16, _put32
+
 cnp.import_array()
 
 # RFC 3550 section 5.1
@@ -48,26 +50,6 @@ class RtpError(ValueError):
 # --------------------------------------------------------------------------------------------------
 # RTP header: RFC 3550 section 5.1 and RFC 8285
 # --------------------------------------------------------------------------------------------------
-
-cdef inline uint16_t _u16(const uint8_t *p) noexcept nogil:
-    return (p[0] << 8) | p[1]
-
-
-cdef inline uint32_t _u32(const uint8_t *p) noexcept nogil:
-    return (<uint32_t>p[0] << 24) | (<uint32_t>p[1] << 16) | (<uint32_t>p[2] << 8) | p[3]
-
-
-cdef inline void _put16(uint8_t *p, uint16_t v) noexcept nogil:
-    p[0] = v >> 8
-    p[1] = v & 0xFF
-
-
-cdef inline void _put32(uint8_t *p, uint32_t v) noexcept nogil:
-    p[0] = v >> 24
-    p[1] = (v >> 16) & 0xFF
-    p[2] = (v >> 8) & 0xFF
-    p[3] = v & 0xFF
-
 
 cdef inline bint _is_two_byte_profile(int profile) noexcept nogil:
     return (profile & 0xFFF0) == C_PROFILE_TWO_BYTE

@@ -13,6 +13,8 @@ SUBCOMMANDS = {
     "demo": ("mixer.demo", "a real group call on loopback; prints what each participant heard"),
     "turn": ("mixer.turn.cli", "run the STUN binding service and the TURN server (TCP/UDP to UDP)"),
     "selfcheck": ("mixer.selfcheck", "encode, protect, jitter and mix a call's worth of audio in-process"),
+    "controller": ("controller.cli", "run the signaling controller (HTTPS REST) in front of engines"),
+    "serve": ("controller.serve", "controller + media engine + STUN/TURN in one process"),
 }
 
 

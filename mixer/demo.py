@@ -26,14 +26,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jitter", type=float, default=0.0,
                         help="extra delay per packet, uniform 0..ms (reorders above 20)")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--mode", choices=["mcu", "sfu"], default="mcu",
+                        help="mcu: mix (each hears one mix-minus); sfu: forward the loudest 3 (Opus only)")
 
 
 def run(args: argparse.Namespace) -> int:
     if not 2 <= args.participants <= 12:
         print("demo: --participants must be 2..12", file=sys.stderr)
         return 2
+    if args.mode == "sfu" and args.codec != "opus":
+        print("demo: an SFU forwards without transcoding, so every participant must send Opus",
+              file=sys.stderr)
+        return 2
     config = CallConfig(args.participants, args.duration, args.codec, args.srtp, args.loss,
-                        args.jitter, args.seed)
+                        args.jitter, args.seed, args.mode)
     result = uvloop.run(_run(config))
     _print_report(config, result)
     return 0 if result.ok else 1
@@ -42,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
 async def _run(config: CallConfig) -> CallResult:
     engine = Engine(EngineSettings(rtcp_interval_s=1.0))
     engine.start()
-    print(f"engine: MCU on {engine.settings.media_ip}, ports {engine.settings.media_ports}; "
+    print(f"engine: {config.mode.upper()} on {engine.settings.media_ip}, ports {engine.settings.media_ports}; "
           f"{config.participants} participants, {config.codec}, SRTP {'on' if config.srtp else 'off'}, "
           f"loss {config.loss_percent}%, jitter 0..{config.jitter_ms} ms")
     try:
@@ -59,7 +65,7 @@ def _progress(total: float):
         speakers = ",".join(
             conference.voices[leg_id].leg.label
             for conference in engine.conferences.values()
-            for leg_id in (v.leg.id for v in conference.speakers)) or "-"
+            for leg_id in conference.stats()["speakers"] if leg_id in conference.voices) or "-"
         sys.stdout.write(
             f"\r[{'#' * done}{'.' * (width - done)}] {elapsed:4.1f}/{total:.0f}s  "
             f"in {stats['packets_in']:>6} out {stats['packets_out']:>6}  "
@@ -92,14 +98,19 @@ def _print_report(config: CallConfig, result: CallResult) -> None:
     print(f"engine: {stats['ticks']} ticks, lateness p50 {stats['tick_lateness_p50_ms']} ms / "
           f"p99 {stats['tick_lateness_p99_ms']} ms, {stats['packets_in']} packets in, "
           f"{stats['packets_out']} out, drops {sum(stats['drops'].values())}")
-    print(f"mixer:  {conf['decodes']} decodes, {conf['own_encodes']} talker encodes, "
-          f"{conf['shared_encodes']} shared encodes, {conf['tick_busy_ms_mean']} ms per tick")
+    if config.mode == "sfu":
+        print(f"sfu:    {conf['packets_forwarded']} packets forwarded, {conf['packets_not_forwarded']} "
+              f"not (quiet senders), {conf['speaker_changes']} speaker changes, "
+              f"{conf['tick_busy_ms_mean']} ms per tick")
+    else:
+        print(f"mixer:  {conf['decodes']} decodes, {conf['own_encodes']} talker encodes, "
+              f"{conf['shared_encodes']} shared encodes, {conf['tick_busy_ms_mean']} ms per tick")
     everyone = result.latencies()
     if everyone:
         import numpy as np
 
         print(f"added latency send->hear over all onsets: p50 {np.percentile(everyone, 50):.1f} ms, "
               f"p99 {np.percentile(everyone, 99):.1f} ms (n={len(everyone)})")
-    print("own voice: '-' means not heard (mix-minus works); every other voice must be heard.")
+    print("own voice: '-' means not heard (mix-minus / not forwarded back); every other voice must be heard.")
     print("loss up: participant -> engine (as the engine counted it); down: engine -> participant.")
     print("demo", "passed" if result.ok else "FAILED")

@@ -22,6 +22,12 @@ class EngineSettings(BaseSettings):
         60, ge=0, le=127, description="RFC 6464 level (-dBov) at or below which a sender is talking")
     speaker_hangover_ms: int = Field(300, ge=0, description="how long a speaker stays after going quiet")
     speaker_switch_margin_db: int = Field(6, ge=0, description="how much louder a newcomer must be")
+    sfu_last_n: int = Field(3, ge=1, le=16, description="SFU: loudest senders forwarded to each subscriber")
+    sfu_preroll_ms: int = Field(100, ge=0, le=400,
+                                description="SFU: a newly chosen speaker's last packets sent from the cache "
+                                            "so the switch does not clip their first syllable")
+    sfu_packet_cache: int = Field(128, ge=16, le=1024,
+                                  description="SFU: recent packets kept per sender to answer NACKs")
     opus_bitrate: int = Field(32000, ge=6000, le=510000)
     opus_complexity: int = Field(5, ge=0, le=10)
     opus_fec: bool = True

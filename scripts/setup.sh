@@ -5,9 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # libopus-dev: the Cython core links libopus. pkg-config: finds it. ffmpeg: the interop peer of the
-# end-to-end tests. coturn: turnutils_* clients and turnserver, the TURN interop peers and benchmark
-# baseline. python3-venv: only if this Python cannot make a virtualenv by itself.
-APT_PACKAGES=(libopus-dev libopus0 pkg-config ffmpeg coturn)
+# end-to-end tests. redis-server: the shared call registry's peer in the controller tests.
+# coturn: turnutils_* clients and turnserver, the TURN interop peers and benchmark baseline.
+# python3-venv: only if this Python cannot make a virtualenv by itself.
+APT_PACKAGES=(libopus-dev libopus0 pkg-config ffmpeg redis-server coturn)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

@@ -12,7 +12,10 @@ import time
 from mixer.engine.clock import TickClock
 from mixer.engine.leg import MediaLeg
 from mixer.engine.ports import PortAllocator, PortsExhausted
+from mixer.engine.transport import SendFlusher
 from mixer.mcu.conference import McuConference
+from mixer.sdp.offer_answer import DEFAULT_CODECS
+from mixer.sfu.conference import SfuConference
 from mixer.sdp import SdpError, answer_audio, parse
 from mixer.settings import EngineSettings
 
@@ -35,13 +38,14 @@ class Engine:
     `conference_types` maps a mode name to its conference class; benchmarks register baselines here.
     """
 
-    conference_types: dict[str, type] = {"mcu": McuConference}
+    conference_types: dict[str, type] = {"mcu": McuConference, "sfu": SfuConference}
 
     def __init__(self, settings: EngineSettings | None = None) -> None:
         self.settings = settings or EngineSettings()
         self.ports = PortAllocator(*self.settings.port_range)
-        self.conferences: dict[str, McuConference] = {}
+        self.conferences: dict[str, McuConference | SfuConference] = {}
         self.clock = TickClock(self._tick)
+        self.flusher = SendFlusher()  # one sendmmsg flush per socket per loop turn, for every leg
         self.started_at: float | None = None
         self.legs_created = 0
         self.legs_removed = 0
@@ -118,13 +122,15 @@ class Engine:
         port = rtp_socket.getsockname()[1]
         try:
             answer = answer_audio(offer, local_ip=self.settings.media_ip, local_port=port,
+                                  codecs=getattr(conference, "codecs", DEFAULT_CODECS),
                                   srtp_required=self.settings.srtp_required)
         except SdpError as exc:
             self._release(port, rtp_socket, rtcp_socket)
             code = getattr(exc, "code", "bad_sdp")
             raise EngineError(488 if code != "bad_sdp" else 400, code, str(exc)) from exc
         leg_id = secrets.token_hex(6)
-        leg = MediaLeg(leg_id, answer, rtp_socket, rtcp_socket, self.settings, label)
+        leg = MediaLeg(leg_id, answer, rtp_socket, rtcp_socket, self.settings, label, self.flusher,
+                       retransmits=getattr(conference, "retransmits", False))
         try:
             await leg.open()
         except OSError as exc:
@@ -174,7 +180,7 @@ class Engine:
             for leg in conference.legs.values():
                 legs += 1
                 packets_in += leg.packets_in
-                packets_out += leg.sent.packets
+                packets_out += leg.packets_out
                 for reason, count in leg.drops.items():
                     drops[reason] = drops.get(reason, 0) + count
         return {

@@ -8,44 +8,37 @@ on schedule and learns RTT and the far end's view of loss from what comes back.
 """
 from __future__ import annotations
 
-import asyncio
 import random
+from functools import partial
 import secrets
 import socket
 import time
 from collections.abc import Callable
 
 from mixer import _core
+from mixer._forward import SlotSender, StreamRewriter
 from mixer.codec import CODECS, FRAME_MS
 from mixer.rtp.rtcp import (
-    RtcpBye, RtcpError, RtcpReceiverReport, RtcpSdes, SdesChunk, SDES_CNAME,
+    RtcpBye, RtcpError, RtcpNack, RtcpReceiverReport, RtcpSdes, SdesChunk, SDES_CNAME,
     is_rtcp, parse_compound, serialize_compound,
 )
+from mixer.rtp.dtmf import Digit, DtmfReceiver
 from mixer.rtp.srtp import SrtpContext
-from mixer.rtp.stats import ReceiveStatistics, RoundTrip, SendStatistics, learn_from_reports
+from mixer.rtp.stats import (
+    ReceiveStatistics, RoundTrip, SendStatistics, learn_from_reports, sender_report,
+)
 from mixer.sdp import AudioAnswer
+from mixer.engine.transport import SendFlusher, UdpEndpoint, pack
 from mixer.settings import EngineSettings
 
 # Reasons a packet is dropped; each is a counter in stats()
 DROP_REASONS = ("rate_limited", "srtp", "malformed", "payload_type", "not_receiving", "rtcp_malformed",
-                "rtcp_srtp")
+                "rtcp_srtp", "stranger")
 
-
-class _Receiver(asyncio.DatagramProtocol):
-    def __init__(self, handler: Callable[[bytes, tuple, bool], None], rtcp_port: bool) -> None:
-        self.handler = handler
-        self.rtcp_port = rtcp_port
-        self.transport: asyncio.DatagramTransport | None = None
-
-    def connection_made(self, transport) -> None:
-        self.transport = transport
-
-    def datagram_received(self, data: bytes, addr) -> None:
-        self.handler(data, addr, self.rtcp_port)
-
-    def error_received(self, exc: Exception) -> None:
-        # ICMP port unreachable from a peer that went away: nothing to do, the leg keeps going.
-        pass
+# Plain RTP from a new address is refused while the current stream has sent within this long.
+STREAM_HOLD_MS = 2000.0
+# SRTP state kept for this many of the peer's most recent SSRCs.
+INBOUND_SSRCS_KEPT = 4
 
 
 class TokenBucket:
@@ -71,7 +64,8 @@ class MediaLeg:
 
     def __init__(self, leg_id: str, answer: AudioAnswer, rtp_socket: socket.socket,
                  rtcp_socket: socket.socket | None, settings: EngineSettings,
-                 label: str | None = None) -> None:
+                 label: str | None = None, flusher: SendFlusher | None = None,
+                 retransmits: bool = False) -> None:
         self.id = leg_id
         self.label = label or leg_id
         self.settings = settings
@@ -83,21 +77,23 @@ class MediaLeg:
         self.ptime_ms = answer.ptime_ms
         self.telephone_event_pt = answer.telephone_event_pt
         self.audio_level_ext_id = answer.audio_level_ext_id
-        self.remote_rtp = answer.remote_rtp
-        self.remote_rtcp = answer.remote_rtp if answer.rtcp_mux else answer.remote_rtcp
+        # further streams this leg sends, by SSRC (an SFU subscriber's slots); each gets its own SR
+        self.extra_streams: dict[int, SendStatistics | SlotSender] = {}
+        self._set_remote(answer.remote_rtp, answer.remote_rtp if answer.rtcp_mux else answer.remote_rtcp)
         self.rtcp_mux = answer.rtcp_mux
         self.send_enabled = answer.direction in ("sendrecv", "sendonly")
         self.recv_enabled = answer.direction in ("sendrecv", "recvonly")
         self.muted = False
         self.local_port = rtp_socket.getsockname()[1]
-        self._rtp_socket = rtp_socket
-        self._rtcp_socket = rtcp_socket
-        self._rtp_transport: asyncio.DatagramTransport | None = None
-        self._rtcp_transport: asyncio.DatagramTransport | None = None
+        self._flusher = flusher or SendFlusher()
+        self._rtp = UdpEndpoint(rtp_socket, self._on_rtp_port, self._flusher)
+        self._rtcp = (UdpEndpoint(rtcp_socket, self._on_rtcp_port, self._flusher)
+                      if rtcp_socket is not None else None)
         self.srtp: SrtpContext | None = None
         if answer.local_crypto is not None and answer.remote_crypto is not None:
+            # an SFU resends cached packets on NACK: the same sequence number protected twice
             self.srtp = SrtpContext(answer.local_crypto.suite, answer.local_crypto.key,
-                                    answer.remote_crypto.key)
+                                    answer.remote_crypto.key, allow_repeat_tx=retransmits)
         # our outgoing stream (RFC 3550 section 5.1: random initial values)
         self.ssrc = secrets.randbits(32)
         self._seq = secrets.randbits(16)
@@ -110,11 +106,16 @@ class MediaLeg:
         self.round_trip = RoundTrip()
         self.ssrc_changes = 0
         self.dtmf_packets = 0
+        self.dtmf = DtmfReceiver(self.clock_rate)  # RFC 4733 digits, for the controller to poll
+        self.nacks_in = 0
+        self.nacks_out = 0
         self.remote_bye = False
         self.drops = dict.fromkeys(DROP_REASONS, 0)
         self.packets_in = 0
         self.bytes_in = 0
         self.last_packet_ms: float | None = None
+        self._stream_source: tuple | None = None   # where the current stream's packets come from
+        self._inbound_ssrcs: dict[int, bool] = {}  # peer SSRCs with SRTP state, oldest first
         # Separate budgets for the negotiated peer and for everyone else, so a flood from a
         # stranger cannot starve the real participant's packets.
         self._peer_budget = TokenBucket(settings.max_packet_rate)
@@ -123,31 +124,58 @@ class MediaLeg:
         # set by the conference
         self.on_rtp: Callable[[MediaLeg, _core.RtpPacket, float], None] | None = None
         self.on_ssrc_change: Callable[[MediaLeg], None] | None = None
+        self.on_nack: Callable[[MediaLeg, RtcpNack], None] | None = None
+        self.on_dtmf: Callable[[MediaLeg, Digit], None] | None = None
 
     # ----------------------------------------------------------------------------------- lifecycle
     async def open(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._rtp_transport, _ = await loop.create_datagram_endpoint(
-            lambda: _Receiver(self._on_datagram, False), sock=self._rtp_socket)
-        if self._rtcp_socket is not None:
-            self._rtcp_transport, _ = await loop.create_datagram_endpoint(
-                lambda: _Receiver(self._on_datagram, True), sock=self._rtcp_socket)
+        self._rtp.open()
+        if self._rtcp is not None:
+            self._rtcp.open()
 
     def close(self, send_bye: bool = True) -> None:
-        if send_bye and self._rtp_transport is not None and self.send_enabled:
-            self._send_rtcp([self._report(time.time()), self._sdes(),
+        if send_bye and self._rtp.is_open and self.send_enabled:
+            self._send_rtcp([*self._reports(time.time()), self._sdes(),
                              RtcpBye(sources=[self.ssrc], reason=b"leaving")])
-        for transport in (self._rtp_transport, self._rtcp_transport):
-            if transport is not None:
-                transport.close()
-        self._rtp_transport = self._rtcp_transport = None
+        self._rtp.close()
+        if self._rtcp is not None:
+            self._rtcp.close()
+        for slot in self.extra_streams.values():
+            if isinstance(slot, SlotSender):
+                slot.enabled = False
         self.srtp = None
 
+    def _set_remote(self, rtp: tuple, rtcp: tuple) -> None:
+        self.remote_rtp = rtp
+        self.remote_rtcp = rtcp
+        self._remote_rtp_packed = pack(rtp)
+        self._remote_rtcp_packed = pack(rtcp)
+        for slot in self.extra_streams.values():
+            if isinstance(slot, SlotSender):
+                slot.address = self._remote_rtp_packed
+
+    def slot_sender(self, rewriter: StreamRewriter) -> SlotSender:
+        """A further outgoing stream on this leg (an SFU slot), numbered by `rewriter`: packets go
+        out in this leg's payload type and audio-level id, under its SRTP key, through its socket,
+        and get their own RTCP sender reports."""
+        slot = SlotSender(rewriter, self.payload_type, self.audio_level_ext_id or 0,
+                          self.srtp.outbound_calls if self.srtp is not None else None,
+                          self._rtp._out_data, self._rtp._out_addresses, self._remote_rtp_packed,
+                          partial(self._flusher.schedule, self._rtp))
+        slot.enabled = self.send_enabled
+        self.extra_streams[rewriter.ssrc] = slot
+        return slot
+
     # ------------------------------------------------------------------------------------- receive
+    def _on_rtp_port(self, data: bytes, addr: tuple) -> None:
+        self._on_datagram(data, addr, False)
+
+    def _on_rtcp_port(self, data: bytes, addr: tuple) -> None:
+        self._on_datagram(data, addr, True)
+
     def _on_datagram(self, data: bytes, addr: tuple, rtcp_port: bool) -> None:
         now = time.monotonic()
-        peer = addr[:2]
-        known = peer == self.remote_rtp or peer == self.remote_rtcp
+        known = addr == self.remote_rtp or addr == self.remote_rtcp
         if not (self._peer_budget if known else self._stranger_budget).take(now):
             self.drops["rate_limited"] += 1
             return
@@ -171,14 +199,23 @@ class MediaLeg:
             self.drops["not_receiving"] += 1
             return
         arrival_ms = now * 1000.0
+        if addr != self._stream_source and self._stream_alive(arrival_ms) and self.srtp is None:
+            # plain RTP from another address while the participant's stream is alive: a stranger
+            # injecting or taking the leg over (RTP has no authentication; SRTP legs are protected
+            # by their key). A participant whose address really changed is followed once its old
+            # stream has been quiet for STREAM_HOLD_MS.
+            self.drops["stranger"] += 1
+            return
         if packet.payload_type == self.telephone_event_pt:
             self.dtmf_packets += 1
+            self._report_digits(self.dtmf.on_packet(packet.payload, packet.timestamp, now))
             return
         if packet.payload_type != self.payload_type:
             self.drops["payload_type"] += 1
             return
         if packet.ssrc != self.remote_ssrc:
             first = self.remote_ssrc is None
+            self._remember_inbound_ssrc(packet.ssrc)
             self.remote_ssrc = packet.ssrc
             self.receive = ReceiveStatistics(packet.ssrc, self.clock_rate, packet.sequence_number)
             if not first:
@@ -188,14 +225,29 @@ class MediaLeg:
         self.packets_in += 1
         self.bytes_in += len(data)
         self.last_packet_ms = arrival_ms
+        self._stream_source = addr
         # interarrival jitter needs only a steady clock: the monotonic one already read
         self.receive.on_rtp(packet.sequence_number, packet.timestamp, len(packet.payload), now)
         if self.settings.latch_remote and addr != self.remote_rtp and self.srtp is not None:
-            self.remote_rtp = addr  # authenticated media moved: follow it (symmetric RTP)
-            if self.rtcp_mux:
-                self.remote_rtcp = addr
+            # authenticated media moved: follow it (symmetric RTP)
+            self._set_remote(addr, addr if self.rtcp_mux else self.remote_rtcp)
         if self.on_rtp is not None:
             self.on_rtp(self, packet, arrival_ms)
+
+    def _stream_alive(self, arrival_ms: float) -> bool:
+        return self.last_packet_ms is not None and arrival_ms - self.last_packet_ms < STREAM_HOLD_MS
+
+    def _remember_inbound_ssrc(self, ssrc: int) -> None:
+        """Keep SRTP state for the last few peer SSRCs only (see SrtpContext.forget_inbound); a few,
+        not one, so that replayed packets of a recent SSRC still meet their replay window."""
+        if self.srtp is None:
+            return
+        self._inbound_ssrcs.pop(ssrc, None)
+        self._inbound_ssrcs[ssrc] = True
+        while len(self._inbound_ssrcs) > INBOUND_SSRCS_KEPT:
+            oldest = next(iter(self._inbound_ssrcs))
+            del self._inbound_ssrcs[oldest]
+            self.srtp.forget_inbound(oldest)
 
     def _on_rtcp(self, data: bytes, addr: tuple) -> None:
         if self.srtp is not None:
@@ -208,49 +260,82 @@ class MediaLeg:
         except RtcpError:
             self.drops["rtcp_malformed"] += 1
             return
+        sender = getattr(packets[0], "ssrc", None) if packets else None
+        if sender is not None:
+            self._remember_inbound_ssrc(sender)  # SRTCP keeps per-SSRC state too
         learn_from_reports(packets, self.ssrc, self.receive, self.round_trip, time.time())
         for packet in packets:
             if isinstance(packet, RtcpBye) and self.remote_ssrc in packet.sources:
                 self.remote_bye = True
+            elif isinstance(packet, RtcpNack):
+                self.nacks_in += 1
+                if self.on_nack is not None:
+                    self.on_nack(self, packet)
 
     # ---------------------------------------------------------------------------------------- send
     def send_payload(self, payload: bytes, wall_s: float, marker: bool = False) -> None:
         """Send one 20 ms frame's payload as the next packet of this leg's stream; `wall_s` is
         the tick's time.time(), read once per tick (it dates the stream for RTCP SRs)."""
-        if self.send_enabled and self._rtp_transport is not None:
+        if self.send_enabled and self._rtp.is_open:
             packet = _core.build_rtp(self.payload_type, self._seq, self._ts, self.ssrc, payload, marker)
             if self.srtp is not None:
                 packet = self.srtp.protect(packet)
-            self._rtp_transport.sendto(packet, self.remote_rtp)
+            self._rtp.send(packet, self._remote_rtp_packed)
             self.sent.on_sent(len(payload), self._ts, wall_s)
             self._seq = (self._seq + 1) & 0xFFFF
         self._ts = (self._ts + self.samples_per_frame) & 0xFFFFFFFF
 
+    def send_nack(self, media_ssrc: int, lost: list[int]) -> None:
+        """Ask the far end to resend `lost` packets of its stream (RFC 4585 generic NACK)."""
+        self.nacks_out += 1
+        self._send_rtcp([*self._reports(time.time()), self._sdes(),
+                         RtcpNack(sender_ssrc=self.ssrc, media_ssrc=media_ssrc, lost=lost)])
+
+    def _report_digits(self, digits: list) -> None:
+        if self.on_dtmf is not None:
+            for digit in digits:
+                self.on_dtmf(self, digit)
+
     def maybe_send_rtcp(self, now_s: float) -> None:
-        """RFC 3550 6.2: reports at the configured interval, randomised by 0.5..1.5 (6.3.1)."""
-        if now_s < self._next_rtcp_s or self._rtp_transport is None:
+        """RFC 3550 6.2: reports at the configured interval, randomised by 0.5..1.5 (6.3.1).
+        (Called every half second: also where a key press whose end packets were lost is closed.)"""
+        self._report_digits(self.dtmf.flush(now_s))
+        if now_s < self._next_rtcp_s or not self._rtp.is_open:
             return
         self._next_rtcp_s = now_s + self.settings.rtcp_interval_s * random.uniform(0.5, 1.5)
-        self._send_rtcp([self._report(time.time()), self._sdes()])
+        self._send_rtcp([*self._reports(time.time()), self._sdes()])
 
-    def _report(self, wall_s: float):
+    def _reports(self, wall_s: float) -> list:
+        """Our SR (or RR) with the report block on the far end's stream, then one SR per extra
+        stream we send (an SFU subscriber's forwarded slots), RFC 3550 section 6.1."""
         blocks = [self.receive.report_block(wall_s)] if self.receive is not None else []
         if self.sent.packets:
-            return self.sent.sender_report(self.ssrc, self.clock_rate, wall_s, blocks)
-        return RtcpReceiverReport(ssrc=self.ssrc, reports=blocks)
+            reports = [self.sent.sender_report(self.ssrc, self.clock_rate, wall_s, blocks)]
+        else:
+            reports = [RtcpReceiverReport(ssrc=self.ssrc, reports=blocks)]
+        for ssrc, sent in self.extra_streams.items():
+            if sent.packets:
+                reports.append(sender_report(sent, ssrc, self.clock_rate, wall_s, []))
+        return reports
 
     def _sdes(self) -> RtcpSdes:
-        return RtcpSdes(chunks=[SdesChunk(self.ssrc, [(SDES_CNAME, self.cname.encode())])])
+        cname = [(SDES_CNAME, self.cname.encode())]
+        return RtcpSdes(chunks=[SdesChunk(ssrc, cname) for ssrc in (self.ssrc, *self.extra_streams)
+                                if ssrc == self.ssrc or self.extra_streams[ssrc].packets][:31])
 
     def _send_rtcp(self, packets: list) -> None:
         data = serialize_compound(packets)
         if self.srtp is not None:
             data = self.srtp.protect_rtcp(data)
-        transport = self._rtp_transport if self.rtcp_mux else (self._rtcp_transport or self._rtp_transport)
-        if transport is not None:
-            transport.sendto(data, self.remote_rtcp)
+        endpoint = self._rtcp if (self._rtcp is not None and not self.rtcp_mux) else self._rtp
+        endpoint.send(data, self._remote_rtcp_packed)
 
     # --------------------------------------------------------------------------------------- stats
+    @property
+    def packets_out(self) -> int:
+        """RTP packets sent: our own stream and any further ones (an SFU subscriber's slots)."""
+        return self.sent.packets + sum(s.packets for s in self.extra_streams.values())
+
     def stats(self) -> dict:
         result = {
             "id": self.id,
@@ -265,10 +350,13 @@ class MediaLeg:
             "remote_ssrc": self.remote_ssrc,
             "packets_in": self.packets_in,
             "bytes_in": self.bytes_in,
-            "packets_out": self.sent.packets,
-            "bytes_out": self.sent.octets,
+            "packets_out": self.packets_out,
+            "bytes_out": self.sent.octets + sum(s.octets for s in self.extra_streams.values()),
             "ssrc_changes": self.ssrc_changes,
             "dtmf_packets": self.dtmf_packets,
+            "dtmf": self.dtmf.stats(),
+            "nacks_in": self.nacks_in,
+            "nacks_out": self.nacks_out,
             "remote_bye": self.remote_bye,
             "drops": dict(self.drops),
             "receive": self.receive.stats() if self.receive is not None else None,
@@ -276,4 +364,5 @@ class MediaLeg:
         }
         if self.srtp is not None:
             result["srtp_stats"] = self.srtp.stats()
+        result["transport"] = self._rtp.stats()
         return result

@@ -28,6 +28,10 @@ from mixer.settings import EngineSettings
 LEVEL_SMOOTHING = 0.3
 # RTCP schedules are checked every this many ticks (0.5 s): far finer than the 5 s interval.
 RTCP_CHECK_TICKS = 25
+# A talker whose RFC 6464 level claims this many dB more than its decoded audio has, for this many
+# mixed ticks in a row, is lying (or broken): from then on its level is measured, not read.
+FORGED_LEVEL_MARGIN_DB = 20
+FORGED_LEVEL_TICKS = 15
 
 
 class Voice:
@@ -44,6 +48,9 @@ class Voice:
         self.talking = False
         self.in_mix = False                         # mixed this tick (it hears its mix-minus)
         self.carries_level = False                  # its packets have carried RFC 6464 levels
+        self.trusts_level = True                    # False once its levels proved false
+        self.claimed_level: int | None = None       # this tick's RFC 6464 level, if any
+        self._forged_ticks = 0
         self.packets: list = []                     # this tick's playout decisions
         self._credit_ms = 0.0
         self.put_results = [0, 0, 0, 0]             # PUT_OK, PUT_DUPLICATE, PUT_LATE, PUT_RESET
@@ -75,12 +82,28 @@ class Voice:
             self._credit_ms -= self.leg.ptime_ms
             status, packet = self.jitter_buffer.pop(now_ms)
             self.packets.append((status, packet))
-            if packet is not None and ext_id:
+            if packet is not None and ext_id and self.trusts_level:
                 found = packet.audio_level(ext_id)
                 if found is not None:
                     self.carries_level = True
                     level = found[1] if level is None else min(level, found[1])
+        self.claimed_level = level
         return level
+
+    def check_claim(self, frame: np.ndarray) -> None:
+        """Compare this tick's claimed level with the decoded frame's; stop trusting a sender whose
+        claims are far louder than its audio, tick after tick (one that forges 'loudest' on
+        silence would otherwise hold a talker slot for ever)."""
+        if self.claimed_level is None or not self.trusts_level:
+            return
+        measured = _core.audio_level(frame)
+        if measured - self.claimed_level >= FORGED_LEVEL_MARGIN_DB:
+            self._forged_ticks += 1
+            if self._forged_ticks >= FORGED_LEVEL_TICKS:
+                self.trusts_level = False
+                self.carries_level = False
+        else:
+            self._forged_ticks = 0
 
     def decode(self) -> np.ndarray | None:
         """Decode this tick's packets (concealing losses); the 20 ms frame, or None if silent."""
@@ -199,6 +222,7 @@ class McuConference:
                 frame = voice.decode()
                 self.decodes += 1
             if frame is not None:
+                voice.check_claim(frame)
                 self._stack[len(mixed)] = frame
                 mixed.append(voice)
                 voice.in_mix = True
@@ -260,6 +284,7 @@ class McuConference:
         result["jitter_buffer"] = voice.jitter_buffer.stats()
         result["decoder"] = voice.decoder_stats()
         result["talking"] = voice.talking
+        result["levels_trusted"] = voice.trusts_level
         result["level"] = round(voice.level, 1)
         return result
 

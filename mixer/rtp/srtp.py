@@ -1,5 +1,9 @@
 """SRTP/SRTCP for one call leg (RFC 3711), on libsrtp through pylibsrtp.
 
+Sessions are made by pylibsrtp; each packet goes straight to libsrtp through `mixer._srtp` (about
+three times cheaper than pylibsrtp's per-packet Python path), falling back to pylibsrtp's methods if
+its binding ever changes shape.
+
 A leg has two directions with two master keys (RFC 4568 section 6.1: each side
 declares the key it sends with), so :class:`SrtpContext` holds two libsrtp
 sessions: an outbound one keyed with our key for any SSRC we send, and an
@@ -17,6 +21,8 @@ import secrets
 
 import pylibsrtp
 from pylibsrtp import Policy, Session
+
+from mixer import _srtp
 
 #: Crypto suite names (RFC 4568 section 6.2, RFC 7714 for AEAD) -> libsrtp profiles.
 SRTP_PROFILES: dict[str, int] = {
@@ -52,16 +58,8 @@ _MESSAGES = getattr(pylibsrtp, "ERRORS", None) or []
 
 
 def _message(status: int, fallback: str) -> str:
-    return _MESSAGES[status] if status < len(_MESSAGES) else fallback
+    return _MESSAGES[status] if 0 <= status < len(_MESSAGES) else fallback
 
-
-_AUTH_FAILURE = _message(SRTP_ERR_STATUS_AUTH_FAIL, "authentication failure")
-_REPLAYS = frozenset(
-    (
-        _message(SRTP_ERR_STATUS_REPLAY_FAIL, "replay check failed (bad index)"),
-        _message(SRTP_ERR_STATUS_REPLAY_OLD, "replay check failed (index too old)"),
-    )
-)
 
 _RTP_HEADER_LENGTH = 12  # RFC 3550 section 5.1
 _RTCP_HEADER_LENGTH = 8  # RFC 3711 section 3.4: SRTCP leaves header + SSRC in clear
@@ -97,6 +95,8 @@ class SrtpContext:
         "suite",
         "_outbound",
         "_inbound",
+        "_out",
+        "_in",
         "_protected",
         "_unprotected",
         "_auth_failures",
@@ -135,6 +135,9 @@ class SrtpContext:
         self._inbound = self._session(
             suite, profile, remote_key, Policy.SSRC_ANY_INBOUND, replay_window, False
         )
+        # per-packet calls: straight into libsrtp where possible, else pylibsrtp's methods
+        self._out = _calls(self._outbound)
+        self._in = _calls(self._inbound)
         self._protected = self._unprotected = 0
         self._auth_failures = self._replays = self._malformed = self._protect_errors = 0
         self._rtcp_protected = self._rtcp_unprotected = 0
@@ -161,6 +164,21 @@ class SrtpContext:
         except pylibsrtp.Error as exc:
             raise SrtpError(f"libsrtp refused the {suite} policy: {exc}") from exc
 
+    def forget_inbound(self, ssrc: int) -> None:
+        """Drop libsrtp's state for a peer SSRC no longer in use. The inbound session accepts any
+        SSRC and keeps a stream per SSRC it has seen (never pruned, searched linearly), so a peer
+        that cycles SSRCs would otherwise grow it without bound."""
+        try:
+            self._inbound.remove_stream(ssrc)
+        except (pylibsrtp.Error, OverflowError, ValueError):
+            pass  # not there: nothing to forget
+
+    @property
+    def outbound_calls(self):
+        """The per-packet protect path itself (bytes in, bytes or a libsrtp status out), for a
+        caller that protects in bulk and counts its own failures (the SFU's slots)."""
+        return self._out
+
     def protect(self, rtp: bytes) -> bytes:
         """RTP -> SRTP (RFC 3711 section 3.3). Raises SrtpError for bad input."""
         if rtp.__class__ is not bytes:
@@ -168,11 +186,10 @@ class SrtpContext:
         if len(rtp) < _RTP_HEADER_LENGTH or rtp[0] >> 6 != 2:
             self._protect_errors += 1
             raise SrtpError("not an RTP packet")
-        try:
-            srtp = self._outbound.protect(rtp)
-        except (pylibsrtp.Error, ValueError) as exc:
+        srtp = self._out.protect(rtp)
+        if srtp.__class__ is int:
             self._protect_errors += 1
-            raise SrtpError(f"SRTP protect failed: {exc}") from exc
+            raise SrtpError(f"SRTP protect failed: {_status_text(srtp)}")
         self._protected += 1
         return srtp
 
@@ -183,11 +200,10 @@ class SrtpContext:
         if len(rtcp) < _RTCP_HEADER_LENGTH or rtcp[0] >> 6 != 2:
             self._rtcp_protect_errors += 1
             raise SrtpError("not an RTCP packet")
-        try:
-            srtcp = self._outbound.protect_rtcp(rtcp)
-        except (pylibsrtp.Error, ValueError) as exc:
+        srtcp = self._out.protect_rtcp(rtcp)
+        if srtcp.__class__ is int:
             self._rtcp_protect_errors += 1
-            raise SrtpError(f"SRTCP protect failed: {exc}") from exc
+            raise SrtpError(f"SRTCP protect failed: {_status_text(srtcp)}")
         self._rtcp_protected += 1
         return srtcp
 
@@ -201,19 +217,14 @@ class SrtpContext:
         if len(srtp) < _RTP_HEADER_LENGTH or srtp[0] >> 6 != 2:
             self._malformed += 1
             return None
-        try:
-            rtp = self._inbound.unprotect(srtp)
-        except pylibsrtp.Error as exc:
-            reason = exc.args[0] if exc.args else ""
-            if reason == _AUTH_FAILURE:
+        rtp = self._in.unprotect(srtp)
+        if rtp.__class__ is int:
+            if rtp == SRTP_ERR_STATUS_AUTH_FAIL:
                 self._auth_failures += 1
-            elif reason in _REPLAYS:
+            elif rtp == SRTP_ERR_STATUS_REPLAY_FAIL or rtp == SRTP_ERR_STATUS_REPLAY_OLD:
                 self._replays += 1
             else:
                 self._malformed += 1
-            return None
-        except ValueError:  # longer than pylibsrtp's buffer
-            self._malformed += 1
             return None
         self._unprotected += 1
         return rtp
@@ -228,19 +239,14 @@ class SrtpContext:
         if len(srtcp) < _RTCP_HEADER_LENGTH or srtcp[0] >> 6 != 2:
             self._rtcp_malformed += 1
             return None
-        try:
-            rtcp = self._inbound.unprotect_rtcp(srtcp)
-        except pylibsrtp.Error as exc:
-            reason = exc.args[0] if exc.args else ""
-            if reason == _AUTH_FAILURE:
+        rtcp = self._in.unprotect_rtcp(srtcp)
+        if rtcp.__class__ is int:
+            if rtcp == SRTP_ERR_STATUS_AUTH_FAIL:
                 self._rtcp_auth_failures += 1
-            elif reason in _REPLAYS:
+            elif rtcp == SRTP_ERR_STATUS_REPLAY_FAIL or rtcp == SRTP_ERR_STATUS_REPLAY_OLD:
                 self._rtcp_replays += 1
             else:
                 self._rtcp_malformed += 1
-            return None
-        except ValueError:
-            self._rtcp_malformed += 1
             return None
         self._rtcp_unprotected += 1
         return rtcp
@@ -270,3 +276,47 @@ class SrtpContext:
             "rtcp_malformed": self._rtcp_malformed,
             "rtcp_protect_errors": self._rtcp_protect_errors,
         }
+
+
+def _status_text(status: int) -> str:
+    if status == _srtp.STATUS_TOO_LONG:
+        return "packet too long"
+    return _message(status, f"libsrtp status {status}")
+
+
+class _SessionMethods:
+    """pylibsrtp's own per-packet methods with the same contract as `_srtp.SessionCalls`: bytes
+    out, or libsrtp's status code. Used when the direct calls are not available."""
+
+    __slots__ = ("_session",)
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    @staticmethod
+    def _run(method, packet: bytes):
+        try:
+            return method(packet)
+        except pylibsrtp.Error as exc:
+            reason = exc.args[0] if exc.args else ""
+            return _MESSAGES.index(reason) if reason in _MESSAGES else 1
+        except ValueError:  # longer than pylibsrtp's buffer
+            return _srtp.STATUS_TOO_LONG
+
+    def protect(self, packet: bytes):
+        return self._run(self._session.protect, packet)
+
+    def protect_rtcp(self, packet: bytes):
+        return self._run(self._session.protect_rtcp, packet)
+
+    def unprotect(self, packet: bytes):
+        return self._run(self._session.unprotect, packet)
+
+    def unprotect_rtcp(self, packet: bytes):
+        return self._run(self._session.unprotect_rtcp, packet)
+
+
+def _calls(session: Session):
+    if _srtp.available():
+        return _srtp.SessionCalls(session)
+    return _SessionMethods(session)

@@ -128,19 +128,25 @@ class SendStatistics:
 
     def sender_report(self, ssrc: int, clock_rate: int, now_s: float,
                       reports: list[ReportBlock]) -> RtcpSenderReport:
-        """An SR whose RTP timestamp corresponds to the same instant as its NTP timestamp."""
-        rtp_now = self.last_rtp_timestamp + int((now_s - self.last_send_s) * clock_rate)
-        return RtcpSenderReport(
-            ssrc=ssrc,
-            ntp_timestamp=seconds_to_ntp(now_s),
-            rtp_timestamp=rtp_now & 0xFFFFFFFF,
-            packet_count=self.packets & 0xFFFFFFFF,
-            octet_count=self.octets & 0xFFFFFFFF,
-            reports=reports,
-        )
+        return sender_report(self, ssrc, clock_rate, now_s, reports)
 
     def stats(self) -> dict:
         return {"packets": self.packets, "octets": self.octets}
+
+
+def sender_report(stream, ssrc: int, clock_rate: int, now_s: float,
+                  reports: list[ReportBlock]) -> RtcpSenderReport:
+    """An SR for `stream` (anything with packets, octets, last_rtp_timestamp, last_send_s: a
+    SendStatistics or an SFU slot) whose RTP timestamp is the same instant as its NTP timestamp."""
+    rtp_now = stream.last_rtp_timestamp + int((now_s - stream.last_send_s) * clock_rate)
+    return RtcpSenderReport(
+        ssrc=ssrc,
+        ntp_timestamp=seconds_to_ntp(now_s),
+        rtp_timestamp=rtp_now & 0xFFFFFFFF,
+        packet_count=stream.packets & 0xFFFFFFFF,
+        octet_count=stream.octets & 0xFFFFFFFF,
+        reports=reports,
+    )
 
 
 def learn_from_reports(packets: list, own_ssrc: int, receive: ReceiveStatistics | None,

@@ -1,1 +1,1 @@
-"""SFU conferences (selective forwarding). Not built yet: see README "Status"."""
+"""SFU conferences: forward without decoding, last-N speaker choice, seamless stream rewriting."""

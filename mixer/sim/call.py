@@ -27,6 +27,7 @@ class CallConfig:
     loss_percent: float = 0.0
     jitter_ms: float = 0.0
     seed: int = 1
+    mode: str = "mcu"                 # mcu (one mixed stream back) or sfu (one stream per speaker)
 
 
 @dataclass
@@ -95,7 +96,7 @@ async def run_call(config: CallConfig, engine: Engine | None = None,
     if own_engine:
         engine = Engine()
         engine.start()
-    conference_id = engine.create_conference("mcu")["id"]
+    conference_id = engine.create_conference(config.mode)["id"]
     participants = make_participants(config)
     leg_ids = [await join(engine, conference_id, p) for p in participants]
     loop = asyncio.get_running_loop()
@@ -125,9 +126,14 @@ async def run_call(config: CallConfig, engine: Engine | None = None,
 
 def _analyse(listener: SimulatedParticipant, everyone: list[SimulatedParticipant],
              engine_leg: dict) -> ListenerReport:
-    pcm, times = listener.heard_audio()
+    """What `listener` heard: each voice's level (the loudest over the streams it received: one
+    from an MCU, one per forwarded speaker from an SFU), onset latencies, loss and jitter."""
     skip = int(WARMUP_S * 48000)
-    levels = tone_levels_db(pcm[skip:], [p.freq_hz for p in everyone])
+    freqs = [p.freq_hz for p in everyone]
+    streams = [(pcm, times) for pcm, times, _ in listener.heard_streams().values()] or \
+        [(np.zeros(0, dtype=np.int16), np.zeros(0))]
+    per_stream = [tone_levels_db(pcm[skip:], freqs) for pcm, _ in streams]
+    levels = {f: max(levels[f] for levels in per_stream) for f in freqs}
     heard, missing, latencies = {}, [], []
     for other in everyone:
         if other is listener:
@@ -135,13 +141,18 @@ def _analyse(listener: SimulatedParticipant, everyone: list[SimulatedParticipant
         level = levels[other.freq_hz]
         if level > HEARD_THRESHOLD_DB:
             heard[other.name] = round(level, 1)
-            latencies += onset_latencies_ms(other.signal, np.array(other.send_times), pcm, times,
-                                            other.freq_hz)
+            for (pcm, times), stream_levels in zip(streams, per_stream):
+                if stream_levels[other.freq_hz] > HEARD_THRESHOLD_DB:
+                    latencies += onset_latencies_ms(other.signal, np.array(other.send_times), pcm,
+                                                    times, other.freq_hz)
         else:
             missing.append(other.name)
-    receive = listener.receive.stats() if listener.receive is not None else {}
+    receives = [r.stats() for r in listener.receive_by_ssrc.values()]
+    expected = sum(r["expected"] for r in receives)
+    lost = sum(r["lost"] for r in receives)
     return ListenerReport(
         name=listener.name, codec=listener.codec, tone_hz=listener.freq_hz, heard=heard,
         missing=missing, own_level_db=round(levels[listener.freq_hz], 1),
-        loss_percent=receive.get("loss_percent", 100.0), jitter_ms=receive.get("jitter_ms", 0.0),
+        loss_percent=round(100.0 * lost / expected, 2) if expected else 100.0,
+        jitter_ms=max((r["jitter_ms"] for r in receives), default=0.0),
         latency_ms=latencies, rtt_ms=listener.round_trip.stats()["rtt_ms"], engine_leg=engine_leg)

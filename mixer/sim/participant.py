@@ -63,6 +63,8 @@ class Impairment:
 @dataclass
 class Received:
     packets: list = field(default_factory=list)  # (arrival_s, seq, ts, payload)
+    # the same packets by SSRC: an SFU sends each forwarded speaker as its own stream
+    streams: dict = field(default_factory=dict)  # ssrc -> [(arrival_s, seq, ts, payload)]
 
 
 class _Protocol(asyncio.DatagramProtocol):
@@ -106,7 +108,8 @@ class SimulatedParticipant:
         self._ts = secrets.randbits(32)
         self.sent = SendStatistics()
         self.round_trip = RoundTrip()
-        self.receive: ReceiveStatistics | None = None
+        self.receive: ReceiveStatistics | None = None   # the stream received last
+        self.receive_by_ssrc: dict[int, ReceiveStatistics] = {}  # an SFU sends one per speaker
         self.received = Received()
         self.send_times: list[float] = []  # monotonic send time of each frame
         self.dropped_by_impairment = 0
@@ -238,10 +241,14 @@ class SimulatedParticipant:
             self.bad_packets += 1
             return
         if self.receive is None or packet.ssrc != self.receive.ssrc:
-            self.receive = ReceiveStatistics(packet.ssrc, self.clock_rate, packet.sequence_number)
+            self.receive = self.receive_by_ssrc.get(packet.ssrc)
+            if self.receive is None:
+                self.receive = ReceiveStatistics(packet.ssrc, self.clock_rate, packet.sequence_number)
+                self.receive_by_ssrc[packet.ssrc] = self.receive
         self.receive.on_rtp(packet.sequence_number, packet.timestamp, len(packet.payload), time.time())
-        self.received.packets.append((time.monotonic(), packet.sequence_number, packet.timestamp,
-                                      packet.payload))
+        entry = (time.monotonic(), packet.sequence_number, packet.timestamp, packet.payload)
+        self.received.packets.append(entry)
+        self.received.streams.setdefault(packet.ssrc, []).append(entry)
 
     def _on_rtcp(self, data: bytes) -> None:
         if self.srtp is not None:
@@ -260,31 +267,13 @@ class SimulatedParticipant:
 
         Returns (pcm at 48 kHz, arrival time of the packet each sample came in; NaN for concealed).
         """
-        packets = self.received.packets
-        if not packets:
-            return np.zeros(0, dtype=np.int16), np.zeros(0)
-        # order by extended sequence number (handles wrap-around)
-        first = packets[0][1]
-        ordered = sorted(packets, key=lambda p: _core.seq_diff(p[1], first))
-        decoder = FrameDecoder(self.codec)
-        pcm, times = [], []
-        expected = None
-        for arrival, seq, _ts, payload in ordered:
-            if expected is not None:
-                gap = _core.seq_diff(seq, expected)
-                if gap < 0:
-                    continue  # duplicate
-                for _ in range(min(gap, 50)):
-                    decoder.conceal()
-                    while (frame := decoder.take_frame()) is not None:
-                        pcm.append(frame.copy())
-                        times.append(np.full(FRAME_SAMPLES, np.nan))
-            decoder.decode(payload)
-            while (frame := decoder.take_frame()) is not None:
-                pcm.append(frame.copy())
-                times.append(np.full(FRAME_SAMPLES, arrival))
-            expected = (seq + 1) & 0xFFFF
-        return np.concatenate(pcm), np.concatenate(times)
+        pcm, times, _ = decode_stream(self.received.packets, self.codec)
+        return pcm, times
+
+    def heard_streams(self) -> dict[int, tuple[np.ndarray, np.ndarray, FrameDecoder]]:
+        """Each received SSRC decoded on its own: {ssrc: (pcm, arrival times, its decoder)}."""
+        return {ssrc: decode_stream(packets, self.codec)
+                for ssrc, packets in self.received.streams.items()}
 
     def stats(self) -> dict:
         return {
@@ -296,3 +285,35 @@ class SimulatedParticipant:
             "bad_packets": self.bad_packets,
             **self.round_trip.stats(),
         }
+
+
+def decode_stream(packets: list, codec: str) -> tuple[np.ndarray, np.ndarray, FrameDecoder]:
+    """Decode one stream's (arrival_s, seq, ts, payload) packets in sequence order, concealing gaps.
+
+    Returns (pcm at 48 kHz, arrival time of the packet each sample came in, NaN where concealed,
+    and the decoder, whose counters say how much was concealed or failed to decode).
+    """
+    decoder = FrameDecoder(codec)
+    if not packets:
+        return np.zeros(0, dtype=np.int16), np.zeros(0), decoder
+    # order by extended sequence number (handles wrap-around)
+    first = packets[0][1]
+    ordered = sorted(packets, key=lambda p: _core.seq_diff(p[1], first))
+    pcm, times = [], []
+    expected = None
+    for arrival, seq, _ts, payload in ordered:
+        if expected is not None:
+            gap = _core.seq_diff(seq, expected)
+            if gap < 0:
+                continue  # duplicate
+            for _ in range(min(gap, 50)):
+                decoder.conceal()
+                while (frame := decoder.take_frame()) is not None:
+                    pcm.append(frame.copy())
+                    times.append(np.full(FRAME_SAMPLES, np.nan))
+        decoder.decode(payload)
+        while (frame := decoder.take_frame()) is not None:
+            pcm.append(frame.copy())
+            times.append(np.full(FRAME_SAMPLES, arrival))
+        expected = (seq + 1) & 0xFFFF
+    return np.concatenate(pcm), np.concatenate(times), decoder

@@ -524,6 +524,8 @@ def simulate(case, steer_clear_of_stragglers: bool):
     reset_dropped = 0
     skipped = 0
     lost_while_stalled = 0  # missing at the head when playout resumed after running dry
+    stalled = False         # ran dry since the last frame played
+    unseen_skips = False    # a reset came while stalled: skips on resuming could not be observed
     last_played = None
     next_slot = None       # the harness's model of the next k to play once playback started
     jumped = False         # a packet from after the jump has been put
@@ -536,6 +538,7 @@ def simulate(case, steer_clear_of_stragglers: bool):
             result = jb.put(packet(sequence_index(k), order=k), now)
             counts[result] += 1
             if result == PUT_RESET:
+                unseen_skips = unseen_skips or stalled
                 reset_dropped += len(held)
                 gone |= held
                 held = set()
@@ -561,6 +564,7 @@ def simulate(case, steer_clear_of_stragglers: bool):
                 gone.add(i)
                 last_played = i
                 next_slot = i + 1
+                stalled = False
                 if jb.discarded != discarded_before:
                     # a frame dropped to shrink the delay is the one right after the played one
                     assert i + 1 in held
@@ -572,6 +576,7 @@ def simulate(case, steer_clear_of_stragglers: bool):
                 next_slot = (next_slot + 1) if next_slot is not None else None
             elif status == UNDERRUN:
                 assert not held
+                stalled = True
             assert (jb.stats()["buffered_ms"] == 0) == (not held)
     s = jb.stats()
     assert not held, "ran dry at the end but packets are still held"
@@ -580,7 +585,12 @@ def simulate(case, steer_clear_of_stragglers: bool):
     assert s["late"] == counts[PUT_LATE]
     assert s["resets"] == counts[PUT_RESET]
     assert s["played"] == statuses[FRAME]
-    assert s["lost"] == statuses[LOSS] + lost_while_stalled
+    if unseen_skips:
+        # packets skipped on resuming are only visible to the harness at the next frame played;
+        # a reset before it hides them, so only a lower bound can be checked
+        assert s["lost"] >= statuses[LOSS] + lost_while_stalled
+    else:
+        assert s["lost"] == statuses[LOSS] + lost_while_stalled
     assert s["underruns"] == statuses[UNDERRUN]
     # each accepted packet was played, discarded or dropped by a reset; nothing is left
     assert s["received"] == s["played"] + s["discarded"] + reset_dropped
@@ -592,6 +602,10 @@ def simulate(case, steer_clear_of_stragglers: bool):
 @example((6, 100, [0, 0, 150, 150, 0, 0], set(), {}, 4, 5000, 10.0, 16))  # stragglers 2, 3
 @example((6, 30000, [0, 0, 150, 150, 0, 0], set(), {}, 4, -29000, 10.0, 16))  # the same, backwards
 @example((2, 0, [41, 0], set(), {}, None, 200, 0.0, 16))  # 1 plays, underrun, then 0 arrives late
+@example((43, 8731, [226, 51, 162, 24, 92, 102, 174, 207, 164, 16, 7, 120, 150, 200, 175, 159, 25, 0,
+                     214, 178, 8, 43, 0, 187, 65, 250, 200, 250, 15, 27, 250, 177, 223, 84, 163, 74,
+                     120, 215, 150, 176, 154, 196, 117], {4, 36, 42, 11, 17, 19, 23, 27}, {38: 166}, 19,
+          371, 8.556738690143055, 64))  # a skip on resuming, then a reset before any frame plays
 @given(network())
 def test_interleaved_puts_and_pops_deliver_each_packet_once_in_order(case):
     """Every packet comes out at most once, in emission order, and the counters add up, with every

@@ -39,6 +39,18 @@ def leg_pair(suite: str, **options) -> tuple[SrtpContext, SrtpContext]:
     )
 
 
+@pytest.fixture(autouse=True, scope="module", params=["direct", "pylibsrtp"])
+def per_packet_path(request):
+    """Every test runs on both per-packet paths: direct libsrtp calls and pylibsrtp's methods."""
+    import mixer.rtp.srtp as module
+
+    original = module._calls
+    if request.param == "pylibsrtp":
+        module._calls = module._SessionMethods
+    yield request.param
+    module._calls = original
+
+
 def nonzero(stats: dict) -> dict:
     return {name: value for name, value in stats.items() if value}
 

@@ -1,0 +1,256 @@
+"""SFU forwarding throughput with SRTP in and out, and SFU vs MCU cost for the same conference.
+
+Two processes on two cores, as in `mcu_scale.py`: the engine alone on core 0 (uvloop, SRTP on every
+leg), a load generator on core 1 that speaks for every participant from one UDP socket (senders'
+SRTP packets out, every subscriber's forwarded packets in, counted, a sample authenticated with the
+subscriber's own SRTP key).
+
+1. Capacity: the conference is played faster than real time (every sender sends `speed` x 50
+   packets/s) until the engine's core is full. Reported: packets forwarded per second of the
+   engine's CPU time (= per core), input packets per CPU second, and how much of the core was busy.
+   Shapes: "1->50" (one talker, 50 subscribers) and "50->50, last-3" (50 participants who all send,
+   3 loud, each hears the 3 loudest minus itself).
+2. Cost at real time (speed 1): engine CPU ms per participant-second for the same conference in SFU
+   and in MCU mode, and the ratio, measured in one run.
+
+    python bench/sfu_forward.py            # ~2 minutes
+    python bench/sfu_forward.py --quick    # one speed per shape (~40 s)
+"""
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import socket
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from mcu_scale import Child, _engine_main, _pin, answer_target  # noqa: E402
+
+HOST = "127.0.0.1"
+ENGINE_CORE, GEN_CORE = 0, 1
+AUDIO_LEVEL_EXT_ID = 1
+CYCLE = 50
+GROUPS = 10  # each 20 ms frame's sends are spread over 10 steps of 2 ms, as real senders are
+SETTINGS = {"media_ports": "20000-29999", "max_packet_rate": 1_000_000, "srtp_required": True,
+            "sfu_last_n": 3, "max_legs_per_conference": 1000}
+
+
+# ================================================================================== load generator
+def _payloads():
+    """A loud tone cycle (level ~10, V=1) and a quiet cycle (level 127, V=0), Opus-encoded once."""
+    import numpy as np
+
+    from mixer import _core
+    from mixer.codec import FRAME_SAMPLES, FrameEncoder
+
+    t = np.arange(CYCLE * FRAME_SAMPLES) / 48000.0
+    loud = (np.sin(2 * np.pi * 440.0 * t) * 0.3 * 32767).astype(np.int16)
+    quiet = np.random.default_rng(3).normal(0, 3.0, len(t)).astype(np.int16)
+    result = []
+    for signal, level, voice in ((loud, 10, True), (quiet, _core.AUDIO_LEVEL_SILENT, False)):
+        encoder = FrameEncoder("opus")
+        frames = [encoder.encode(np.ascontiguousarray(signal[k * FRAME_SAMPLES:(k + 1) * FRAME_SAMPLES]))
+                  for k in range(CYCLE)]
+        result.append((frames, _core.audio_level_extension(AUDIO_LEVEL_EXT_ID, level, voice)))
+    return result
+
+
+def _loadgen_main(conn, core: int) -> None:
+    _pin(core)
+    from mixer import _core, _netio
+    from mixer.rtp.srtp import SrtpContext
+    from mixer.sdp import offer_audio, parse
+    from mixer.sdp.crypto import parse_crypto
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for force, opt, size in ((33, socket.SO_RCVBUF, 64 << 20), (32, socket.SO_SNDBUF, 16 << 20)):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, force, size)
+        except OSError:
+            sock.setsockopt(socket.SOL_SOCKET, opt, size)
+    sock.bind((HOST, 0))
+    sock.setblocking(False)
+    port = sock.getsockname()[1]
+    (loud, loud_ext), (quiet, quiet_ext) = _payloads()
+    receiver = _netio.BatchReceiver(256)
+    conn.send(("ok", {"pid": os.getpid()}))
+    keys: list = []
+    legs: list = []  # (packed engine address, payload type, SrtpContext)
+    seqs: dict[int, int] = {}  # per sender, continued across runs (SRTP refuses a repeated index)
+
+    while True:
+        op, *args = conn.recv()
+        if op == "stop":
+            conn.send(("ok", True))
+            return
+        if op == "offers":
+            keys.clear()
+            offers = []
+            for _ in range(args[0]):
+                sdp, crypto = offer_audio(local_ip=HOST, local_port=port, codecs=("opus",), srtp=True,
+                                          audio_level_ext_id=AUDIO_LEVEL_EXT_ID)
+                offers.append(sdp)
+                keys.append(crypto)
+            conn.send(("ok", offers))
+        elif op == "answers":
+            legs.clear()
+            seqs.clear()
+            for answer, crypto in zip(args[0], keys):
+                engine_port, pt = answer_target(answer)
+                remote = parse_crypto(parse(answer).media[0].attribute("crypto"))
+                legs.append((_netio.pack_address(HOST, engine_port), pt,
+                             SrtpContext(remote.suite, crypto.key, remote.key)))
+            conn.send(("ok", True))
+        elif op == "run":
+            senders, loud_count, speed, seconds = args
+            conn.send(("ok", _run(sock, receiver, legs, seqs, senders, loud_count, speed, seconds,
+                                  loud, loud_ext, quiet, quiet_ext)))
+
+
+def _run(sock, receiver, legs, seqs: dict, senders: list[int], loud_count: int, speed: float, seconds: float,
+         loud, loud_ext, quiet, quiet_ext) -> dict:
+    """Every sender sends `speed` x 50 packets/s for `seconds`; everything that comes back is counted.
+    The first `loud_count` senders talk, the rest send quiet frames."""
+    from mixer import _core, _netio
+
+    fd = sock.fileno()
+    groups = min(GROUPS, len(senders))  # senders are spread over the frame, not sent in one burst
+    interval = 0.020 / speed / groups
+    sent = received = rtcp = 0
+    for i in senders:
+        seqs.setdefault(i, 0)
+    ranks = {i: rank for rank, i in enumerate(senders)}
+    datagrams: list[bytes] = []
+    addresses: list[bytes] = []
+    start = time.monotonic()
+    end = start + seconds
+    step = 0
+    behind = 0
+    while True:
+        now = time.monotonic()
+        if now >= end:
+            break
+        due = start + step * interval
+        if now - due > 0.2:  # the generator itself cannot keep up: say so rather than burst
+            behind += 1
+            step = int((now - start) / interval)
+            due = start + step * interval
+        while now >= due:  # every step that is due, in one batch
+            k = (step // groups) % CYCLE
+            for i in senders[step % groups::groups]:
+                packed, pt, srtp = legs[i]
+                payloads, ext = (loud, loud_ext) if ranks[i] < loud_count else (quiet, quiet_ext)
+                wire = _core.build_rtp(pt, seqs[i] & 0xFFFF, (seqs[i] * 960) & 0xFFFFFFFF, 0x1000 + i,
+                                       payloads[k], False, _core.EXTENSION_PROFILE_ONE_BYTE, ext)
+                seqs[i] += 1
+                datagrams.append(srtp.protect(wire))
+                addresses.append(packed)
+            step += 1
+            due = start + step * interval
+        if datagrams:
+            sent += _netio.send_batch(fd, datagrams, addresses)
+            datagrams.clear()
+            addresses.clear()
+        got = receiver.receive(fd)
+        for data, _ in got:
+            if 200 <= data[1] <= 206:
+                rtcp += 1
+            else:
+                received += 1
+        if not got and now < due:
+            time.sleep(min(0.0005, max(0.0, due - now)))
+    deadline = time.monotonic() + 0.3
+    while time.monotonic() < deadline:
+        got = receiver.receive(fd)
+        received += sum(1 for data, _ in got if not 200 <= data[1] <= 206)
+        if not got:
+            time.sleep(0.002)
+    return {"sent": sent, "received": received, "rtcp": rtcp, "behind": behind,
+            "seconds": time.monotonic() - start}
+
+
+# ==================================================================================== orchestration
+def measure(engine: Child, gen: Child, mode: str, legs: int, senders: list[int], loud: int,
+            speed: float, seconds: float) -> dict:
+    conference = engine.call("create", mode)
+    offers = gen.call("offers", legs)
+    answers = engine.call("add_legs", conference, offers, timeout=120)
+    gen.call("answers", answers)
+    gen.call("run", senders, loud, speed, 1.0)  # warm up: speakers chosen, slots filled
+    before = engine.call("snapshot")
+    result = gen.call("run", senders, loud, speed, seconds, timeout=seconds + 60)
+    after = engine.call("snapshot")
+    cpu = after["cpu_s"] - before["cpu_s"]
+    wall = after["mono"] - before["mono"]
+    cstats_before = before["conferences"][conference]
+    cstats = after["conferences"][conference]
+    forwarded = (cstats.get("packets_forwarded", 0) - cstats_before.get("packets_forwarded", 0)
+                 if mode == "sfu" else after["packets_out"] - before["packets_out"])
+    packets_in = after["packets_in"] - before["packets_in"]
+    return {"mode": mode, "legs": legs, "speed": speed, "cpu_s": cpu, "wall_s": wall,
+            "busy": cpu / wall, "forwarded": forwarded, "packets_in": packets_in,
+            "forwarded_per_cpu_s": forwarded / cpu if cpu else 0.0,
+            "in_per_cpu_s": packets_in / cpu if cpu else 0.0,
+            "received_by_clients": result["received"], "gen_behind": result["behind"],
+            "cpu_ms_per_participant_s": cpu * 1000.0 / (legs * wall)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--seconds", type=float, default=5.0)
+    args = parser.parse_args()
+    if os.cpu_count() is None or os.cpu_count() < 2:
+        print("needs two cores (engine and load generator each on its own)")
+        return 1
+    ctx = multiprocessing.get_context("spawn")
+    shapes = {
+        "1->50": (51, [0], 1),
+        "50->50 last-3": (50, list(range(50)), 3),
+    }
+    speeds = {"1->50": [20, 60, 120], "50->50 last-3": [10, 20, 40]}
+    if args.quick:
+        speeds = {"1->50": [60], "50->50 last-3": [20]}
+    rows = []
+    print("SFU forwarding with SRTP in and out; engine alone on one core, load generator on the other")
+    print(f"{'shape':16} {'speed':>5} {'in/s':>8} {'fwd/s':>9} {'core busy':>9} "
+          f"{'fwd per CPU-s':>13} {'in per CPU-s':>12} {'clients got':>11}")
+    for shape, (legs, senders, loud) in shapes.items():
+        for speed in speeds[shape]:
+            engine = Child(ctx, _engine_main, ENGINE_CORE, SETTINGS)
+            gen = Child(ctx, _loadgen_main, GEN_CORE)
+            try:
+                r = measure(engine, gen, "sfu", legs, senders, loud, speed, args.seconds)
+            finally:
+                gen.close()
+                engine.close()
+            rows.append((shape, r))
+            print(f"{shape:16} {speed:5.0f} {r['packets_in'] / r['wall_s']:8.0f} "
+                  f"{r['forwarded'] / r['wall_s']:9.0f} {r['busy'] * 100:8.0f}% "
+                  f"{r['forwarded_per_cpu_s']:13.0f} {r['in_per_cpu_s']:12.0f} "
+                  f"{r['received_by_clients']:11d}" + ("  (generator fell behind)" if r["gen_behind"] else ""))
+    best = max(r["forwarded_per_cpu_s"] for _, r in rows)
+    print(f"best: {best / 1000:.0f}k packets forwarded per core-second with SRTP (target 150k)")
+
+    print("\nSame conferences at real time (speed 1): engine CPU per participant-second, SFU vs MCU")
+    print(f"{'shape':16} {'SFU ms':>8} {'MCU ms':>8} {'MCU/SFU':>8}")
+    for shape, (legs, senders, loud) in shapes.items():
+        cost = {}
+        for mode in ("sfu", "mcu"):
+            engine = Child(ctx, _engine_main, ENGINE_CORE, SETTINGS)
+            gen = Child(ctx, _loadgen_main, GEN_CORE)
+            try:
+                cost[mode] = measure(engine, gen, mode, legs, senders, loud, 1.0, args.seconds)
+            finally:
+                gen.close()
+                engine.close()
+        sfu, mcu = cost["sfu"]["cpu_ms_per_participant_s"], cost["mcu"]["cpu_ms_per_participant_s"]
+        print(f"{shape:16} {sfu:8.2f} {mcu:8.2f} {mcu / sfu:7.1f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,376 @@
+"""The REST API (FastAPI), versioned under /v1, as the shared API contract specifies.
+
+Every error, FastAPI's own included (validation, unknown route, wrong method), answers in the
+shared shape `{"error": {"code", "message"}}`.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import logging
+import secrets
+import time
+from typing import Annotated, Literal
+
+from fastapi import Depends, FastAPI, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from controller import cdr
+from controller.calls import CallService
+from controller.errors import ApiError
+from controller.settings import ControllerSettings
+from controller.store import Store
+from controller.tokens import ADMIN_KEY_PRINCIPAL, Principal, TokenAuthority
+
+log = logging.getLogger("voicemix.controller")
+
+MAX_BODY_BYTES = 256 * 1024
+IDENTITY_PATTERN = r"^[A-Za-z0-9_.@+-]{1,64}$"
+STATUS_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+                405: "method_not_allowed", 406: "not_acceptable", 413: "too_large",
+                415: "unsupported_media_type", 422: "validation_failed"}
+
+
+# ----------------------------------------------------------------------------------------- models
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+class Health(BaseModel):
+    status: str
+
+
+class IdentityCreate(BaseModel):
+    id: str | None = Field(None, pattern=IDENTITY_PATTERN, description="unset = generated")
+
+
+class IdentityCreated(BaseModel):
+    id: str
+
+
+class TokenRequest(BaseModel):
+    scopes: list[Literal["voip", "pstn", "admin"]] = Field(["voip"], min_length=1, max_length=3)
+    ttl_s: int | None = Field(None, ge=1, description="lifetime; unset = the configured default")
+
+
+class TokenIssued(BaseModel):
+    token: str
+    expires_at: str
+    id: str = Field(description="the token's jti, to revoke this one token")
+
+
+class CallCreate(BaseModel):
+    mode: Literal["auto", "mcu", "sfu"] = "auto"
+    expected_participants: int | None = Field(None, ge=1, le=100000,
+                                              description="auto mode: SFU above the threshold")
+    invite: list[Annotated[str, Field(pattern=IDENTITY_PATTERN)]] = Field([], max_length=100)
+
+
+class Invitation(BaseModel):
+    identities: list[Annotated[str, Field(pattern=IDENTITY_PATTERN)]] = Field(min_length=1,
+                                                                               max_length=100)
+
+
+class ParticipantCreate(BaseModel):
+    sdp: str | None = Field(None, min_length=1, max_length=64 * 1024, description="SDP offer")
+    kind: Literal["voip", "bot", "pstn"] | None = None
+    play: str | None = Field(None, max_length=128, description="bot: 'tone:<Hz>' or a recording id")
+    codec: Literal["opus", "PCMU", "PCMA"] | None = Field(None, description="bot codec")
+    label: str | None = Field(None, max_length=64)
+    number: str | None = Field(None, max_length=32, description="pstn (not built yet)")
+
+
+class ParticipantAdded(BaseModel):
+    id: str
+    sdp: str | None = None
+
+
+class ParticipantUpdate(BaseModel):
+    muted: bool | None = None
+
+
+class RecordingAction(BaseModel):
+    action: Literal["start", "stop"]
+
+
+class RecordingState(BaseModel):
+    id: str
+    state: str
+    duration_s: float | None = None
+
+
+class TurnCredentials(BaseModel):
+    username: str
+    credential: str
+    ttl: int
+    urls: list[str]
+
+
+ERRORS = {status: {"model": ErrorBody} for status in (400, 401, 403, 404, 409, 422, 501, 503)}
+
+
+# ------------------------------------------------------------------------------------------ auth
+_bearer = HTTPBearer(auto_error=False, description="a user token, or the admin key")
+
+
+async def authenticate(request: Request, credentials: Annotated[
+        HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Principal:
+    """The caller: the admin key, or a valid token (401 with the reason otherwise)."""
+    if credentials is None or not credentials.credentials:
+        raise ApiError(401, "token_missing", "send 'Authorization: Bearer <token>'")
+    token = credentials.credentials
+    if hmac.compare_digest(token.encode(), request.app.state.settings.admin_key.encode()):
+        return ADMIN_KEY_PRINCIPAL
+    return await request.app.state.tokens.verify(token)
+
+
+Caller = Annotated[Principal, Depends(authenticate)]
+
+
+# ------------------------------------------------------------------------------------------- app
+def create_app(settings: ControllerSettings, service: CallService, store: Store,
+               tokens: TokenAuthority) -> FastAPI:
+    app = FastAPI(title="voicemix signaling controller", version="1",
+                  description="Calls, participants, tokens, TURN credentials, CDRs, recordings.",
+                  responses=ERRORS)
+    app.state.settings = settings
+    app.state.tokens = tokens
+    install_error_handlers(app)
+
+    app.add_middleware(BodyLimit)
+
+    def need(caller: Principal, *scopes: str) -> None:
+        if not any(scope in caller.scopes for scope in scopes):
+            raise ApiError(403, "insufficient_scope", f"this needs the {' or '.join(scopes)} scope")
+
+    # -------------------------------------------------------------------------------- health
+    @app.get("/v1/health", response_model=Health, tags=["service"])
+    async def health() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/v1/stats", tags=["service"])
+    async def stats(caller: Caller) -> dict:
+        need(caller, "admin")
+        engines = {}
+        for name, engine in service.engines.items():
+            try:
+                engines[name] = await engine.stats()
+            except Exception as exc:  # an engine down is a value here, not an error
+                engines[name] = {"error": repr(exc)}
+        return {"controller": service.stats(), "engines": engines}
+
+    # ---------------------------------------------------------------------------- identities
+    @app.post("/v1/identities", status_code=201, response_model=IdentityCreated, tags=["identities"])
+    async def create_identity(caller: Caller, body: IdentityCreate | None = None) -> dict:
+        need(caller, "admin")
+        identity = (body.id if body else None) or secrets.token_hex(8)
+        if await store.identity_exists(identity):
+            raise ApiError(409, "identity_exists", f"identity {identity} exists")
+        await store.create_identity(identity)
+        return {"id": identity}
+
+    @app.post("/v1/identities/{identity}/tokens", status_code=201, response_model=TokenIssued,
+              tags=["identities"])
+    async def issue_token(identity: str, caller: Caller, body: TokenRequest | None = None) -> dict:
+        need(caller, "admin")
+        body = body or TokenRequest()
+        ttl = body.ttl_s or settings.token_default_ttl_s
+        if ttl > settings.token_max_ttl_s:
+            raise ApiError(422, "bad_field", f"ttl_s is at most {settings.token_max_ttl_s}")
+        if not await store.identity_exists(identity):
+            raise ApiError(404, "no_such_identity", f"no identity {identity}")
+        token, jti, expires_at = tokens.issue(identity, list(body.scopes), ttl)
+        return {"token": token, "expires_at": cdr.iso(expires_at), "id": jti}
+
+    @app.delete("/v1/identities/{identity}/tokens", status_code=204, tags=["identities"])
+    async def revoke_tokens(identity: str, caller: Caller) -> Response:
+        need(caller, "admin")
+        if not await store.revoke_all(identity, round(time.time(), 3)):
+            raise ApiError(404, "no_such_identity", f"no identity {identity}")
+        return Response(status_code=204)
+
+    @app.delete("/v1/identities/{identity}/tokens/{token_id}", status_code=204, tags=["identities"])
+    async def revoke_token(identity: str, token_id: str, caller: Caller) -> Response:
+        need(caller, "admin")
+        if not await store.identity_exists(identity):
+            raise ApiError(404, "no_such_identity", f"no identity {identity}")
+        await store.revoke_token(identity, token_id, time.time() + settings.token_max_ttl_s)
+        return Response(status_code=204)
+
+    # --------------------------------------------------------------------------------- calls
+    @app.post("/v1/calls", status_code=201, tags=["calls"])
+    async def create_call(caller: Caller, body: CallCreate | None = None) -> dict:
+        need(caller, "voip")
+        body = body or CallCreate()
+        return await service.create_call(caller, body.mode, body.expected_participants, body.invite)
+
+    @app.get("/v1/calls/{call_id}", tags=["calls"])
+    async def get_call(call_id: str, caller: Caller) -> dict:
+        need(caller, "voip", "admin")
+        return await service.get_call(caller, call_id)
+
+    @app.delete("/v1/calls/{call_id}", status_code=204, tags=["calls"])
+    async def end_call(call_id: str, caller: Caller) -> Response:
+        need(caller, "voip", "admin")
+        await service.end_call(caller, call_id, "ended")
+        return Response(status_code=204)
+
+    @app.post("/v1/calls/{call_id}/invitations", tags=["calls"])
+    async def invite(call_id: str, body: Invitation, caller: Caller) -> dict:
+        need(caller, "voip", "admin")
+        return await service.invite(caller, call_id, body.identities)
+
+    @app.post("/v1/calls/{call_id}/participants", status_code=201, response_model=ParticipantAdded,
+              response_model_exclude_none=True, tags=["calls"])
+    async def add_participant(call_id: str, body: ParticipantCreate, caller: Caller) -> dict:
+        if body.kind == "pstn":
+            need(caller, "pstn")
+        else:
+            need(caller, "voip", "admin")
+        return await service.add_participant(caller, call_id, body.model_dump(exclude_none=True))
+
+    @app.patch("/v1/calls/{call_id}/participants/{participant_id}", tags=["calls"])
+    async def update_participant(call_id: str, participant_id: str, body: ParticipantUpdate,
+                                 caller: Caller) -> dict:
+        need(caller, "voip", "admin")
+        return await service.update_participant(caller, call_id, participant_id, body.muted)
+
+    @app.delete("/v1/calls/{call_id}/participants/{participant_id}", status_code=204, tags=["calls"])
+    async def remove_participant(call_id: str, participant_id: str, caller: Caller) -> Response:
+        need(caller, "voip", "admin")
+        await service.remove_participant(caller, call_id, participant_id)
+        return Response(status_code=204)
+
+    @app.get("/v1/calls/{call_id}/events", tags=["calls"],
+             responses={200: {"content": {"text/event-stream": {}}}})
+    async def events(call_id: str, caller: Caller) -> StreamingResponse:
+        need(caller, "voip", "admin")
+        await service.access(caller, call_id, allow_invited=True)
+        return StreamingResponse(service.events.stream(call_id), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    @app.post("/v1/calls/{call_id}/recording", response_model=RecordingState,
+              response_model_exclude_none=True, tags=["recordings"])
+    async def recording(call_id: str, body: RecordingAction, caller: Caller) -> dict:
+        need(caller, "voip", "admin")
+        return await service.recording(caller, call_id, body.action)
+
+    @app.get("/v1/recordings/{recording_id}", tags=["recordings"],
+             responses={200: {"content": {"audio/wav": {}}}})
+    async def get_recording(recording_id: str, caller: Caller) -> FileResponse:
+        need(caller, "voip", "admin")
+        path = await service.recording_file(caller, recording_id)
+        return FileResponse(path, media_type="audio/wav", filename=f"{recording_id}.wav")
+
+    # ------------------------------------------------------------------------------------ TURN
+    @app.get("/v1/turn/credentials", response_model=TurnCredentials, tags=["turn"])
+    async def turn_credentials(caller: Caller) -> dict:
+        need(caller, "voip")
+        if not settings.turn_enabled:
+            raise ApiError(404, "turn_disabled", "TURN is disabled on this service")
+        expiry = int(time.time()) + settings.turn_ttl_s
+        username = f"{expiry}:{caller.identity}"
+        digest = hmac.new(settings.turn_secret.encode(), username.encode(), hashlib.sha1).digest()
+        return {"username": username, "credential": base64.b64encode(digest).decode(),
+                "ttl": settings.turn_ttl_s, "urls": settings.derived_turn_urls()}
+
+    # ------------------------------------------------------------------------------------ CDRs
+    @app.get("/v1/cdrs", tags=["records"],
+             responses={200: {"content": {"application/json": {}, "text/csv": {}}}})
+    async def cdrs(caller: Caller,
+                   start: Annotated[str | None, Query(alias="from", max_length=64)] = None,
+                   end: Annotated[str | None, Query(alias="to", max_length=64)] = None,
+                   user: Annotated[str | None, Query(max_length=64)] = None,
+                   format: Annotated[Literal["json", "csv"], Query()] = "json") -> Response:
+        need(caller, "voip", "admin")
+        if not caller.is_admin:
+            if user is not None and user != caller.identity:
+                raise ApiError(403, "not_your_records", "users see only their own records")
+            user = caller.identity
+        try:
+            start_s = cdr.parse_iso(start) if start else None
+            end_s = cdr.parse_iso(end) if end else None
+        except ValueError:
+            raise ApiError(422, "bad_field", "'from' and 'to' are ISO 8601 times") from None
+        records = await store.query_cdrs(start_s, end_s, user)
+        if format == "csv":
+            return PlainTextResponse(cdr.to_csv(records), media_type="text/csv")
+        return JSONResponse({"records": records})
+
+    # -------------------------------------------------------------------- PSTN (not built yet)
+    @app.post("/v1/numbers", tags=["pstn"])
+    @app.get("/v1/numbers", tags=["pstn"])
+    async def numbers(caller: Caller) -> dict:
+        need(caller, "admin")
+        raise ApiError(501, "not_implemented", "phone numbers (PSTN/SIP) are not built yet")
+
+    @app.delete("/v1/numbers/{number}", tags=["pstn"])
+    async def delete_number(number: str, caller: Caller) -> dict:
+        need(caller, "admin")
+        raise ApiError(501, "not_implemented", "phone numbers (PSTN/SIP) are not built yet")
+
+    return app
+
+
+class BodyLimit:
+    """413 for a declared body over MAX_BODY_BYTES, before anything reads it (plain ASGI: the
+    decorator-style middleware costs a task group per request)."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http":
+            for name, value in scope["headers"]:
+                if name == b"content-length" and (not value.isdigit() or int(value) > MAX_BODY_BYTES):
+                    response = _error(413, "too_large",
+                                      f"request bodies are limited to {MAX_BODY_BYTES} bytes")
+                    await response(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+
+def _error(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        if any(e.get("type") == "json_invalid" for e in errors):
+            return _error(400, "bad_json", "the body is not valid JSON")
+        parts = []
+        for e in errors[:5]:
+            where = ".".join(str(x) for x in e.get("loc", ()) if x != "body") or "body"
+            parts.append(f"{where}: {e.get('msg', 'invalid')}")
+        return _error(422, "validation_failed", "; ".join(parts))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = STATUS_CODES.get(exc.status_code, f"http_{exc.status_code}")
+        message = exc.detail if isinstance(exc.detail, str) else code
+        return JSONResponse({"error": {"code": code, "message": message}},
+                            status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return _error(500, "internal_error", "the controller failed on this request")
+
+

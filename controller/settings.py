@@ -1,0 +1,100 @@
+"""Controller settings in one typed place; every field can come from a `VOICEMIX_<NAME>` variable.
+
+Defaults run embedded on loopback: an in-process engine, an in-memory call registry, a self-signed
+certificate and generated secrets kept in the data directory.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import tomllib
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+log = logging.getLogger("voicemix.controller")
+
+# Secrets generated on first start when not configured, then kept in the data directory so that
+# tokens and TURN credentials survive a restart.
+GENERATED_SECRETS = ("admin_key", "token_secret", "turn_secret")
+SECRETS_FILE = "secrets.json"
+
+
+class ControllerSettings(BaseSettings):
+    """Signaling controller settings (VOICEMIX_DATA_DIR, VOICEMIX_ADMIN_KEY, ...)."""
+
+    model_config = SettingsConfigDict(env_prefix="VOICEMIX_", extra="ignore")
+
+    data_dir: Path = Field(Path.home() / ".local" / "share" / "voicemix",
+                           description="SQLite store, certificate, secrets, recordings")
+    listen: str = Field("127.0.0.1:8443", description="HTTPS address of the REST API")
+    insecure_http: bool = Field(False, description="serve plain HTTP (tests on loopback only)")
+    tls_cert: Path | None = Field(None, description="PEM certificate chain; unset = self-signed")
+    tls_key: Path | None = Field(None, description="PEM private key of tls_cert")
+    engines: list[str] = Field(default_factory=list,
+                               description="remote engine control URLs; empty = in-process engine")
+    admin_key: str | None = None
+    token_secret: str | None = None
+    token_leeway_s: float = Field(5.0, ge=0, description="clock-skew tolerance for token times")
+    token_default_ttl_s: int = Field(3600, ge=1)
+    token_max_ttl_s: int = Field(7 * 86400, ge=1)
+    turn_secret: str | None = None
+    turn_enabled: bool = True
+    turn_listen: str = Field("127.0.0.1:3478", description="where the embedded STUN/TURN server listens")
+    turn_urls: list[str] = Field(default_factory=list,
+                                 description="URLs handed to clients; empty = derived from turn_listen")
+    turn_ttl_s: int = Field(86400, ge=60, le=7 * 86400)
+    redis_url: str | None = Field(None, description="shared call registry; unset = in memory")
+    auto_sfu_threshold: int = Field(8, ge=2, description="auto mode: SFU above this many participants")
+    monitor_interval_s: float = Field(0.5, gt=0, description="engine stats poll for speakers and CDRs")
+    max_participants_per_call: int = Field(500, ge=2)
+    bot_max_seconds: float = Field(3600.0, gt=0, description="a tone bot stops after this long")
+
+    @property
+    def recordings_dir(self) -> Path:
+        return self.data_dir / "recordings"
+
+    def derived_turn_urls(self) -> list[str]:
+        if self.turn_urls:
+            return list(self.turn_urls)
+        host, _, port = self.turn_listen.rpartition(":")
+        return [f"stun:{host}:{port}", f"turn:{host}:{port}?transport=udp",
+                f"turn:{host}:{port}?transport=tcp"]
+
+
+def load_settings(config_file: str | None = None, **overrides) -> ControllerSettings:
+    """Settings from the environment, a TOML or JSON `--config` file, then explicit overrides."""
+    values: dict = {}
+    if config_file:
+        raw = Path(config_file).read_bytes()
+        values = tomllib.loads(raw.decode()) if config_file.endswith(".toml") else json.loads(raw)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return ControllerSettings(**values)
+
+
+def ensure_secrets(settings: ControllerSettings) -> list[str]:
+    """Fill unset secrets from the data directory, generating (and persisting) missing ones.
+
+    Returns the names generated now: the caller prints the admin key once, on first start.
+    """
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    path = settings.data_dir / SECRETS_FILE
+    stored = json.loads(path.read_text()) if path.exists() else {}
+    generated = []
+    for name in GENERATED_SECRETS:
+        if getattr(settings, name):
+            continue
+        if not stored.get(name):
+            stored[name] = secrets.token_urlsafe(32)
+            generated.append(name)
+        setattr(settings, name, stored[name])
+    if generated:
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(stored, handle)
+        os.replace(tmp, path)
+    return generated
