@@ -167,15 +167,18 @@ class TurnServer:
         loop = asyncio.get_running_loop()
         s = self.settings
         host, port = split_hostport(s.listen)
-        if s.listen_tcp:
-            server = await loop.create_server(lambda: _StreamLink(self, "tcp"), host, port)
-            self._servers.append(server)
-            self.tcp_address = server.sockets[0].getsockname()[:2]
-            port = port or self.tcp_address[1]  # UDP on the same port as TCP when ephemeral
-        if s.listen_udp:
-            self._udp, _ = await loop.create_datagram_endpoint(lambda: _UdpListener(self),
-                                                               local_addr=(host, port))
-            self.udp_address = self._udp.get_extra_info("sockname")[:2]
+        # Port 0: TCP takes an ephemeral port and UDP the same number; if that UDP port is taken
+        # (another socket holds it), try another.
+        for attempt in range(20 if port == 0 else 1):
+            try:
+                await self._listen(loop, host, port)
+                break
+            except OSError:
+                for server in self._servers:
+                    server.close()
+                self._servers.clear()
+                if attempt == 19 or port != 0:
+                    raise
         if s.tls_listen:
             if not (s.tls_cert and s.tls_key):
                 raise ValueError("tls_listen needs tls_cert and tls_key")
@@ -190,6 +193,18 @@ class TurnServer:
         log.info("turn started: udp %s tcp %s tls %s, relay %s ports %s, turn %s", _fmt(self.udp_address),
                  _fmt(self.tcp_address), _fmt(self.tls_address), s.relay_ip, s.relay_ports,
                  "enabled" if s.enabled else "disabled (STUN binding only)")
+
+    async def _listen(self, loop: asyncio.AbstractEventLoop, host: str, port: int) -> None:
+        s = self.settings
+        if s.listen_tcp:
+            server = await loop.create_server(lambda: _StreamLink(self, "tcp"), host, port)
+            self._servers.append(server)
+            self.tcp_address = server.sockets[0].getsockname()[:2]
+            port = port or self.tcp_address[1]
+        if s.listen_udp:
+            self._udp, _ = await loop.create_datagram_endpoint(lambda: _UdpListener(self),
+                                                               local_addr=(host, port))
+            self.udp_address = self._udp.get_extra_info("sockname")[:2]
 
     async def stop(self) -> None:
         if self._sweeper is not None:
