@@ -35,12 +35,18 @@ def settings_from(args: argparse.Namespace, **extra) -> ControllerSettings:
                          insecure_http=args.insecure_http, redis_url=args.redis_url, **extra)
 
 
-async def wait_for_signal() -> None:
+def stop_on_signals() -> asyncio.Event:
+    """An event set by SIGINT or SIGTERM; install it before starting anything, so a signal that
+    comes while services are still starting stops them cleanly too."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    return stop
+
+
+async def wait_for_signal() -> None:
+    await stop_on_signals().wait()
 
 
 async def serve(settings: ControllerSettings) -> None:

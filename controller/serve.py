@@ -13,7 +13,7 @@ import logging
 
 import uvloop
 
-from controller.cli import add_common_arguments, settings_from, wait_for_signal
+from controller.cli import add_common_arguments, settings_from, stop_on_signals
 from controller.engine_client import InProcessEngine
 from controller.server import ControllerServer
 from controller.settings import ControllerSettings
@@ -27,23 +27,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_common_arguments(parser)
 
 
-async def start_turn(settings: ControllerSettings):
-    """The embedded STUN/TURN server if `mixer.turn` exists and TURN is enabled, else None."""
+async def start_turn(settings: ControllerSettings, media_ip: str | None = None):
+    """The embedded STUN/TURN server if `mixer.turn` exists and TURN is enabled, else None.
+    `media_ip`: the in-process engine's media address, the one private (or loopback) address TURN
+    may relay to, so a client behind a UDP-blocking firewall reaches the engine through it."""
     if not settings.turn_enabled:
         log.info("TURN disabled by settings (VOICEMIX_TURN_ENABLED=false)")
         return None
     if importlib.util.find_spec("mixer.turn") is None:
         log.info("TURN absent: mixer.turn is not installed; STUN/TURN not started")
         return None
-    from mixer.turn import TurnServer  # built in parallel; wired here when it lands
+    from mixer.turn import TurnServer
+    from mixer.turn.settings import TurnSettings
 
-    server = TurnServer()
+    # the controller hands out REST credentials signed with its TURN secret: TURN must check them
+    # with the same one (generated on first start when not configured)
+    allowed = [f"{media_ip}/32"] if media_ip else []
+    server = TurnServer(TurnSettings(secret=settings.turn_secret, listen=settings.turn_listen,
+                                     allowed_peer_ips=allowed))
     await server.start()
     log.info("TURN started (%s)", settings.turn_listen)
     return server
 
 
 async def serve(settings: ControllerSettings) -> None:
+    stop = stop_on_signals()
     engine = Engine(EngineSettings())
     engine.start()
     log.info("engine started in-process: media %s ports %s", engine.settings.media_ip,
@@ -52,9 +60,9 @@ async def serve(settings: ControllerSettings) -> None:
     turn = None
     try:
         await controller.start()
-        turn = await start_turn(settings)
+        turn = await start_turn(controller.settings, engine.settings.media_ip)
         gc.freeze()  # start-up objects live as long as the process (see mixer.engine.cli)
-        await wait_for_signal()
+        await stop.wait()
     finally:
         await controller.stop()
         if turn is not None:

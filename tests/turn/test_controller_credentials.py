@@ -27,3 +27,24 @@ def test_credentials_issued_by_the_controller_allocate_and_relay(tmp_path):
                 assert relayed[0] == "127.0.0.1"
                 peer.close(), client.close()
     uvloop.run(scenario())
+
+
+def test_voicemix_serve_wires_the_generated_secret_into_its_turn_server(tmp_path):
+    """`voicemix serve` starts TURN with the controller's own TURN secret (generated on first start
+    when none is configured), so the credentials the controller hands out work on that server."""
+    from controller.serve import start_turn
+
+    async def scenario():
+        async with running_controller(tmp_path, turn_listen="127.0.0.1:0") as c:
+            assert c.server.settings.turn_secret  # generated, not configured
+            turn = await start_turn(c.server.settings)
+            try:
+                alice = await c.user("alice")
+                issued = (await c.client.get("/v1/turn/credentials", headers=alice)).json()
+                client = await TurnClient(turn.tcp_address, issued["username"], issued["credential"]).connect()
+                relayed = await client.allocate()
+                assert relayed[0] == "127.0.0.1"
+                client.close()
+            finally:
+                await turn.stop()
+    uvloop.run(scenario())
