@@ -668,7 +668,14 @@ cdef class JitterBuffer:
             if self._near_previous_stream(packet.sequence_number, arrival_ms):
                 self.late += 1  # a straggler of the stream we restarted away from
                 return C_PUT_LATE
-            # Far beyond the window: the sender jumped (restart, or a long outage). Start over.
+            if packet.sequence_number != self._bad_seq:
+                # One packet far ahead: the sender jumped (restart, long outage), or it is a
+                # stray of an earlier stream that only looks ahead. As RFC 3550 A.1 does, believe
+                # a jump when the next packet follows it; until then this one is dropped.
+                self._bad_seq = (packet.sequence_number + 1) & 0xFFFF
+                self.late += 1
+                return C_PUT_LATE
+            # Two sequential packets far beyond the window: start over.
             return self._restart(packet, ext, arrival_ms)
         idx = <int>(ext & self._mask)
         if self._slots[idx] is not None:

@@ -202,21 +202,25 @@ def test_jump_beyond_capacity_resets():
     jb.put(packet(6), 100)
     # just inside the window: not a reset, the gap is loss
     assert jb.put(packet(5 + 63), 101) == PUT_OK
-    # beyond the window: the buffered packets are dropped and playback restarts from the new one
-    assert jb.put(packet(5 + 64 + 1000), 102) == PUT_RESET
+    # beyond the window: one packet alone is not believed (RFC 3550 A.1: it may be a stray)...
+    assert jb.put(packet(5 + 64 + 1000), 102) == PUT_LATE
+    assert jb.stats()["resets"] == 0
+    # ...the next one confirms the jump: the buffered packets are dropped, playback restarts
+    assert jb.put(packet(5 + 64 + 1001), 103) == PUT_RESET
     assert jb.stats()["resets"] == 1
     assert jb.stats()["buffered_ms"] == 20.0
     out = [play(jb, 120 + k * FRAME_MS) for k in range(3)]
-    assert out[0] == (FRAME, 1069)
+    assert out[0] == (FRAME, 1070)
     assert jb.stats()["received"] == 5 + 3 + 1
 
 
 def test_reset_keeps_working_across_the_wrap():
     jb = JitterBuffer()
     steady(jb, 65500, 60)  # crosses 65535 -> 0
-    assert jb.put(packet(65560 + 20000), 1200) == PUT_RESET
-    assert play(jb, 1200) == (FRAME, 65560 + 20000)
-    assert steady(jb, 65560 + 20001, 5, t0=1220) == [(FRAME, 65560 + 20001 + k) for k in range(5)]
+    assert jb.put(packet(65560 + 20000), 1200) == PUT_LATE   # a jump is believed on the next one
+    assert jb.put(packet(65560 + 20001), 1220) == PUT_RESET
+    assert play(jb, 1220) == (FRAME, 65560 + 20001)
+    assert steady(jb, 65560 + 20002, 5, t0=1240) == [(FRAME, 65560 + 20002 + k) for k in range(5)]
 
 
 def bunched(jb: JitterBuffer, first: int, count: int, group: int) -> None:
@@ -346,8 +350,9 @@ def test_reset_restarts_the_delay_estimate():
     assert jb.target_delay_ms == 20.0
     # the new stream's timestamps are 100000 behind where the old stream's would be now
     ts_base = -(5000 - 1000) * SAMPLES - 100000
-    assert jb.put(packet(5050, ts_base), 1000) == PUT_RESET
-    steady(jb, 5051, 500, t0=1020, ts_base=ts_base)  # 10 s of perfectly paced packets
+    assert jb.put(packet(5050, ts_base), 1000) == PUT_LATE
+    assert jb.put(packet(5051, ts_base), 1020) == PUT_RESET
+    steady(jb, 5052, 500, t0=1040, ts_base=ts_base)  # 10 s of perfectly paced packets
     assert jb.target_delay_ms == 20.0
     assert jb.stats()["buffered_ms"] <= 40.0
 
@@ -376,7 +381,8 @@ def test_stragglers_after_a_forward_restart_do_not_restart_playout():
     new stream restarted it again."""
     jb = JitterBuffer()
     events = [(20 * k, 0, 100 + k) for k in range(50)]          # old stream 100..149
-    events += [(1040 + 20 * j, 0, 20000 + j) for j in range(4)]  # restarted at 20000 (PUT_RESET)
+    events += [(1040 + 20 * j, 0, 20000 + j) for j in range(4)]  # restarted at 20000 (confirmed
+    #                                                              by 20001: PUT_RESET there)
     events += [(1150, 0, 150), (1160, 0, 151)]                   # old 150, 151 were delayed ~120 ms
     events += [(1200, 0, 20004), (1220, 0, 20005)]               # the new stream, after a gap
     events += [(t + 10, 1, None) for t in range(0, 1400, 20)]
@@ -388,7 +394,7 @@ def test_stragglers_after_a_forward_restart_do_not_restart_playout():
             status, i = play(jb, t)
             if status == FRAME:
                 played.append(i)
-    assert played == list(range(100, 150)) + list(range(20000, 20006))
+    assert played == list(range(100, 150)) + list(range(20001, 20006))
     assert jb.stats()["resets"] == 1
 
 
@@ -606,6 +612,18 @@ def simulate(case, steer_clear_of_stragglers: bool):
                      214, 178, 8, 43, 0, 187, 65, 250, 200, 250, 15, 27, 250, 177, 223, 84, 163, 74,
                      120, 215, 150, 176, 154, 196, 117], {4, 36, 42, 11, 17, 19, 23, 27}, {38: 166}, 19,
           371, 8.556738690143055, 64))  # a skip on resuming, then a reset before any frame plays
+@example((64, 11168, [47, 166, 43, 72, 77, 72, 209, 75, 69, 171, 116, 22, 141, 220, 192, 72, 217, 237,
+                      230, 170, 20, 11, 97, 250, 176, 62, 74, 196, 178, 214, 176, 48, 146, 72, 53, 77,
+                      107, 148, 231, 163, 108, 83, 215, 111, 50, 42, 147, 147, 207, 236, 94, 132, 136, 53,
+                      205, 20, 80, 181, 25, 73, 18, 140, 163, 89], set(), {}, None, -1801, 0.99999, 64))
+@example((109, 16, [250, 27, 136, 67, 11, 123, 240, 200, 90, 136, 91, 146, 90, 142, 228, 163, 250, 93,
+                    186, 110, 227, 43, 103, 222, 1, 54, 79, 187, 150, 139, 235, 49, 144, 0, 97, 1, 48,
+                    38, 158, 73, 200, 250, 184, 207, 217, 50, 82, 82, 192, 19, 206, 116, 223, 9, 67,
+                    104, 118, 73, 168, 92, 118, 193, 244, 107, 24, 118, 137, 193, 1, 188, 237, 2, 1,
+                    225, 161, 146, 113, 20, 27, 36, 7, 181, 173, 7, 108, 0, 105, 73, 151, 29, 195, 220,
+                    130, 153, 235, 219, 187, 200, 214, 229, 172, 48, 28, 224, 114, 180, 57, 192, 247],
+          set(), {48: 61, 16: 168}, 1, -407, 1.1371433198356238, 16))  # the only packet before a
+# backward jump arrives after the new stream began: it looks 406 ahead, and must not restart playout
 @given(network())
 def test_interleaved_puts_and_pops_deliver_each_packet_once_in_order(case):
     """Every packet comes out at most once, in emission order, and the counters add up, with every
