@@ -544,7 +544,8 @@ cdef class JitterBuffer:
     cdef bint _playing
     cdef bint _advanced      # past the first fill (played, lost or restarted): never rewind _next
     cdef int _bad_seq        # RFC 3550 A.1 style: a far-behind packet expected next after a restart
-    cdef double _last_accept_ms
+    cdef int64_t _stream_received   # packets accepted since the stream (re)started
+    cdef double _last_heard_ms      # last arrival of a packet of the current stream, late or not
     cdef int _prev_seq       # where the stream before the last restart was (16-bit), or -1
     cdef double _prev_until_ms  # its stragglers are expected until then
     cdef int _count
@@ -645,6 +646,8 @@ cdef class JitterBuffer:
             return self._store(packet, self._next, arrival_ms)
         d = seq_diff(packet.sequence_number, <int>(self._next & 0xFFFF))
         ext = self._next + d
+        if -self.capacity < d < self.capacity:
+            self._last_heard_ms = arrival_ms  # the current stream is alive, even if this is late
         if d < 0:
             if not self._playing and not self._advanced and self._highest - ext < self.capacity:
                 # Still filling for the first time: an earlier packet arrived after a later one.
@@ -653,7 +656,7 @@ cdef class JitterBuffer:
                     self._buffering_since = arrival_ms
                 self._next = ext
             elif (d <= -self.capacity and packet.sequence_number == self._bad_seq
-                  and arrival_ms - self._last_accept_ms >= 2 * self.frame_ms
+                  and self._stream_quiet(arrival_ms)
                   and not self._near_previous_stream(packet.sequence_number, arrival_ms)):
                 # Two sequential packets far behind playout while the current stream has gone
                 # quiet: the sender restarted with lower sequence numbers (RFC 3550 A.1 treats a
@@ -668,20 +671,30 @@ cdef class JitterBuffer:
             if self._near_previous_stream(packet.sequence_number, arrival_ms):
                 self.late += 1  # a straggler of the stream we restarted away from
                 return C_PUT_LATE
-            if packet.sequence_number != self._bad_seq:
+            if packet.sequence_number != self._bad_seq or not self._stream_quiet(arrival_ms):
                 # One packet far ahead: the sender jumped (restart, long outage), or it is a
                 # stray of an earlier stream that only looks ahead. As RFC 3550 A.1 does, believe
-                # a jump when the next packet follows it; until then this one is dropped.
+                # a jump when the next packet follows it, and (as for jumps back) only once the
+                # current stream has gone quiet; until then such packets are dropped.
                 self._bad_seq = (packet.sequence_number + 1) & 0xFFFF
                 self.late += 1
                 return C_PUT_LATE
-            # Two sequential packets far beyond the window: start over.
+            # Two sequential packets far beyond the window, the current stream quiet: start over.
             return self._restart(packet, ext, arrival_ms)
         idx = <int>(ext & self._mask)
         if self._slots[idx] is not None:
             self.duplicates += 1
             return C_PUT_DUPLICATE
         return self._store(packet, ext, arrival_ms)
+
+    cdef bint _stream_quiet(self, double arrival_ms):
+        """The current stream has sent nothing for a while (not even late packets): two frames once
+        it is established (three packets), `max_delay_ms` while it is a packet or two that may
+        themselves be strays."""
+        cdef double quiet = arrival_ms - self._last_heard_ms
+        if self._stream_received >= 3:
+            return quiet >= 2 * self.frame_ms
+        return quiet >= self.max_delay_ms
 
     cdef bint _near_previous_stream(self, int seq, double arrival_ms):
         """A straggler of the stream we restarted away from: near where it was, and soon after the
@@ -709,6 +722,7 @@ cdef class JitterBuffer:
         self._next = ext
         self._highest = ext
         self._buffering_since = arrival_ms
+        self._stream_received = 0
         self._store(packet, ext, arrival_ms)
         return C_PUT_RESET
 
@@ -723,9 +737,10 @@ cdef class JitterBuffer:
             self._observe_timing(packet.timestamp, arrival_ms)
         self._slots[idx] = packet
         self._arrival[idx] = arrival_ms
-        self._last_accept_ms = arrival_ms
+        self._last_heard_ms = arrival_ms
         self._count += 1
         self.received += 1
+        self._stream_received += 1
         return C_PUT_OK
 
     cpdef tuple pop(self, double now_ms):

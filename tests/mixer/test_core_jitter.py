@@ -203,13 +203,14 @@ def test_jump_beyond_capacity_resets():
     # just inside the window: not a reset, the gap is loss
     assert jb.put(packet(5 + 63), 101) == PUT_OK
     # beyond the window: one packet alone is not believed (RFC 3550 A.1: it may be a stray)...
-    assert jb.put(packet(5 + 64 + 1000), 102) == PUT_LATE
+    assert jb.put(packet(5 + 64 + 1000), 121) == PUT_LATE
     assert jb.stats()["resets"] == 0
-    # ...the next one confirms the jump: the buffered packets are dropped, playback restarts
-    assert jb.put(packet(5 + 64 + 1001), 103) == PUT_RESET
+    # ...the next one, 20 ms on, confirms the jump: the buffered packets are dropped, playback
+    # restarts
+    assert jb.put(packet(5 + 64 + 1001), 141) == PUT_RESET
     assert jb.stats()["resets"] == 1
     assert jb.stats()["buffered_ms"] == 20.0
-    out = [play(jb, 120 + k * FRAME_MS) for k in range(3)]
+    out = [play(jb, 141 + k * FRAME_MS) for k in range(3)]
     assert out[0] == (FRAME, 1070)
     assert jb.stats()["received"] == 5 + 3 + 1
 
@@ -624,6 +625,18 @@ def simulate(case, steer_clear_of_stragglers: bool):
                     130, 153, 235, 219, 187, 200, 214, 229, 172, 48, 28, 224, 114, 180, 57, 192, 247],
           set(), {48: 61, 16: 168}, 1, -407, 1.1371433198356238, 16))  # the only packet before a
 # backward jump arrives after the new stream began: it looks 406 ahead, and must not restart playout
+@example((107, 5065, [78, 77, 146, 15, 140, 143, 231, 87, 74, 243, 232, 220, 56, 205, 74, 207, 25, 202, 208,
+                      190, 212, 79, 104, 22, 117, 155, 130, 19, 107, 96, 215, 138, 74, 38, 134, 65, 18,
+                      146, 195, 209, 116, 24, 250, 102, 0, 153, 103, 80, 210, 207, 149, 167, 1, 249, 179,
+                      178, 186, 200, 6, 118, 107, 183, 119, 203, 34, 227, 237, 243, 70, 18, 80, 241, 234,
+                      91, 31, 125, 45, 194, 210, 119, 81, 107, 224, 218, 73, 0, 137, 206, 214, 1, 248, 10,
+                      184, 206, 149, 208, 103, 250, 211, 0, 25, 86, 19, 92, 114, 187, 209],
+          {67, 100, 101, 70, 39, 71, 77, 14, 15, 13, 85, 22, 87, 57, 62, 95}, {103: 203}, 3, 5174,
+          19.1915192388718, 64))  # the first packet is the new stream's; the old one's three come
+# later, in sequence, 110 ms on: one packet is not yet a stream that can be called quiet
+@example((12, 105, [122, 163, 211, 93, 26, 9, 195, 140, 193, 146, 129, 52], {10}, {0: 170, 8: 200, 1: 200},
+          3, -29993, 5.0806374364276925, 64))  # the new stream's packets arrive late but keep
+# arriving: it is not quiet, and duplicates of the old stream must not take over
 @given(network())
 def test_interleaved_puts_and_pops_deliver_each_packet_once_in_order(case):
     """Every packet comes out at most once, in emission order, and the counters add up, with every
