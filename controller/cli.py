@@ -35,19 +35,26 @@ def settings_from(args: argparse.Namespace, **extra) -> ControllerSettings:
                          insecure_http=args.insecure_http, redis_url=args.redis_url, **extra)
 
 
-async def wait_for_signal() -> None:
+def stop_signals() -> asyncio.Event:
+    """An event set by SIGINT/SIGTERM. Install it before starting anything: a signal that
+    arrives between "started" and the handler would otherwise kill the process uncleanly."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    return stop
+
+
+async def wait_for_signal() -> None:
+    await stop_signals().wait()
 
 
 async def serve(settings: ControllerSettings) -> None:
+    stop = stop_signals()
     server = ControllerServer(settings)
     await server.start()
     try:
-        await wait_for_signal()
+        await stop.wait()
     finally:
         await server.stop()
 

@@ -13,7 +13,7 @@ import logging
 
 import uvloop
 
-from controller.cli import add_common_arguments, settings_from, wait_for_signal
+from controller.cli import add_common_arguments, settings_from, stop_signals
 from controller.engine_client import InProcessEngine
 from controller.server import ControllerServer
 from controller.settings import ControllerSettings
@@ -44,6 +44,7 @@ async def start_turn(settings: ControllerSettings):
 
 
 async def serve(settings: ControllerSettings) -> None:
+    stop = stop_signals()
     engine = Engine(EngineSettings())
     engine.start()
     log.info("engine started in-process: media %s ports %s", engine.settings.media_ip,
@@ -54,7 +55,7 @@ async def serve(settings: ControllerSettings) -> None:
         await controller.start()
         turn = await start_turn(settings)
         gc.freeze()  # start-up objects live as long as the process (see mixer.engine.cli)
-        await wait_for_signal()
+        await stop.wait()
     finally:
         await controller.stop()
         if turn is not None:
