@@ -72,6 +72,7 @@ class CallService:
         self._samples: dict[str, dict[str, cdr.LegSamples]] = {}
         self._monitors: dict[str, asyncio.Task] = {}
         self._supervisor: asyncio.Task | None = None
+        self._cleanups: set[asyncio.Task] = set()  # best-effort deletes on failed engines
         self.calls_created = 0
         self.calls_ended = 0
         self.calls_adopted = 0
@@ -96,6 +97,8 @@ class CallService:
         for call_id in list(self._monitors):
             with contextlib.suppress(ApiError):
                 await self.end_call(None, call_id, "controller_shutdown")
+        for task in list(self._cleanups):
+            task.cancel()
         with contextlib.suppress(Exception):  # Redis gone at shutdown: the lease just expires
             await self.registry.drop_heartbeat(self.instance)
         for engine in self.engines.values():
@@ -225,6 +228,11 @@ class CallService:
                 conference = await engine.get_conference(call["conference"])
             with contextlib.suppress(EngineError):
                 await engine.delete_conference(call["conference"])
+        elif engine is not None:  # should a hung engine wake up, its conference must not linger
+            task = asyncio.get_running_loop().create_task(
+                self._delete_quietly(engine, call["conference"]))
+            self._cleanups.add(task)
+            task.add_done_callback(self._cleanups.discard)
         legs = {leg["id"]: leg for leg in (conference or {}).get("legs", [])}
         records = []
         for participant in call["participants"].values():
@@ -471,8 +479,12 @@ class CallService:
                 self._monitors.pop(call_id, None)
                 return
             try:
-                conference = await engine.get_conference(call["conference"])
-            except EngineError as exc:
+                conference = await asyncio.wait_for(engine.get_conference(call["conference"]),
+                                                    self.settings.engine_poll_timeout_s)
+            except (EngineError, asyncio.TimeoutError) as exc:
+                if isinstance(exc, asyncio.TimeoutError):
+                    exc = EngineError(504, "engine_timeout", f"no answer within "
+                                      f"{self.settings.engine_poll_timeout_s} s")
                 if exc.status == 404:
                     await self._conference_missing(call_id)
                     return
@@ -520,6 +532,11 @@ class CallService:
             await self._forget(call_id)
             return
         self.calls_engine_failed += 1
+
+    @staticmethod
+    async def _delete_quietly(engine: EngineClient, conference_id: str) -> None:
+        with contextlib.suppress(EngineError):
+            await engine.delete_conference(conference_id)
 
     async def _conference_missing(self, call_id: str) -> None:
         """The engine answers, but not for this call's conference: either the call was ended

@@ -53,6 +53,9 @@ class ControllerSettings(BaseSettings):
     engine_failure_polls: int = Field(
         3, ge=1, description="consecutive monitor polls an engine fails to answer before its calls "
                              "are ended with reason engine_failed")
+    engine_poll_timeout_s: float = Field(
+        2.0, gt=0, description="how long the monitor waits for one engine poll before counting it "
+                               "failed (a hung engine, or one behind a lost network)")
     controller_lease_s: float = Field(
         5.0, gt=0, description="with Redis: a controller silent this long is taken for dead and a "
                                "live one adopts its calls (monitoring, its bots' legs)")

@@ -29,6 +29,7 @@ import uvloop
 from hypothesis import given, settings as hypothesis_settings, strategies as st
 
 from controller.cdr import parse_iso
+from controller.engine_client import HttpEngine
 from controller.salvage import SalvageError, salvage_wav
 from controller.testing import (
     RestParticipant, continuous_tone, free_port, redis_server, running_controller,
@@ -191,6 +192,16 @@ def gap_between(listener: SimulatedParticipant, talker_hz: float, start_s: float
     window = (filled >= start_s) & (filled < end_s)
     gap, end = longest_gap(envelope[window])
     return gap, float(filled[window][end]), window.sum() / MIX_RATE
+
+
+async def engine_view(probe: httpx.AsyncClient, engine_url: str, conference: str) -> dict:
+    """The engine's own clock health (worst tick lateness of the last minute) and its jitter
+    buffer underruns on the call's two voice legs."""
+    stats = (await probe.get(f"{engine_url}/stats")).json()
+    legs = (await probe.get(f"{engine_url}/conferences/{conference}")).json()["legs"]
+    return {"late_max_ms": stats["tick_lateness_max_ms"] + 20 * stats["skipped_ticks"],
+            "underruns": sum(leg["jitter_buffer"]["underruns"] for leg in legs
+                             if leg["label"] in ("alice", "bob"))}
 
 
 def leg_records(records: list[dict]) -> dict[str, dict]:
@@ -356,13 +367,18 @@ def test_controller_killed_and_restarted_keeps_media_and_resumes_the_call(tmp_pa
                 bot = await http.post(f"{path}/participants",
                                       json={"kind": "bot", "play": f"tone:{BOT_HZ:g}"}, headers=alice)
                 assert bot.status_code == 201
+                # and a recording, written by a recorder inside the first controller
+                recording = await http.post(f"{path}/recording", json={"action": "start"},
+                                            headers=alice)
+                assert recording.status_code == 200
                 await asyncio.sleep(1.5)
                 before = (await http.get(path, headers=alice)).json()
-                assert before["type"] == "group" and len(before["participants"]) == 3
+                assert before["type"] == "group" and len(before["participants"]) == 4
                 joined = {p["id"]: p["joined_at"] for p in before["participants"]}
 
                 second = controller_service(tmp_path, "controller2", api_port, data_dir,
                                             engine_url, redis_url)
+                engine_before = await engine_view(probe, engine_url, call["id"])
                 killed_at = time.monotonic()
                 await first.kill()
                 started.append(second.start())
@@ -378,7 +394,8 @@ def test_controller_killed_and_restarted_keeps_media_and_resumes_the_call(tmp_pa
                 assert set(voip) == {pa.id, pb.id}
                 assert all(p["stats"]["packets_in"] > 100 for p in voip.values())
                 # it adopts the call once the first controller's lease has run out: monitoring
-                # resumes, and the dead controller's bot leg is removed (its client died)
+                # resumes, the dead controller's bot and recorder legs are removed (their clients
+                # died with it) and the recording is finished from what reached the disk
                 for _ in range(100):
                     stats = (await http.get("/v1/stats", headers=ADMIN)).json()["controller"]
                     participants = (await http.get(path, headers=bob)).json()["participants"]
@@ -388,6 +405,15 @@ def test_controller_killed_and_restarted_keeps_media_and_resumes_the_call(tmp_pa
                 assert stats["calls_adopted"] == 1 and stats["calls_local"] == 1
                 assert {p["id"] for p in participants} == {pa.id, pb.id}
                 adopted_at = time.monotonic()
+                wav = await http.get(f"/v1/recordings/{recording.json()['id']}", headers=bob)
+                assert wav.status_code == 200, wav.text
+                (tmp_path / "salvaged.wav").write_bytes(wav.content)
+                with wave.open(str(tmp_path / "salvaged.wav"), "rb") as reader:
+                    recorded_s = reader.getnframes() / reader.getframerate()
+                    heard = np.frombuffer(reader.readframes(reader.getnframes()), dtype="<i2")
+                print(f"recording cut by the kill: {recorded_s:.2f} s kept")
+                assert 1.0 < recorded_s < killed_at - start + 0.5
+                assert np.abs(heard).max() > 1000  # the call's tones, not silence
                 events: list = []
                 subscribed = asyncio.Event()
                 stream = asyncio.create_task(follow_events(http, f"{path}/events", alice, events,
@@ -395,6 +421,7 @@ def test_controller_killed_and_restarted_keeps_media_and_resumes_the_call(tmp_pa
                 await asyncio.wait_for(subscribed.wait(), 5)
                 await asyncio.sleep(0.5)
                 measured_until = time.monotonic()
+                engine_after = await engine_view(probe, engine_url, call["id"])
                 # the new monitor reports speaker changes: mute bob, and only alice is talking
                 muted = await http.patch(f"{path}/participants/{pb.id}", json={"muted": True},
                                          headers=alice)
@@ -414,31 +441,40 @@ def test_controller_killed_and_restarted_keeps_media_and_resumes_the_call(tmp_pa
                     p.sim.close()
 
                 # media never stopped: in what each decoded, the other's tone has no gap beyond
-                # concealment from just before the kill until the new controller served the call
+                # concealment from just before the kill until the new controller served the call.
+                # On a loaded machine two clocks outside the controller can stall for tens of ms
+                # and show as dips anywhere in a call: the participants' (they run on this test's
+                # loop: a late send empties the engine's jitter buffer) and the engine's (a late
+                # tick runs before it reads the packets that arrived meanwhile). Both are measured
+                # here and allowed for; losing the media across a restart would be a gap of
+                # seconds.
                 print(f"controller killed: new one serving after {serving_at - killed_at:.2f} s, "
-                      f"call adopted after {adopted_at - killed_at:.2f} s")
-                # the participants run on this test's loop: a stall here (not in the product)
-                # would show as a gap too, so say how late their sending ever was
-                sends = np.array(pa.sim.send_times)
-                stall = np.diff(sends[sends > killed_at - 0.5]).max() * 1000 - 20
-                print(f"participants' longest sending delay (this test's loop) {stall:.1f} ms")
-                for listener, talker_hz in ((pa, BOB_HZ), (pb, ALICE_HZ)):
+                      f"call adopted after {adopted_at - killed_at:.2f} s; engine: worst tick "
+                      f"lateness {engine_after['late_max_ms']:.1f} ms, jitter buffer underruns "
+                      f"{engine_before['underruns']} before, {engine_after['underruns']} after")
+                for listener, talker, talker_hz in ((pa, pb, BOB_HZ), (pb, pa, ALICE_HZ)):
                     gap, gap_end, seconds = gap_between(listener.sim, talker_hz, killed_at - 0.5,
                                                         measured_until)
-                    print(f"{listener.sim.name} hears the other: longest gap {gap:.1f} ms "
-                          f"(ending {gap_end - killed_at:+.2f} s from the kill) over {seconds:.2f} s "
-                          f"around the restart")
+                    sends = np.array(talker.sim.send_times)
+                    sends = sends[(sends > killed_at - 0.5) & (sends < measured_until)]
+                    send_stall = np.diff(sends).max() * 1000 - 20
+                    allowed = MAX_GAP_MS + max(send_stall, 0) + engine_after["late_max_ms"]
+                    print(f"{listener.sim.name} hears the other: longest gap {gap:.1f} ms (ending "
+                          f"{gap_end - killed_at:+.2f} s from the kill) over {seconds:.2f} s; "
+                          f"talker's worst sending delay {send_stall:.1f} ms; allowed {allowed:.0f} ms")
                     assert seconds > 0.8 * (measured_until - killed_at + 0.5)
-                    assert gap <= MAX_GAP_MS, f"{listener.sim.name} lost the other for {gap:.0f} ms"
+                    assert gap <= allowed, f"{listener.sim.name} lost the other for {gap:.0f} ms"
 
                 # the CDRs: the right start times (from before the kill), the bot's leg ended by
                 # the failure, the others by the hang-up
                 records = (await http.get("/v1/cdrs", headers=ADMIN)).json()["records"]
                 legs = leg_records(records)
                 assert set(legs) == set(joined)
-                bot_id = bot.json()["id"]
-                assert legs[bot_id]["end_reason"] == "controller_failed"
-                assert legs[bot_id]["packets_in"] > 20  # the engine's final counters
+                local = {pid for pid in joined if pid not in (pa.id, pb.id)}
+                assert {legs[pid]["participant_kind"] for pid in local} == {"bot", "recorder"}
+                for pid in local:
+                    assert legs[pid]["end_reason"] == "controller_failed"
+                    assert legs[pid]["packets_out"] > 20  # the engine's final counters
                 for pid in (pa.id, pb.id):
                     assert legs[pid]["end_reason"] == "ended"
                     assert legs[pid]["started_at"] == joined[pid]
@@ -446,13 +482,62 @@ def test_controller_killed_and_restarted_keeps_media_and_resumes_the_call(tmp_pa
                     assert 4.0 <= legs[pid]["mos"] <= 4.5
                 (call_record,) = [r for r in records if r["kind"] == "call"]
                 assert call_record["started_at"] == call["created_at"]
-                assert call_record["end_reason"] == "ended" and call_record["participants"] == 3
+                assert call_record["end_reason"] == "ended" and call_record["participants"] == 4
+                assert call_record["recording_ids"] == [recording.json()["id"]]
                 assert call_record["duration_s"] > time.monotonic() - killed_at
                 engine_stats = httpx.get(f"{engine_url}/stats").json()
                 assert engine_stats["conferences"] == 0 and engine_stats["legs"] == 0
             finally:
                 for client in (http, after, probe):
                     await client.aclose()
+    run(scenario())
+
+
+def test_hung_engine_is_declared_failed_by_poll_timeouts_and_cleaned_when_it_wakes(tmp_path):
+    """SIGSTOP: the engine's sockets stay open but nothing answers (a hung process, a lost
+    network). Polls time out; the call ends; the engine, resumed, gets its conference deleted."""
+    async def scenario():
+        with services() as started:
+            probe = httpx.AsyncClient()
+            control_port = free_port()
+            engine_url = f"http://127.0.0.1:{control_port}"
+            engine = engine_service(tmp_path, "engine", control_port, media_ports()).start()
+            started.append(engine)
+            await engine.wait_ready(probe, f"{engine_url}/stats")
+            async with running_controller(tmp_path / "data", [HttpEngine(engine_url)],
+                                          monitor_interval_s=MONITOR_INTERVAL_S,
+                                          engine_poll_timeout_s=0.5,
+                                          engine_failure_polls=FAILURE_POLLS) as c:
+                alice = await c.user("alice")
+                call = (await c.client.post("/v1/calls", json={"mode": "mcu"}, headers=alice)).json()
+                path = f"/v1/calls/{call['id']}"
+                events: list = []
+                subscribed = asyncio.Event()
+                stream = asyncio.create_task(follow_events(c.client, f"{path}/events", alice,
+                                                           events, subscribed))
+                await asyncio.wait_for(subscribed.wait(), 5)
+                pa = RestParticipant(SimulatedParticipant("alice", ALICE_HZ,
+                                                          continuous_tone(ALICE_HZ, 6)), alice)
+                assert (await pa.join(c.client, call["id"])).status_code == 201
+                pa.sim.start()
+                await asyncio.sleep(1.0)
+                engine.process.send_signal(signal.SIGSTOP)
+                try:
+                    await asyncio.wait_for(stream, 10)
+                finally:
+                    engine.process.send_signal(signal.SIGCONT)
+                pa.sim.close()
+                assert events[-1]["type"] == "call_ended" and events[-1]["reason"] == "engine_failed"
+                records = (await c.client.get("/v1/cdrs", headers=c.admin)).json()["records"]
+                (leg,) = [r for r in records if r["kind"] == "leg"]
+                assert leg["end_reason"] == "engine_failed" and leg["packets_in"] > 20
+                for _ in range(50):  # the resumed engine handles the delete sent meanwhile
+                    stats = (await probe.get(f"{engine_url}/stats")).json()
+                    if stats["conferences"] == 0:
+                        break
+                    await asyncio.sleep(0.1)
+                assert stats["conferences"] == 0 and stats["legs"] == 0
+            await probe.aclose()
     run(scenario())
 
 
