@@ -452,7 +452,7 @@ class CallService:
         digits for events; and whether the engine is still there."""
         speakers: list[str] = []
         dominant: str | None = None
-        digits_seen: dict[str, int] = {}
+        digits_seen: dict[str, int] | None = None  # leg -> digits published (in the registry)
         failed_polls = 0
         while True:
             await asyncio.sleep(self.settings.monitor_interval_s)
@@ -468,6 +468,8 @@ class CallService:
             if call.get("controller") != self.instance:  # taken over: we were taken for dead
                 await self._release(call_id)
                 return
+            if digits_seen is None:  # an adopted call: digits its last monitor published stay old
+                digits_seen = {k: int(v) for k, v in (call.get("dtmf_seen") or {}).items()}
             # bots or a recorder of ours removed through another controller: stop them here
             for participant_id, client in list(self._local.get(call_id, {}).items()):
                 if participant_id not in call["participants"] and client.attached_at < read_at:
@@ -504,6 +506,7 @@ class CallService:
                 failed_polls = 0
             samples = self._samples.setdefault(call_id, {})
             talking = []
+            digits_before = dict(digits_seen)
             for leg in conference["legs"]:
                 samples.setdefault(leg["id"], cdr.LegSamples()).add(leg)
                 participant = call["participants"].get(leg["id"])
@@ -512,6 +515,9 @@ class CallService:
                         leg.get("talking") or leg.get("forwarded")):
                     talking.append((leg.get("level", 127), leg["id"]))
                 self._publish_digits(call_id, leg, digits_seen)
+            if digits_seen != digits_before:  # rare (key presses): one write, for a successor
+                with contextlib.suppress(Exception):
+                    await self.registry.update(call_id, dtmf_seen=digits_seen)
             now_speakers = sorted(pid for _, pid in talking)
             if now_speakers != speakers:
                 speakers = now_speakers

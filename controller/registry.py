@@ -17,7 +17,8 @@ import abc
 import json
 
 CALL_FIELDS = ("id", "owner", "mode", "requested_mode", "engine", "conference", "created_at",
-               "type", "controller", "recording", "converted_at")  # the last two only while set
+               "type", "controller", "recording", "converted_at",  # the last two only while set
+               "dtmf_seen")  # leg -> DTMF digits published, so a successor monitor does not repeat
 
 
 class CallRegistry(abc.ABC):

@@ -30,11 +30,15 @@ from hypothesis import given, settings as hypothesis_settings, strategies as st
 
 from controller.cdr import parse_iso
 from controller.engine_client import HttpEngine
+from controller.registry import MemoryRegistry, RedisRegistry
 from controller.salvage import SalvageError, salvage_wav
 from controller.testing import (
     RestParticipant, continuous_tone, free_port, redis_server, running_controller,
 )
+from mixer import _core
 from mixer.analysis import tone_envelope
+from mixer.rtp.dtmf import DTMF_KEYS, TelephoneEvent
+from mixer.sdp import parse as parse_sdp
 from mixer.codec import MIX_RATE
 from mixer.sim.participant import SimulatedParticipant
 
@@ -202,6 +206,24 @@ async def engine_view(probe: httpx.AsyncClient, engine_url: str, conference: str
     return {"late_max_ms": stats["tick_lateness_max_ms"] + 20 * stats["skipped_ticks"],
             "underruns": sum(leg["jitter_buffer"]["underruns"] for leg in legs
                              if leg["label"] in ("alice", "bob"))}
+
+
+async def press_keys(participant: RestParticipant, answer_sdp: str, keys: str) -> None:
+    """RFC 4733 key presses from the participant's RTP socket: updates every 20 ms, then the end
+    packet three times (section 2.5)."""
+    media = parse_sdp(answer_sdp).media[0]
+    pt = next(int(value.split()[0]) for value in media.attributes("rtpmap")
+              if "telephone-event" in value)
+    for n, key in enumerate(keys):
+        timestamp = random.getrandbits(31)
+        event = DTMF_KEYS.index(key)
+        packets = [TelephoneEvent(event, False, 10, 960 * (k + 1)) for k in range(4)]
+        packets += [TelephoneEvent(event, True, 10, 960 * 5)] * 3
+        for k, packet in enumerate(packets):
+            participant.sim._sendto(_core.build_rtp(pt, (participant.sim._seq + k) & 0xFFFF,
+                                                    timestamp, 0xD7F, packet.serialize(), k == 0))
+            await asyncio.sleep(0.02)
+        participant.sim._seq = (participant.sim._seq + len(packets)) & 0xFFFF
 
 
 def leg_records(records: list[dict]) -> dict[str, dict]:
@@ -521,11 +543,14 @@ def test_hung_engine_is_declared_failed_by_poll_timeouts_and_cleaned_when_it_wak
                 assert (await pa.join(c.client, call["id"])).status_code == 201
                 pa.sim.start()
                 await asyncio.sleep(1.0)
+                stopped_at = time.monotonic()
                 engine.process.send_signal(signal.SIGSTOP)
                 try:
                     await asyncio.wait_for(stream, 10)
                 finally:
                     engine.process.send_signal(signal.SIGCONT)
+                print(f"engine hung: call ended {time.monotonic() - stopped_at:.2f} s later "
+                      f"({FAILURE_POLLS} polls at {MONITOR_INTERVAL_S} s, 0.5 s poll timeout)")
                 pa.sim.close()
                 assert events[-1]["type"] == "call_ended" and events[-1]["reason"] == "engine_failed"
                 records = (await c.client.get("/v1/cdrs", headers=c.admin)).json()["records"]
@@ -580,9 +605,20 @@ def test_a_live_controller_keeps_its_calls_and_one_whose_lease_ran_out_hands_the
             async with running_controller(tmp_path, engines, **shared) as b:  # same secrets
                 alice = await a.user("alice")
                 call = (await a.client.post("/v1/calls", json={"mode": "mcu"}, headers=alice)).json()
-                bot = await a.client.post(f"/v1/calls/{call['id']}/participants",
+                path = f"/v1/calls/{call['id']}"
+                events: list = []
+                subscribed = asyncio.Event()
+                stream = asyncio.create_task(follow_events(b.client, f"{path}/events", alice,
+                                                           events, subscribed))
+                await asyncio.wait_for(subscribed.wait(), 5)
+                bot = await a.client.post(f"{path}/participants",
                                           json={"kind": "bot", "play": "tone:930"}, headers=alice)
                 assert bot.status_code == 201
+                keypad = RestParticipant(SimulatedParticipant("alice", ALICE_HZ,
+                                                              continuous_tone(ALICE_HZ, 1)), alice)
+                joined = await keypad.join(a.client, call["id"])
+                assert joined.status_code == 201
+                await press_keys(keypad, joined.json()["sdp"], "12")
                 await asyncio.sleep(1.5)  # more than two leases: A renews, B leaves the call alone
                 assert b.server.calls.calls_adopted == 0
                 assert call["id"] in a.server.calls._monitors
@@ -604,12 +640,55 @@ def test_a_live_controller_keeps_its_calls_and_one_whose_lease_ran_out_hands_the
                 assert call["id"] not in a.server.calls._local  # A's bot client is closed
                 registry = await b.server.registry.get(call["id"])
                 assert registry["controller"] == b.server.calls.instance
-                assert registry["participants"] == {}
+                assert list(registry["participants"]) == [keypad.id]
                 records = (await b.client.get("/v1/cdrs", headers=b.admin)).json()["records"]
                 (leg,) = [r for r in records if r["kind"] == "leg"]
                 assert leg["end_reason"] == "controller_failed"
+                # B's monitor goes on from the digits A published: none repeated, new ones once
+                await press_keys(keypad, joined.json()["sdp"], "3")
+                await asyncio.sleep(1.0)
                 # B serves and ends it; A, stopping later, has nothing of it left to end
-                assert (await b.client.delete(f"/v1/calls/{call['id']}", headers=alice)).status_code == 204
+                assert (await b.client.delete(path, headers=alice)).status_code == 204
+                await asyncio.wait_for(stream, 5)
+                keypad.sim.close()
+                digits = [e["digit"] for e in events if e["type"] == "dtmf"]
+                assert digits == ["1", "2", "3"], events
+    run(scenario())
+
+
+# --------------------------------------------------------------------------- registry: leases, claims
+@pytest.mark.parametrize("kind", ["memory", "redis"])
+def test_registry_leases_and_claims(kind, request):
+    url = request.getfixturevalue("redis_url") if kind == "redis" else None
+
+    async def scenario():
+        registry = MemoryRegistry() if kind == "memory" else RedisRegistry(
+            url, prefix=f"failover-{random.getrandbits(32):x}:")
+        for i in range(3):
+            await registry.create({"id": f"c{i}", "owner": "alice", "engine": "e1",
+                                   "controller": "dead"}, {"alice"}, set())
+        assert sorted(await registry.call_ids()) == ["c0", "c1", "c2"]
+        assert await registry.owners(["c0", "nope"]) == {"c0": ("dead", "e1")}
+        # of many controllers claiming one call from the same dead one, exactly one wins
+        results = await asyncio.gather(*(registry.claim("c0", "dead", f"live{i}") for i in range(8)))
+        assert sum(results) == 1
+        winner = f"live{results.index(True)}"
+        assert (await registry.get("c0"))["controller"] == winner
+        assert await registry.claim("c0", "dead", "late") is False  # no longer "dead"'s
+        assert await registry.claim("nope", "dead", "late") is False
+        await registry.delete("c1")
+        assert sorted(await registry.call_ids()) == ["c0", "c2"]
+        await registry.update("c1", type="group")  # no resurrection into the index either
+        assert "c1" not in await registry.call_ids()
+        await registry.heartbeat("live0", 0.3)
+        await registry.heartbeat("live1", 30)
+        assert await registry.alive({"live0", "live1", "dead"}) >= {"live0", "live1"}
+        if registry.shared:  # Redis: leases expire and can be dropped; memory: one process, alive
+            assert "dead" not in await registry.alive({"dead"})
+            await asyncio.sleep(0.5)
+            await registry.drop_heartbeat("live1")
+            assert await registry.alive({"live0", "live1"}) == set()
+        await registry.close()
     run(scenario())
 
 
