@@ -28,11 +28,11 @@ import time
 from pathlib import Path
 
 from controller import cdr, media
-from controller.salvage import SalvageError, salvage_wav
 from controller.engine_client import EngineClient
 from controller.errors import ApiError
 from controller.events import EventHub
 from controller.registry import CallRegistry
+from controller.salvage import SalvageError, salvage_wav
 from controller.settings import ControllerSettings
 from controller.store import Store
 from controller.tokens import Principal
@@ -52,8 +52,7 @@ def _engine_error(exc: EngineError) -> ApiError:
     if exc.code == "engine_unavailable":  # the engine's address and the socket error stay in logs
         log.warning("engine unavailable: %s", exc)
         return ApiError(503, "engine_unavailable",
-                        "the media engine of this call does not answer; the call ends if it stays "
-                        "silent")
+                        "the media engine does not answer; calls on it end if it stays silent")
     return ApiError(exc.status, exc.code, str(exc))
 
 
@@ -488,8 +487,9 @@ class CallService:
                     exc = EngineError(504, "engine_timeout", f"no answer within "
                                       f"{self.settings.engine_poll_timeout_s} s")
                 if exc.status == 404:
-                    await self._conference_missing(call_id)
-                    return
+                    if await self._conference_missing(call_id):
+                        return
+                    continue
                 failed_polls += 1
                 log.warning("call %s: engine %s failed poll %d of %d: %s", call_id, engine.name,
                             failed_polls, self.settings.engine_failure_polls, exc)
@@ -544,16 +544,21 @@ class CallService:
         with contextlib.suppress(EngineError):
             await engine.delete_conference(conference_id)
 
-    async def _conference_missing(self, call_id: str) -> None:
+    async def _conference_missing(self, call_id: str) -> bool:
         """The engine answers, but not for this call's conference: either the call was ended
         through another controller (the registry forgets it first), or the engine restarted and
-        lost it."""
-        with contextlib.suppress(Exception):
-            if await self.registry.get(call_id) is not None:
-                log.error("call %s: its engine no longer has the conference (restarted?)", call_id)
-                await self._engine_failed(call_id)
-                return
-        await self._forget(call_id)
+        lost it. False when that cannot be told yet (the registry does not answer)."""
+        try:
+            still_there = await self.registry.get(call_id) is not None
+        except Exception as exc:
+            log.warning("call %s: registry unreachable (%r)", call_id, exc)
+            return False
+        if still_there:
+            log.error("call %s: its engine no longer has the conference (restarted?)", call_id)
+            await self._engine_failed(call_id)
+        else:
+            await self._forget(call_id)
+        return True
 
     def _publish_digits(self, call_id: str, leg: dict, seen: dict[str, int]) -> None:
         """One `dtmf` event per new RFC 4733 digit the engine decoded on this leg."""
