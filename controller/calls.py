@@ -8,6 +8,15 @@ What lives only in this controller's process: bots and the recorder (real RTP cl
 host), and the call monitor that polls the engine for speakers and jitter. With a shared Redis
 registry any controller can serve any call's REST requests; those local parts stay with the
 controller that created them.
+
+Failures (docs/failover.md): an engine that fails ENGINE_FAILURE_POLLS monitor polls in a row (or
+answers that it lost the conference) is dead for the call: its legs' and the call's CDRs are written
+from what the monitor sampled, with end reason `engine_failed`, and the call ends. With Redis, each
+controller holds a lease (a key refreshed every third of CONTROLLER_LEASE_S); a controller whose
+lease ran out is taken for dead, and a live one claims each of its calls (compare-and-set on the
+call's `controller` field), monitors it from then on, and removes the dead one's bots and
+recorder, whose RTP clients died with it. Media never stops: it flows between the clients and
+the engine.
 """
 from __future__ import annotations
 
@@ -23,6 +32,7 @@ from controller.engine_client import EngineClient
 from controller.errors import ApiError
 from controller.events import EventHub
 from controller.registry import CallRegistry
+from controller.salvage import SalvageError, salvage_wav
 from controller.settings import ControllerSettings
 from controller.store import Store
 from controller.tokens import Principal
@@ -34,7 +44,15 @@ ONE_TO_ONE, GROUP = "one_to_one", "group"
 LOCAL_KINDS = ("bot", "recorder")
 
 
+ENGINE_FAILED = "engine_failed"
+CONTROLLER_FAILED = "controller_failed"
+
+
 def _engine_error(exc: EngineError) -> ApiError:
+    if exc.code == "engine_unavailable":  # the engine's address and the socket error stay in logs
+        log.warning("engine unavailable: %s", exc)
+        return ApiError(503, "engine_unavailable",
+                        "the media engine does not answer; calls on it end if it stays silent")
     return ApiError(exc.status, exc.code, str(exc))
 
 
@@ -52,16 +70,36 @@ class CallService:
         self._local: dict[str, dict[str, media.SimulatedParticipant]] = {}  # call -> pid -> client
         self._samples: dict[str, dict[str, cdr.LegSamples]] = {}
         self._monitors: dict[str, asyncio.Task] = {}
-        self._recording_ids: dict[str, list[str]] = {}
+        self._supervisor: asyncio.Task | None = None
+        self._cleanups: set[asyncio.Task] = set()  # best-effort deletes on failed engines
         self.calls_created = 0
         self.calls_ended = 0
+        self.calls_adopted = 0
+        self.calls_engine_failed = 0
 
     # -------------------------------------------------------------------------------- lifecycle
+    async def start(self) -> None:
+        """With a shared registry: take this controller's lease, adopt the calls of controllers
+        whose lease ran out (now, then every third of the lease)."""
+        if not self.registry.shared:
+            return  # in memory: one process holds every call, and a restart loses them all
+        await self.registry.heartbeat(self.instance, self.settings.controller_lease_s)
+        self._supervisor = asyncio.get_running_loop().create_task(self._supervise())
+
     async def close(self) -> None:
-        """End every call this controller created (their bots and recorders die with it)."""
+        """End every call this controller monitors (their bots and recorders die with it)."""
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
+            self._supervisor = None
         for call_id in list(self._monitors):
             with contextlib.suppress(ApiError):
                 await self.end_call(None, call_id, "controller_shutdown")
+        for task in list(self._cleanups):
+            task.cancel()
+        with contextlib.suppress(Exception):  # Redis gone at shutdown: the lease just expires
+            await self.registry.drop_heartbeat(self.instance)
         for engine in self.engines.values():
             await engine.close()
 
@@ -128,7 +166,6 @@ class CallService:
         await self.registry.create(call, {principal.identity}, invited)
         self._local[call_id] = {}
         self._samples[call_id] = {}
-        self._recording_ids[call_id] = []
         self._monitors[call_id] = asyncio.get_running_loop().create_task(self._monitor(call_id))
         self.calls_created += 1
         log.info("call %s created by %s (%s on %s)", call_id, principal.identity, call["mode"],
@@ -171,30 +208,42 @@ class CallService:
         return self.view(await self.registry.get(call_id))
 
     async def end_call(self, principal: Principal | None, call_id: str, reason: str = "ended") -> None:
+        """End the call: engine conference, local parts, CDRs. With reason `engine_failed` the
+        engine is not asked (it is gone): the records come from what the monitor sampled."""
         await self.access(principal, call_id)
         call = await self.registry.delete(call_id)
         if call is None:
             raise ApiError(404, "no_such_call", f"no call {call_id}")
         monitor = self._monitors.pop(call_id, None)
-        if monitor is not None:  # before any await: it must not take the call for ended elsewhere
+        # before any await: it must not take the call for ended elsewhere (unless it is the
+        # monitor itself ending the call, which must not cancel itself half-way)
+        if monitor is not None and monitor is not asyncio.current_task():
             monitor.cancel()
         ended_at = time.time()
         engine = self.engines.get(call["engine"])
         conference = None
-        if engine is not None:
+        if engine is not None and reason != ENGINE_FAILED:
             with contextlib.suppress(EngineError):
                 conference = await engine.get_conference(call["conference"])
             with contextlib.suppress(EngineError):
                 await engine.delete_conference(call["conference"])
+        elif engine is not None:  # should a hung engine wake up, its conference must not linger
+            task = asyncio.get_running_loop().create_task(
+                self._delete_quietly(engine, call["conference"]))
+            self._cleanups.add(task)
+            task.add_done_callback(self._cleanups.discard)
         legs = {leg["id"]: leg for leg in (conference or {}).get("legs", [])}
         records = []
         for participant in call["participants"].values():
             await self._close_local(call, participant["id"])
             records.append(self._leg_record(call, participant, legs.get(participant["id"], {}),
                                             ended_at, reason))
+            if reason == ENGINE_FAILED:  # the leg failed, not left: say so to each listener
+                self.events.publish(call_id, "participant_left",
+                                    {"participant_id": participant["id"], "reason": reason})
         previous = await self.store.leg_cdrs_of_call(call_id)
         call_record = cdr.call_record(call, previous + records, ended_at, reason,
-                                      self._recording_ids.pop(call_id, []))
+                                      await self.store.recording_ids_of_call(call_id))
         await self.store.add_cdrs(records + [call_record])
         self._local.pop(call_id, None)
         self._samples.pop(call_id, None)
@@ -368,7 +417,6 @@ class CallService:
                 raise
             await self.store.add_recording(recording_id, call_id, str(path),
                                            sorted(call["members"]), time.time())
-            self._recording_ids.setdefault(call_id, []).append(recording_id)
             self.events.publish(call_id, "recording_started", {"recording_id": recording_id})
             return {"id": recording_id, "state": "recording"}
         if not current:
@@ -400,32 +448,65 @@ class CallService:
     # ---------------------------------------------------------------------------------- monitor
     async def _monitor(self, call_id: str) -> None:
         """Poll the engine: jitter samples for CDRs; speaker changes, dominant speaker and DTMF
-        digits for events."""
+        digits for events; and whether the engine is still there."""
         speakers: list[str] = []
         dominant: str | None = None
-        digits_seen: dict[str, int] = {}
+        digits_seen: dict[str, int] | None = None  # leg -> digits published (in the registry)
+        failed_polls = 0
         while True:
             await asyncio.sleep(self.settings.monitor_interval_s)
             read_at = time.monotonic()
-            call = await self.registry.get(call_id)
+            try:
+                call = await self.registry.get(call_id)
+            except Exception as exc:  # the registry (Redis) unreachable: media goes on; retry
+                log.warning("call %s: registry unreachable (%r)", call_id, exc)
+                continue
             if call is None:  # ended through another controller: let go of our local parts
                 await self._forget(call_id)
                 return
+            if call.get("controller") != self.instance:  # taken over: we were taken for dead
+                await self._release(call_id)
+                return
+            if digits_seen is None:  # an adopted call: digits its last monitor published stay old
+                digits_seen = {k: int(v) for k, v in (call.get("dtmf_seen") or {}).items()}
             # bots or a recorder of ours removed through another controller: stop them here
             for participant_id, client in list(self._local.get(call_id, {}).items()):
                 if participant_id not in call["participants"] and client.attached_at < read_at:
                     await self._close_local(call, participant_id)
+            engine = self.engines.get(call["engine"])
+            if engine is None:  # cannot happen for calls made or adopted here; never loop on it
+                log.warning("call %s is on engine %s, not configured here: not monitored",
+                            call_id, call["engine"])
+                self._monitors.pop(call_id, None)
+                return
             try:
-                conference = await self._engine(call).get_conference(call["conference"])
-            except EngineError as exc:
+                conference = await asyncio.wait_for(engine.get_conference(call["conference"]),
+                                                    self.settings.engine_poll_timeout_s)
+            except (EngineError, asyncio.TimeoutError) as exc:
+                if isinstance(exc, asyncio.TimeoutError):
+                    exc = EngineError(504, "engine_timeout", f"no answer within "
+                                      f"{self.settings.engine_poll_timeout_s} s")
                 if exc.status == 404:
-                    await self._forget(call_id)
+                    if await self._conference_missing(call_id):
+                        return
+                    continue
+                failed_polls += 1
+                log.warning("call %s: engine %s failed poll %d of %d: %s", call_id, engine.name,
+                            failed_polls, self.settings.engine_failure_polls, exc)
+                if failed_polls == 1:
+                    self.events.publish(call_id, "engine_unavailable", {"failed_polls": 1})
+                if failed_polls >= self.settings.engine_failure_polls:
+                    await self._engine_failed(call_id)
                     return
                 continue
-            except ApiError:
-                return
+            if failed_polls:
+                self.events.publish(call_id, "engine_recovered", {"failed_polls": failed_polls})
+                log.info("call %s: engine %s answers again after %d failed polls", call_id,
+                         engine.name, failed_polls)
+                failed_polls = 0
             samples = self._samples.setdefault(call_id, {})
             talking = []
+            digits_before = dict(digits_seen)
             for leg in conference["legs"]:
                 samples.setdefault(leg["id"], cdr.LegSamples()).add(leg)
                 participant = call["participants"].get(leg["id"])
@@ -434,6 +515,9 @@ class CallService:
                         leg.get("talking") or leg.get("forwarded")):
                     talking.append((leg.get("level", 127), leg["id"]))
                 self._publish_digits(call_id, leg, digits_seen)
+            if digits_seen != digits_before:  # rare (key presses): one write, for a successor
+                with contextlib.suppress(Exception):
+                    await self.registry.update(call_id, dtmf_seen=digits_seen)
             now_speakers = sorted(pid for _, pid in talking)
             if now_speakers != speakers:
                 speakers = now_speakers
@@ -445,6 +529,37 @@ class CallService:
                 dominant = loudest
                 self.events.publish(call_id, "dominant_speaker", {"participant_id": dominant})
 
+    async def _engine_failed(self, call_id: str) -> None:
+        """The engine stopped answering for this call: end it with what was sampled so far."""
+        log.error("call %s: engine failed, ending the call", call_id)
+        try:
+            await self.end_call(None, call_id, ENGINE_FAILED)
+        except ApiError:  # ended through another controller meanwhile
+            await self._forget(call_id)
+            return
+        self.calls_engine_failed += 1
+
+    @staticmethod
+    async def _delete_quietly(engine: EngineClient, conference_id: str) -> None:
+        with contextlib.suppress(EngineError):
+            await engine.delete_conference(conference_id)
+
+    async def _conference_missing(self, call_id: str) -> bool:
+        """The engine answers, but not for this call's conference: either the call was ended
+        through another controller (the registry forgets it first), or the engine restarted and
+        lost it. False when that cannot be told yet (the registry does not answer)."""
+        try:
+            still_there = await self.registry.get(call_id) is not None
+        except Exception as exc:
+            log.warning("call %s: registry unreachable (%r)", call_id, exc)
+            return False
+        if still_there:
+            log.error("call %s: its engine no longer has the conference (restarted?)", call_id)
+            await self._engine_failed(call_id)
+        else:
+            await self._forget(call_id)
+        return True
+
     def _publish_digits(self, call_id: str, leg: dict, seen: dict[str, int]) -> None:
         """One `dtmf` event per new RFC 4733 digit the engine decoded on this leg."""
         dtmf = leg.get("dtmf") or {}
@@ -455,8 +570,8 @@ class CallService:
             for key in dtmf.get("digits", "")[-new:]:
                 self.events.publish(call_id, "dtmf", {"participant_id": leg["id"], "digit": key})
 
-    async def _forget(self, call_id: str) -> None:
-        """The call ended elsewhere: stop its bots, finish its recordings, end its streams."""
+    async def _drop_local(self, call_id: str) -> None:
+        """Stop monitoring the call and stop its bots and recorders on this host."""
         self._monitors.pop(call_id, None)
         clients = self._local.pop(call_id, {})
         for participant_id, client in clients.items():
@@ -468,15 +583,98 @@ class CallService:
             else:
                 client.close()
         self._samples.pop(call_id, None)
-        self._recording_ids.pop(call_id, None)
+
+    async def _forget(self, call_id: str) -> None:
+        """The call ended elsewhere: stop its bots, finish its recordings, end its streams."""
+        await self._drop_local(call_id)
         self.events.publish(call_id, "call_ended", {"reason": "ended_elsewhere"})
         self.events.close(call_id)
         log.info("call %s ended through another controller", call_id)
 
+    async def _release(self, call_id: str) -> None:
+        """Another controller claimed the call (this one's lease ran out, e.g. its loop stalled
+        or Redis was out of reach): it monitors the call now and removes our bots' legs."""
+        await self._drop_local(call_id)
+        log.warning("call %s: taken over by another controller; no longer monitored here", call_id)
+
+    # --------------------------------------------------------------------------------- failover
+    async def _supervise(self) -> None:
+        """Keep this controller's lease; adopt calls whose controller's lease ran out."""
+        period = self.settings.controller_lease_s / 3
+        while True:
+            try:
+                await self.registry.heartbeat(self.instance, self.settings.controller_lease_s)
+                await self.adopt_orphans()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Redis out of reach: media goes on; try again
+                log.warning("failover: registry unreachable (%r)", exc)
+            await asyncio.sleep(period)
+
+    async def adopt_orphans(self) -> list[str]:
+        """Claim and monitor every call on an engine known here whose controller is not alive
+        (and any call of ours nobody monitors); returns the calls adopted."""
+        unwatched = [i for i in await self.registry.call_ids() if i not in self._monitors]
+        owners = await self.registry.owners(unwatched)
+        candidates = {call_id: controller for call_id, (controller, engine) in owners.items()
+                      if engine in self.engines}
+        others = {c for c in candidates.values() if c and c != self.instance}
+        alive = await self.registry.alive(others) if others else set()
+        adopted = []
+        for call_id, controller in candidates.items():
+            if call_id in self._monitors or controller in alive:
+                continue
+            if controller == self.instance or await self.registry.claim(call_id, controller,
+                                                                        self.instance):
+                await self._adopt(call_id, controller)
+                adopted.append(call_id)
+        return adopted
+
+    async def _adopt(self, call_id: str, previous: str | None) -> None:
+        """Monitor the call from now on; remove the local parts (bots, recorder) of controllers
+        that are gone: their RTP clients died with them."""
+        self._local.setdefault(call_id, {})
+        self._samples.setdefault(call_id, {})
+        self._monitors[call_id] = asyncio.get_running_loop().create_task(self._monitor(call_id))
+        self.calls_adopted += 1
+        log.warning("call %s adopted from controller %s", call_id, previous)
+        call = await self.registry.get(call_id)
+        if call is None:
+            return  # ended meanwhile: the monitor forgets it
+        orphans = [p for p in call["participants"].values() if p["kind"] in LOCAL_KINDS
+                   and p.get("controller") != self.instance]
+        owners = {p.get("controller") for p in orphans} - {None}
+        alive = await self.registry.alive(owners) if owners else set()
+        for participant in orphans:
+            if participant.get("controller") in alive:
+                continue  # a bot added through a third controller, still running there
+            with contextlib.suppress(ApiError):
+                await self.remove_participant(None, call_id, participant["id"], CONTROLLER_FAILED)
+            if participant["kind"] == "recorder" and participant.get("recording_id"):
+                await self._salvage_recording(call, participant["recording_id"])
+
+    async def _salvage_recording(self, call: dict, recording_id: str) -> None:
+        """Finish the index row of a recording whose recorder died, with the file made whole."""
+        recording = await self.store.get_recording(recording_id)
+        if recording is None or recording["ended_at"] is not None:
+            return
+        try:
+            duration = await asyncio.to_thread(salvage_wav, Path(recording["path"]))
+        except (OSError, SalvageError) as exc:
+            log.warning("recording %s: could not salvage %s (%s)", recording_id,
+                        recording["path"], exc)
+            duration = 0.0
+        await self.store.finish_recording(recording_id, sorted(call["members"]), time.time(),
+                                          duration)
+        self.events.publish(call["id"], "recording_stopped",
+                            {"recording_id": recording_id, "duration_s": round(duration, 3),
+                             "reason": CONTROLLER_FAILED})
+
     def stats(self) -> dict:
         return {"calls_created": self.calls_created, "calls_ended": self.calls_ended,
-                "calls_local": len(self._monitors), "events_published": self.events.published,
-                "events_dropped": self.events.dropped}
+                "calls_local": len(self._monitors), "calls_adopted": self.calls_adopted,
+                "calls_engine_failed": self.calls_engine_failed,
+                "events_published": self.events.published, "events_dropped": self.events.dropped}
 
 
 def _codec_of(answer_sdp: str) -> str | None:

@@ -2,7 +2,9 @@
 
 Jitter mean/max need more than the engine's last value, so `LegSamples` accumulates the engine's
 RFC 3550 interarrival jitter of each leg every time the call monitor polls; the record itself is
-built from the leg's final stats, read from the engine just before the leg is removed.
+built from the leg's final stats, read from the engine just before the leg is removed. When the
+engine cannot answer any more (it died), the record is built from the last stats the monitor
+polled instead: counters up to one monitor interval old, and the quality sampled so far.
 """
 from __future__ import annotations
 
@@ -29,13 +31,16 @@ def parse_iso(value: str) -> float:
 
 @dataclass
 class LegSamples:
-    """Polled jitter of one leg (ms) over its life."""
+    """Polled jitter of one leg (ms) over its life, and the last stats polled."""
 
     count: int = 0
     total: float = 0.0
     peak: float = 0.0
+    last: dict | None = None
 
     def add(self, leg_stats: dict) -> None:
+        if leg_stats:
+            self.last = leg_stats
         receive = leg_stats.get("receive")
         if not receive:
             return
@@ -72,9 +77,13 @@ def _leg_readers(call: dict, participant: dict) -> list[str]:
 
 def leg_record(call: dict, participant: dict, leg: dict, samples: LegSamples,
                ended_at: float, reason: str) -> dict:
-    """The CDR of one leg from its final engine stats."""
+    """The CDR of one leg from its final engine stats, or (no final stats: the engine is gone)
+    from the last stats the monitor polled."""
     started_at = participant["joined_at"]
-    samples.add(leg)
+    if leg:
+        samples.add(leg)
+    else:
+        leg = samples.last or {}
     uplink_loss, downlink_loss = _loss_percent(leg)
     rtcp = leg.get("rtcp") or {}
     rtt = rtcp.get("rtt_mean_ms")

@@ -50,10 +50,11 @@ async def wait_for_signal() -> None:
 
 
 async def serve(settings: ControllerSettings) -> None:
+    stop = stop_signals()
     server = ControllerServer(settings)
     await server.start()
     try:
-        await wait_for_signal()
+        await stop.wait()
     finally:
         await server.stop()
 

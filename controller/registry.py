@@ -5,6 +5,11 @@ controllers serve the same calls. Each call is a Redis hash plus a set of member
 identities and a hash of participants; every change is one atomic Redis command (HSET, SADD, HDEL,
 DEL), so two controllers changing one call never overwrite each other's fields, and of two
 controllers ending the same call or removing the same participant exactly one wins.
+
+Leases: each controller refreshes a short-lived key in Redis (`heartbeat`) while it runs, and a
+call's `controller` field names the one that monitors it. A controller that finds a call whose
+controller's key has expired (a crash: SIGKILL, a lost machine) takes the call over with one
+compare-and-set (`claim`), so exactly one survivor adopts it.
 """
 from __future__ import annotations
 
@@ -12,7 +17,8 @@ import abc
 import json
 
 CALL_FIELDS = ("id", "owner", "mode", "requested_mode", "engine", "conference", "created_at",
-               "type", "controller", "recording", "converted_at")  # the last two only while set
+               "type", "controller", "recording", "converted_at",  # the last two only while set
+               "dtmf_seen")  # leg -> DTMF digits published, so a successor monitor does not repeat
 
 
 class CallRegistry(abc.ABC):
@@ -53,6 +59,36 @@ class CallRegistry(abc.ABC):
     @abc.abstractmethod
     async def delete(self, call_id: str) -> dict | None:
         """Remove the call and return its last state, or None if it was already gone."""
+
+    @abc.abstractmethod
+    async def call_ids(self) -> list[str]:
+        """Every call in the registry (ended calls excluded)."""
+
+    @abc.abstractmethod
+    async def owners(self, call_ids: list[str]) -> dict[str, tuple[str | None, str | None]]:
+        """call id -> (`controller`, `engine`) of each call that still exists."""
+
+    @abc.abstractmethod
+    async def claim(self, call_id: str, expected: str | None, controller: str) -> bool:
+        """Set the call's `controller` to `controller` only if it is still `expected`; True for
+        the one caller that did."""
+
+    @abc.abstractmethod
+    async def heartbeat(self, controller: str, lease_s: float) -> None:
+        """Say that `controller` is alive for the next `lease_s` seconds."""
+
+    @abc.abstractmethod
+    async def alive(self, controllers: set[str]) -> set[str]:
+        """Those of `controllers` whose lease has not expired."""
+
+    @abc.abstractmethod
+    async def drop_heartbeat(self, controller: str) -> None:
+        """`controller` stops: its lease ends now."""
+
+    @property
+    def shared(self) -> bool:
+        """True when other controller processes see the same calls."""
+        return False
 
     async def close(self) -> None:
         """Release connections."""
@@ -110,6 +146,40 @@ class MemoryRegistry(CallRegistry):
     async def delete(self, call_id: str) -> dict | None:
         return self.calls.pop(call_id, None)
 
+    async def call_ids(self) -> list[str]:
+        return list(self.calls)
+
+    async def owners(self, call_ids: list[str]) -> dict[str, tuple[str | None, str | None]]:
+        return {i: (self.calls[i].get("controller"), self.calls[i].get("engine"))
+                for i in call_ids if i in self.calls}
+
+    async def claim(self, call_id: str, expected: str | None, controller: str) -> bool:
+        call = self.calls.get(call_id)
+        if call is None or call.get("controller") != expected:
+            return False
+        call["controller"] = controller
+        return True
+
+    # one process holds the memory registry: whoever asks is the only controller, and alive
+    async def heartbeat(self, controller: str, lease_s: float) -> None:
+        return None
+
+    async def alive(self, controllers: set[str]) -> set[str]:
+        return set(controllers)
+
+    async def drop_heartbeat(self, controller: str) -> None:
+        return None
+
+
+# Compare-and-set of a call's controller (JSON-encoded like every field of the call hash).
+_CLAIM = """
+local current = redis.call('HGET', KEYS[1], 'controller')
+if current == false then return 0 end
+if current ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'controller', ARGV[2])
+return 1
+"""
+
 
 class RedisRegistry(CallRegistry):
     """Calls in Redis (redis-py asyncio), shared by every controller using the same URL."""
@@ -119,6 +189,18 @@ class RedisRegistry(CallRegistry):
 
         self.redis = redis.from_url(url, decode_responses=True)
         self.prefix = prefix
+        self._claim = self.redis.register_script(_CLAIM)
+
+    @property
+    def shared(self) -> bool:
+        return True
+
+    @property
+    def _index(self) -> str:
+        return f"{self.prefix}calls"
+
+    def _lease_key(self, controller: str) -> str:
+        return f"{self.prefix}controller:{controller}"
 
     def _key(self, call_id: str, part: str = "") -> str:
         return f"{self.prefix}call:{call_id}{':' + part if part else ''}"
@@ -134,6 +216,7 @@ class RedisRegistry(CallRegistry):
                 pipe.sadd(self._key(call["id"], "members"), *members)
             if invited:
                 pipe.sadd(self._key(call["id"], "invited"), *invited)
+            pipe.sadd(self._index, call["id"])
             await pipe.execute()
 
     async def get(self, call_id: str) -> dict | None:
@@ -193,8 +276,54 @@ class RedisRegistry(CallRegistry):
         removed = await self.redis.delete(self._key(call_id))
         if not removed:
             return None  # another controller ended it between our read and delete
-        await self.redis.delete(*self._keys(call_id)[1:])
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(*self._keys(call_id)[1:])
+            pipe.srem(self._index, call_id)
+            await pipe.execute()
         return call
+
+    async def call_ids(self) -> list[str]:
+        return sorted(await self.redis.smembers(self._index))
+
+    async def owners(self, call_ids: list[str]) -> dict[str, tuple[str | None, str | None]]:
+        if not call_ids:
+            return {}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for call_id in call_ids:
+                pipe.hmget(self._key(call_id), "controller", "engine")
+            rows = await pipe.execute()
+        result = {}
+        stale = []
+        for call_id, (controller, engine) in zip(call_ids, rows):
+            if engine is None:  # the hash is gone: ended between the index read and this one
+                stale.append(call_id)
+                continue
+            result[call_id] = (json.loads(controller) if controller else None, json.loads(engine))
+        if stale:  # an index entry whose call hash is gone (a crash between the two deletes)
+            await self.redis.srem(self._index, *stale)
+        return result
+
+    async def claim(self, call_id: str, expected: str | None, controller: str) -> bool:
+        if expected is None:
+            return False
+        return bool(await self._claim(keys=[self._key(call_id)],
+                                      args=[json.dumps(expected), json.dumps(controller)]))
+
+    async def heartbeat(self, controller: str, lease_s: float) -> None:
+        await self.redis.set(self._lease_key(controller), "1", px=max(int(lease_s * 1000), 1))
+
+    async def alive(self, controllers: set[str]) -> set[str]:
+        ordered = sorted(controllers)
+        if not ordered:
+            return set()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for controller in ordered:
+                pipe.exists(self._lease_key(controller))
+            found = await pipe.execute()
+        return {c for c, exists in zip(ordered, found) if exists}
+
+    async def drop_heartbeat(self, controller: str) -> None:
+        await self.redis.delete(self._lease_key(controller))
 
     async def close(self) -> None:
         await self.redis.aclose()

@@ -98,6 +98,7 @@ class ControllerServer:
         if not self.settings.insecure_http:
             self._tls()
         await self.events.start()
+        await self.calls.start()  # with Redis: this controller's lease, adoption of orphaned calls
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -50,6 +50,15 @@ class ControllerSettings(BaseSettings):
     redis_url: str | None = Field(None, description="shared call registry; unset = in memory")
     auto_sfu_threshold: int = Field(8, ge=2, description="auto mode: SFU above this many participants")
     monitor_interval_s: float = Field(0.5, gt=0, description="engine stats poll for speakers and CDRs")
+    engine_failure_polls: int = Field(
+        3, ge=1, description="consecutive monitor polls an engine fails to answer before its calls "
+                             "are ended with reason engine_failed")
+    engine_poll_timeout_s: float = Field(
+        2.0, gt=0, description="how long the monitor waits for one engine poll before counting it "
+                               "failed (a hung engine, or one behind a lost network)")
+    controller_lease_s: float = Field(
+        5.0, gt=0, description="with Redis: a controller silent this long is taken for dead and a "
+                               "live one adopts its calls (monitoring, its bots' legs)")
     max_participants_per_call: int = Field(500, ge=2)
     bot_max_seconds: float = Field(3600.0, gt=0, description="a tone bot stops after this long")
 

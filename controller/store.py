@@ -194,3 +194,8 @@ class Store:
     async def leg_cdrs_of_call(self, call_id: str) -> list[dict]:
         return await self.run(lambda db: [json.loads(row[0]) for row in db.execute(
             "SELECT record FROM cdrs WHERE call_id = ? AND kind = 'leg' ORDER BY id", (call_id,))])
+
+    async def recording_ids_of_call(self, call_id: str) -> list[str]:
+        """The call's recordings, oldest first (whichever controller made them)."""
+        return await self.run(lambda db: [row[0] for row in db.execute(
+            "SELECT id FROM recordings WHERE call_id = ? ORDER BY started_at, rowid", (call_id,))])
