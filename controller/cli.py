@@ -50,7 +50,7 @@ async def wait_for_signal() -> None:
 
 
 async def serve(settings: ControllerSettings) -> None:
-    stop = stop_signals()
+    stop = stop_on_signals()
     server = ControllerServer(settings)
     await server.start()
     try:
