@@ -656,7 +656,7 @@ cdef class JitterBuffer:
                     self._buffering_since = arrival_ms
                 self._next = ext
             elif (d <= -self.capacity and packet.sequence_number == self._bad_seq
-                  and self._stream_quiet(arrival_ms)
+                  and self._stream_quiet(arrival_ms, -d)
                   and not self._near_previous_stream(packet.sequence_number, arrival_ms)):
                 # Two sequential packets far behind playout while the current stream has gone
                 # quiet: the sender restarted with lower sequence numbers (RFC 3550 A.1 treats a
@@ -671,7 +671,7 @@ cdef class JitterBuffer:
             if self._near_previous_stream(packet.sequence_number, arrival_ms):
                 self.late += 1  # a straggler of the stream we restarted away from
                 return C_PUT_LATE
-            if packet.sequence_number != self._bad_seq or not self._stream_quiet(arrival_ms):
+            if packet.sequence_number != self._bad_seq or not self._stream_quiet(arrival_ms, ext - self._next):
                 # One packet far ahead: the sender jumped (restart, long outage), or it is a
                 # stray of an earlier stream that only looks ahead. As RFC 3550 A.1 does, believe
                 # a jump when the next packet follows it, and (as for jumps back) only once the
@@ -687,14 +687,20 @@ cdef class JitterBuffer:
             return C_PUT_DUPLICATE
         return self._store(packet, ext, arrival_ms)
 
-    cdef bint _stream_quiet(self, double arrival_ms):
-        """The current stream has sent nothing for a while (not even late packets): two frames once
-        it is established (three packets), `max_delay_ms` while it is a packet or two that may
-        themselves be strays."""
+    cdef bint _stream_quiet(self, double arrival_ms, int64_t jump):
+        """The current stream has sent nothing for a while (not even late packets), long enough
+        for a jump of `jump` packets to be a restart or an outage rather than jitter: two frames
+        for a jump no jitter could explain (a random new sequence number), up to half the time
+        the jump spans (at most `max_delay_ms`) for one near the window; always `max_delay_ms`
+        while the stream is only a packet or two (which may themselves be strays)."""
         cdef double quiet = arrival_ms - self._last_heard_ms
-        if self._stream_received >= 3:
-            return quiet >= 2 * self.frame_ms
-        return quiet >= self.max_delay_ms
+        cdef double needed = 2 * self.frame_ms
+        if self._stream_received < 3:
+            return quiet >= self.max_delay_ms
+        if jump <= self.capacity + 2 * self.max_delay_ms / self.frame_ms:
+            # near enough that heavy jitter could explain it: wait the longer
+            needed = max(needed, min(self.max_delay_ms, jump * self.frame_ms / 2))
+        return quiet >= needed
 
     cdef bint _near_previous_stream(self, int seq, double arrival_ms):
         """A straggler of the stream we restarted away from: near where it was, and soon after the

@@ -637,6 +637,18 @@ def simulate(case, steer_clear_of_stragglers: bool):
 @example((12, 105, [122, 163, 211, 93, 26, 9, 195, 140, 193, 146, 129, 52], {10}, {0: 170, 8: 200, 1: 200},
           3, -29993, 5.0806374364276925, 64))  # the new stream's packets arrive late but keep
 # arriving: it is not quiet, and duplicates of the old stream must not take over
+@example((133, 332, [170, 201, 207, 228, 250, 236, 187, 250, 69, 27, 150, 249, 233, 189, 207, 83, 224, 146,
+                     131, 139, 111, 47, 60, 192, 39, 88, 72, 243, 215, 49, 155, 184, 135, 187, 109, 231,
+                     161, 181, 138, 219, 186, 79, 141, 250, 207, 87, 228, 42, 26, 115, 81, 134, 58, 54,
+                     121, 80, 242, 175, 137, 26, 163, 55, 48, 28, 242, 245, 75, 115, 51, 70, 242, 234,
+                     111, 51, 70, 118, 158, 16, 250, 138, 110, 148, 176, 134, 248, 231, 244, 125, 202, 6,
+                     184, 5, 30, 23, 98, 185, 128, 1, 96, 27, 24, 219, 235, 181, 112, 173, 75, 162, 238,
+                     163, 226, 192, 6, 242, 198, 124, 117, 3, 72, 0, 135, 148, 125, 108, 1, 78, 72, 89,
+                     51, 41, 1, 35, 130], {46},
+          {117: 227, 20: 83, 10: 205, 100: 297, 7: 172, 96: 290, 56: 243, 5: 258, 14: 35, 57: 194,
+           13: 300, 132: 282, 11: 300, 108: 33, 12: 255, 104: 225, 45: 206}, 48, 567,
+          15.698701673740889, 16))  # 250 ms of jitter in a 16-packet buffer: packets a window
+# ahead are jitter, not a jump, until the stream has been quiet for half the time they span
 @given(network())
 def test_interleaved_puts_and_pops_deliver_each_packet_once_in_order(case):
     """Every packet comes out at most once, in emission order, and the counters add up, with every
