@@ -681,7 +681,10 @@ def _codec_of(answer_sdp: str) -> str | None:
     """The codec an engine answer chose (its first rtpmap)."""
     for line in answer_sdp.splitlines():
         if line.startswith("a=rtpmap:"):
-            name = line.split(" ", 1)[1].split("/", 1)[0]
+            _, _, encoding = line.partition(" ")
+            name = encoding.split("/", 1)[0].strip()
+            if not name:
+                continue  # a malformed rtpmap names nothing
             return "opus" if name.lower() == "opus" else name.upper()
     return "PCMU" if " 0" in answer_sdp else None
 

@@ -544,7 +544,6 @@ cdef class JitterBuffer:
     cdef bint _playing
     cdef bint _advanced      # past the first fill (played, lost or restarted): never rewind _next
     cdef int _bad_seq        # RFC 3550 A.1 style: a far-behind packet expected next after a restart
-    cdef int64_t _stream_received   # packets accepted since the stream (re)started
     cdef double _last_heard_ms      # last arrival of a packet of the current stream, late or not
     cdef int _prev_seq       # where the stream before the last restart was (16-bit), or -1
     cdef double _prev_until_ms  # its stragglers are expected until then
@@ -656,7 +655,7 @@ cdef class JitterBuffer:
                     self._buffering_since = arrival_ms
                 self._next = ext
             elif (d <= -self.capacity and packet.sequence_number == self._bad_seq
-                  and self._stream_quiet(arrival_ms, -d)
+                  and self._stream_quiet(arrival_ms)
                   and not self._near_previous_stream(packet.sequence_number, arrival_ms)):
                 # Two sequential packets far behind playout while the current stream has gone
                 # quiet: the sender restarted with lower sequence numbers (RFC 3550 A.1 treats a
@@ -671,7 +670,7 @@ cdef class JitterBuffer:
             if self._near_previous_stream(packet.sequence_number, arrival_ms):
                 self.late += 1  # a straggler of the stream we restarted away from
                 return C_PUT_LATE
-            if packet.sequence_number != self._bad_seq or not self._stream_quiet(arrival_ms, ext - self._next):
+            if packet.sequence_number != self._bad_seq or not self._stream_quiet(arrival_ms):
                 # One packet far ahead: the sender jumped (restart, long outage), or it is a
                 # stray of an earlier stream that only looks ahead. As RFC 3550 A.1 does, believe
                 # a jump when the next packet follows it, and (as for jumps back) only once the
@@ -687,20 +686,12 @@ cdef class JitterBuffer:
             return C_PUT_DUPLICATE
         return self._store(packet, ext, arrival_ms)
 
-    cdef bint _stream_quiet(self, double arrival_ms, int64_t jump):
-        """The current stream has sent nothing for a while (not even late packets), long enough
-        for a jump of `jump` packets to be a restart or an outage rather than jitter: two frames
-        for a jump no jitter could explain (a random new sequence number), up to half the time
-        the jump spans (at most `max_delay_ms`) for one near the window; always `max_delay_ms`
-        while the stream is only a packet or two (which may themselves be strays)."""
-        cdef double quiet = arrival_ms - self._last_heard_ms
-        cdef double needed = 2 * self.frame_ms
-        if self._stream_received < 3:
-            return quiet >= self.max_delay_ms
-        if jump <= self.capacity + 2 * self.max_delay_ms / self.frame_ms:
-            # near enough that heavy jitter could explain it: wait the longer
-            needed = max(needed, min(self.max_delay_ms, jump * self.frame_ms / 2))
-        return quiet >= needed
+    cdef bint _stream_quiet(self, double arrival_ms):
+        """The current stream has sent nothing, not even late packets, for `max_delay_ms`: the
+        most delay this buffer is built to absorb. Sooner, packets that jump could be stragglers
+        of an earlier stream overtaken by the current one, and no field of theirs says which
+        stream is newer (sequence numbers and timestamps both restart at random)."""
+        return arrival_ms - self._last_heard_ms >= self.max_delay_ms
 
     cdef bint _near_previous_stream(self, int seq, double arrival_ms):
         """A straggler of the stream we restarted away from: near where it was, and soon after the
@@ -728,7 +719,6 @@ cdef class JitterBuffer:
         self._next = ext
         self._highest = ext
         self._buffering_since = arrival_ms
-        self._stream_received = 0
         self._store(packet, ext, arrival_ms)
         return C_PUT_RESET
 
@@ -746,7 +736,6 @@ cdef class JitterBuffer:
         self._last_heard_ms = arrival_ms
         self._count += 1
         self.received += 1
-        self._stream_received += 1
         return C_PUT_OK
 
     cpdef tuple pop(self, double now_ms):
