@@ -27,7 +27,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from mcu_scale import Child, _engine_main, _pin, answer_target  # noqa: E402
+from mcu_scale import Child, _engine_main, _pin, answer_target, proc_cpu_s  # noqa: E402
 
 HOST = "127.0.0.1"
 ENGINE_CORE, GEN_CORE = 0, 1
@@ -181,7 +181,9 @@ def measure(engine: Child, gen: Child, mode: str, legs: int, senders: list[int],
     gen.call("answers", answers)
     gen.call("run", senders, loud, speed, 1.0)  # warm up: speakers chosen, slots filled
     before = engine.call("snapshot")
+    user0, sys0 = proc_cpu_s(engine.pid)
     result = gen.call("run", senders, loud, speed, seconds, timeout=seconds + 60)
+    user1, sys1 = proc_cpu_s(engine.pid)
     after = engine.call("snapshot")
     cpu = after["cpu_s"] - before["cpu_s"]
     wall = after["mono"] - before["mono"]
@@ -195,6 +197,7 @@ def measure(engine: Child, gen: Child, mode: str, legs: int, senders: list[int],
             "forwarded_per_cpu_s": forwarded / cpu if cpu else 0.0,
             "in_per_cpu_s": packets_in / cpu if cpu else 0.0,
             "received_by_clients": result["received"], "gen_behind": result["behind"],
+            "kernel_share": (sys1 - sys0) / max((user1 - user0) + (sys1 - sys0), 1e-9),
             "cpu_ms_per_participant_s": cpu * 1000.0 / (legs * wall)}
 
 
@@ -217,7 +220,7 @@ def main() -> int:
     rows = []
     print("SFU forwarding with SRTP in and out; engine alone on one core, load generator on the other")
     print(f"{'shape':16} {'speed':>5} {'in/s':>8} {'fwd/s':>9} {'core busy':>9} "
-          f"{'fwd per CPU-s':>13} {'in per CPU-s':>12} {'clients got':>11}")
+          f"{'fwd per CPU-s':>13} {'in per CPU-s':>12} {'kernel':>6} {'clients got':>11}")
     for shape, (legs, senders, loud) in shapes.items():
         for speed in speeds[shape]:
             engine = Child(ctx, _engine_main, ENGINE_CORE, SETTINGS)
@@ -231,7 +234,7 @@ def main() -> int:
             print(f"{shape:16} {speed:5.0f} {r['packets_in'] / r['wall_s']:8.0f} "
                   f"{r['forwarded'] / r['wall_s']:9.0f} {r['busy'] * 100:8.0f}% "
                   f"{r['forwarded_per_cpu_s']:13.0f} {r['in_per_cpu_s']:12.0f} "
-                  f"{r['received_by_clients']:11d}" + ("  (generator fell behind)" if r["gen_behind"] else ""))
+                  f"{r['kernel_share'] * 100:5.0f}% {r['received_by_clients']:11d}" + ("  (generator fell behind)" if r["gen_behind"] else ""))
     best = max(r["forwarded_per_cpu_s"] for _, r in rows)
     print(f"best: {best / 1000:.0f}k packets forwarded per core-second with SRTP (target 150k)")
 
@@ -248,7 +251,8 @@ def main() -> int:
                 gen.close()
                 engine.close()
         sfu, mcu = cost["sfu"]["cpu_ms_per_participant_s"], cost["mcu"]["cpu_ms_per_participant_s"]
-        print(f"{shape:16} {sfu:8.2f} {mcu:8.2f} {mcu / sfu:7.1f}x")
+        print(f"{shape:16} {sfu:8.2f} {mcu:8.2f} {mcu / sfu:7.1f}x   (kernel share: SFU "
+              f"{cost['sfu']['kernel_share'] * 100:.0f}%, MCU {cost['mcu']['kernel_share'] * 100:.0f}%)")
     return 0
 
 
