@@ -12,6 +12,7 @@ SUBCOMMANDS = {
     "engine": ("mixer.engine.cli", "run one media engine with its HTTP control API"),
     "demo": ("mixer.demo", "a real group call on loopback; prints what each participant heard"),
     "selfcheck": ("mixer.selfcheck", "encode, protect, jitter and mix a call's worth of audio in-process"),
+    "load": ("mixer.load", "many real RTP clients against an engine, bounded; prints loss and tick lateness"),
 }
 
 
