@@ -72,8 +72,12 @@ class InProcessEngine:
     async def create_conference(self) -> str:
         return self.engine.create_conference("mcu")["id"]
 
-    async def add_leg(self, conference_id: str, offer: str, label: str) -> str:
-        return (await self.engine.add_leg(conference_id, offer, label))["sdp"]
+    async def add_leg(self, conference_id: str, offer: str, label: str) -> tuple[str, str]:
+        answer = await self.engine.add_leg(conference_id, offer, label)
+        return answer["id"], answer["sdp"]
+
+    async def remove_leg(self, conference_id: str, leg_id: str) -> None:
+        self.engine.remove_leg(conference_id, leg_id)
 
     async def delete_conference(self, conference_id: str) -> None:
         self.engine.delete_conference(conference_id)
@@ -104,9 +108,12 @@ class RemoteEngine:
     async def create_conference(self) -> str:
         return (await self._call("POST", "/conferences", {"mode": "mcu"}))["id"]
 
-    async def add_leg(self, conference_id: str, offer: str, label: str) -> str:
-        return (await self._call("POST", f"/conferences/{conference_id}/legs",
-                                 {"sdp": offer, "label": label}))["sdp"]
+    async def add_leg(self, conference_id: str, offer: str, label: str) -> tuple[str, str]:
+        answer = await self._call("POST", f"/conferences/{conference_id}/legs", {"sdp": offer, "label": label})
+        return answer["id"], answer["sdp"]
+
+    async def remove_leg(self, conference_id: str, leg_id: str) -> None:
+        await self._call("DELETE", f"/conferences/{conference_id}/legs/{leg_id}")
 
     async def delete_conference(self, conference_id: str) -> None:
         await self._call("DELETE", f"/conferences/{conference_id}")
@@ -136,6 +143,8 @@ class LoadClient(asyncio.DatagramProtocol):
     seq0: int
     ts0: int
     payload_type: int = 0
+    conference_id: str = ""
+    leg_id: str = ""
     target: tuple[str, int] | None = None
     transport: asyncio.DatagramTransport | None = None
     received: dict[int, _Received] = field(default_factory=dict)
@@ -198,6 +207,7 @@ class LoadConfig:
     host: str = "127.0.0.1"          # the clients' address
     ports: str | None = None         # in-process engine's media port range
     interval_s: float = 1.0
+    churn_every_s: float = 0.0       # > 0: every this often a listener leaves and a new one joins
 
     def validate(self) -> None:
         if not 1 <= self.clients <= MAX_CLIENTS:
@@ -206,6 +216,8 @@ class LoadConfig:
             raise LoadError(f"--duration must be > 0 and at most {MAX_DURATION_S} s")
         if self.codec not in CODECS:
             raise LoadError(f"--codec must be one of {tuple(CODECS)}")
+        if self.churn_every_s < 0 or (self.churn_every_s and self.churn_every_s < 0.05):
+            raise LoadError("--churn must be 0 (off) or at least 0.05 s")
         if not allowed_address(self.host):
             raise LoadError(f"--host {self.host} is not a loopback or private address")
         if self.engine_url is not None:
@@ -240,36 +252,73 @@ class LoadRun:
         self.send_errors = 0
         self.engine = None
         self._stop = asyncio.Event()
-        self._frame = 0
         self._timer: asyncio.TimerHandle | None = None
+        self._slots: list[list[LoadClient]] | None = None
+        self._rng = random.Random(11)
+        self._next_index = 0
+        self.departed: list[LoadClient] = []
+        self.churned = 0
 
     def stop(self) -> None:
         self._stop.set()
 
     async def _join(self) -> None:
-        loop = asyncio.get_running_loop()
         size = self.config.per_conference or self.config.clients
-        rng = random.Random(11)
         for index in range(self.config.clients):
             if index % size == 0:
                 self.conferences.append(await self.engine.create_conference())
-            client = LoadClient(index, index % size < self.config.talkers, rng.getrandbits(32),
-                                rng.getrandbits(16), rng.getrandbits(32))
-            client.transport, _ = await loop.create_datagram_endpoint(
-                lambda c=client: c, local_addr=(self.config.host, 0))
+            await self.add_client(self.conferences[-1], index % size < self.config.talkers)
+            if index % 50 == 49:
+                await asyncio.sleep(0)  # let the engine's clock run while legs are added
+
+    async def add_client(self, conference_id: str, talker: bool) -> LoadClient:
+        """A new client joins `conference_id` by offer/answer and starts sending on the next slot."""
+        loop = asyncio.get_running_loop()
+        index = self._next_index
+        self._next_index += 1
+        client = LoadClient(index, talker, self._rng.getrandbits(32), self._rng.getrandbits(16),
+                            self._rng.getrandbits(32), conference_id=conference_id)
+        client.transport, _ = await loop.create_datagram_endpoint(
+            lambda: client, local_addr=(self.config.host, 0))
+        try:
             port = client.transport.get_extra_info("sockname")[1]
             offer, _ = offer_audio(local_ip=self.config.host, local_port=port, codecs=(self.config.codec,),
                                    audio_level_ext_id=AUDIO_LEVEL_EXT_ID)
-            answer = parse(await self.engine.add_leg(self.conferences[-1], offer, f"load-{index}"))
+            client.leg_id, answer_sdp = await self.engine.add_leg(conference_id, offer, f"load-{index}")
+            answer = parse(answer_sdp)
             media = next(m for m in answer.media if m.media == "audio" and m.port)
             address = (media.connection or answer.connection).address
             if not allowed_address(address):
                 raise LoadError(f"the engine answered with media address {address}: not loopback/private")
-            client.target = (address, media.port)
-            client.payload_type = int(media.formats[0])
-            self.clients.append(client)
-            if index % 50 == 49:
-                await asyncio.sleep(0)  # let the engine's clock run while legs are added
+        except BaseException:
+            client.transport.close()
+            raise
+        client.target = (address, media.port)
+        client.payload_type = int(media.formats[0])
+        self.clients.append(client)
+        if self._slots is not None:
+            self._slots[client.index % SUB_SLOTS].append(client)
+        return client
+
+    async def remove_client(self, client: LoadClient) -> None:
+        """The client leaves: its leg is deleted and its socket closed (its counts are kept)."""
+        if self._slots is not None:
+            self._slots[client.index % SUB_SLOTS].remove(client)
+        self.clients.remove(client)
+        self.departed.append(client)
+        await self.engine.remove_leg(client.conference_id, client.leg_id)
+        client.transport.close()
+        client.transport = None
+
+    async def churn(self) -> None:
+        """One listener leaves and a new one joins the same conference."""
+        listeners = [c for c in self.clients if not c.talker]
+        if not listeners:
+            return
+        leaving = self._rng.choice(listeners)
+        await self.remove_client(leaving)
+        await self.add_client(leaving.conference_id, talker=False)
+        self.churned += 1
 
     def _start_sending(self) -> None:
         loop = asyncio.get_running_loop()
@@ -307,7 +356,7 @@ class LoadRun:
 
     def totals(self) -> dict:
         expected = received = 0
-        for client in self.clients:
+        for client in self.clients + self.departed:
             e, r = client.expected_and_received()
             expected += e
             received += r
@@ -325,10 +374,10 @@ class LoadRun:
                 "skipped_ticks": stats.get("skipped_ticks"), "legs": stats.get("legs"),
                 "engine_packets_in": stats.get("packets_in"), "engine_packets_out": stats.get("packets_out"),
                 "engine_drops": {k: v for k, v in (stats.get("drops") or {}).items() if v},
-                "engine_rss_kb": usage["rss_kb"], "engine_fds": usage["fds"],
+                "engine_rss_kb": usage["rss_kb"], "engine_fds": usage["fds"], "churned": self.churned,
                 "loadgen": process_usage(os.getpid())}
 
-    async def run(self, progress=print) -> dict:
+    async def run(self, progress=print, on_snapshot=None) -> dict:
         config = self.config
         _raise_fd_limit(config.clients * 3 + 64)
         self._cycles = _payload_cycles(config.codec, config.talkers)
@@ -342,21 +391,33 @@ class LoadRun:
             self._start_sending()
             loop = asyncio.get_running_loop()
             began = loop.time()
+            next_report = began + config.interval_s
+            next_churn = began + config.churn_every_s if config.churn_every_s > 0 else float("inf")
             while not self._stop.is_set():
-                elapsed = loop.time() - began
-                if elapsed >= config.duration_s:
+                now = loop.time()
+                if now - began >= config.duration_s:
                     break
+                wake = min(next_report, next_churn, began + config.duration_s)
                 try:
-                    await asyncio.wait_for(self._stop.wait(),
-                                           timeout=min(config.interval_s, config.duration_s - elapsed))
+                    await asyncio.wait_for(self._stop.wait(), timeout=max(wake - now, 0.0))
                 except asyncio.TimeoutError:
                     pass
-                progress(_progress_line(await self.snapshot(loop.time() - began)))
+                now = loop.time()
+                if now >= next_churn and not self._stop.is_set():
+                    await self.churn()
+                    next_churn += config.churn_every_s
+                if now >= next_report:
+                    next_report += config.interval_s
+                    snapshot = await self.snapshot(now - began)
+                    if on_snapshot is not None:
+                        on_snapshot(snapshot)
+                    progress(_progress_line(snapshot))
             if self._timer is not None:
                 self._timer.cancel()
             await asyncio.sleep(0.2)  # what is in flight
             summary = await self.snapshot(loop.time() - began)
             summary["clients"] = len(self.clients)
+            summary["churned"] = self.churned
             summary["conferences"] = len(self.conferences)
             summary["interrupted"] = self._stop.is_set()
             summary["in_process"] = isinstance(self.engine, InProcessEngine)
@@ -421,6 +482,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="the clients' address (loopback/private)")
     parser.add_argument("--ports", help="media port range of the in-process engine")
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between progress lines")
+    parser.add_argument("--churn", type=float, default=0.0,
+                        help="every this many seconds a listener leaves and a new one joins")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -430,7 +493,7 @@ def run(args: argparse.Namespace) -> int:
     config = LoadConfig(clients=args.clients, duration_s=args.duration, talkers=args.talkers,
                         per_conference=args.per_conference, codec=args.codec, engine_url=args.engine,
                         engine_pid=args.engine_pid, host=args.host, ports=args.ports,
-                        interval_s=args.interval)
+                        interval_s=args.interval, churn_every_s=args.churn)
 
     async def main() -> int:
         try:
