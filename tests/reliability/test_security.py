@@ -374,3 +374,42 @@ def test_control_api_bounds_request_bodies():
         assert status == 413 and set(body["error"]) == {"code", "message"}
     assert answers[2][0] in (201, 400)
     assert stats["ports_in_use"] == stats["legs"]
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "missing defence: the MCU ranks talkers by the RFC 6464 level each client claims "
+    "(McuConference.tick, Voice.pull) without checking it against the decoded audio, so "
+    "max_speakers participants who send silence marked 'loudest' (level 0) hold every talker slot "
+    "and a real talker is never mixed"))
+def test_forged_audio_levels_cannot_silence_a_real_talker():
+    import numpy as np
+
+    from mixer.codec import FrameEncoder
+
+    @scenario(EngineSettings(max_speakers=3))
+    async def result(engine, conference_id):
+        liars, honest = [Peer() for _ in range(3)], Peer()
+        for peer in (*liars, honest):
+            await peer.join(engine, conference_id)
+        silence = FrameEncoder("opus").encode(np.zeros(960, dtype=np.int16))
+        tone = (np.sin(np.arange(960) * 2 * np.pi * 700 / 48000) * 12000).astype(np.int16)
+        talk = FrameEncoder("opus")
+        loud_claim = _core.audio_level_extension(1, 0, True)
+        honest_level = _core.audio_level_extension(1, _core.audio_level(tone), True)
+        honest_in_mix = 0
+        for frame in range(75):
+            for liar in liars:
+                liar.seq += 1
+                liar.send(_core.build_rtp(OPUS_PT, liar.seq, liar.seq * 960, 0x100 + liars.index(liar),
+                                          silence, False, _core.EXTENSION_PROFILE_ONE_BYTE, loud_claim))
+            honest.seq += 1
+            honest.send(_core.build_rtp(OPUS_PT, honest.seq, honest.seq * 960, 0x200, talk.encode(tone),
+                                        False, _core.EXTENSION_PROFILE_ONE_BYTE, honest_level))
+            await asyncio.sleep(0.02)
+            if frame > 25:
+                honest_in_mix += honest.leg.id in engine.conferences[conference_id].stats()["speakers"]
+            for peer in (*liars, honest):
+                peer.drain()
+        return honest_in_mix
+
+    assert result > 25  # the one real talker is mixed most of the time
