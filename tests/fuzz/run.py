@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 DONE_RE = re.compile(r"Done (\d+) runs in (\d+) second")
+ARTIFACT_RE = re.compile(r"Test unit written to (\S+)")
 EXECUTED_RE = re.compile(r"stat::number_of_executed_units:\s*(\d+)")
 REPO = Path(__file__).resolve().parents[2]
 
@@ -81,9 +82,12 @@ def run_target(name: str, runs: int, seed: int = 1, artifacts: Path | None = Non
     else:  # crashed: libFuzzer's final stats say how far it got
         executed = EXECUTED_RE.search(output)
         tried = int(executed.group(1)) if executed else 0
-    crashed = child.returncode != 0
-    return {"target": name, "runs": tried, "crashes": int(crashed), "seconds": round(seconds, 1),
-            "returncode": child.returncode, "output": output if crashed else ""}
+    crashes = ARTIFACT_RE.findall(output)
+    interrupted = "run interrupted" in output
+    failed = bool(crashes) or (child.returncode != 0 and not interrupted)
+    return {"target": name, "runs": tried, "crashes": len(crashes) or int(failed), "seconds": round(seconds, 1),
+            "interrupted": interrupted, "artifacts": crashes, "returncode": child.returncode,
+            "output": output if failed else ""}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -125,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"fuzz: stopped during {name}", flush=True)
             return 130
         print(f"fuzz target={result['target']} runs={result['runs']} crashes={result['crashes']} "
-              f"seconds={result['seconds']}", flush=True)
+              f"seconds={result['seconds']}" + (" (interrupted)" if result["interrupted"] else ""), flush=True)
         if result["crashes"]:
             failed += 1
             sys.stderr.write(result["output"][-6000:])

@@ -185,7 +185,7 @@ def _srtp_target(rtcp_mode: bool):
 
     def plain(index: int, body: bytes) -> bytes:
         if rtcp_mode:  # an RR with the body as an APP-like tail keeps it a valid RTCP header
-            return rtcp.serialize_compound([rtcp.RtcpReceiverReport(ssrc=index, reports=[])]) + body[:400]
+            return rtcp.serialize_compound([rtcp.RtcpReceiverReport(ssrc=0xCAFE, reports=[])]) + body[:400]
         return _core.build_rtp(111, index & 0xFFFF, index * 960 & 0xFFFFFFFF, 0xCAFE, body[:1200])
 
     def check(data: bytes) -> None:
