@@ -123,7 +123,7 @@ def test_link_refuses_non_loopback_addresses():
 
 
 # ------------------------------------------------------------------------ calls through the proxy
-def call(loss: float = 0.0, burst: GilbertElliott | None = None, seconds: float = 4.0):
+def call(loss: float = 0.0, burst: GilbertElliott | None = None, seconds: float = 3.0):
     impairment = Impairment(loss=loss, burst=burst)
     return run(run_impaired_call(CallConfig(participants=4, duration_s=seconds, seed=11), impairment, impairment))
 

@@ -1,4 +1,4 @@
-"""A CI-sized soak (bench/soak.py, ~35 s): a churning call against a real `voicemix engine` process.
+"""A CI-sized soak (bench/soak.py, ~30 s): a churning call against a real `voicemix engine` process.
 
 After more than a hundred legs have come and gone, the engine holds exactly the descriptors it held
 before the call, and its memory grew by far less per replaced leg than a leg costs: nothing is
@@ -21,7 +21,7 @@ PARTICIPANTS = 12
 
 
 def test_churn_leaks_no_descriptors_and_no_memory_per_leg():
-    result = uvloop.run(soak(minutes=0.55, participants=PARTICIPANTS, talkers=3, churn_s=0.2,
+    result = uvloop.run(soak(minutes=0.45, participants=PARTICIPANTS, talkers=3, churn_s=0.15,
                              sample_s=1.0, ports="43000-43999", log=lambda line: None))
     assert result["churned"] >= 100
     # one socket per leg (rtcp-mux) while the call runs, plus the control connection
