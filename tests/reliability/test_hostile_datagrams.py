@@ -69,7 +69,7 @@ def test_random_datagrams_at_one_leg_are_dropped_and_disturb_nobody_else():
     victim = next(l for l in attacked.listeners if l.name == "p1")
     drops = victim.engine_leg["drops"]
     assert sent > 800
-    assert sum(drops.values()) > 0.5 * sent and drops["rate_limited"] > 0
+    assert sum(drops.values()) > 0.5 * sent
     assert victim.engine_leg["ssrc_changes"] > 0  # some garbage was well-formed RTP (see test_security)
     for before, after in zip(clean.listeners, attacked.listeners):
         assert not after.missing or after.missing == ["p1"], (after.name, after.missing)
