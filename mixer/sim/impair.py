@@ -16,6 +16,7 @@ import asyncio
 import ipaddress
 import logging
 import random
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -89,7 +90,7 @@ class PathStats:
     lost: int = 0
     duplicated: int = 0
     reordered: int = 0     # held back on purpose
-    delays_ms: list[float] = field(default_factory=list, repr=False)
+    delays_ms: deque = field(default_factory=lambda: deque(maxlen=10_000), repr=False)  # the latest
     loss_runs: list[int] = field(default_factory=list, repr=False)  # lengths of consecutive losses
 
     def as_dict(self) -> dict:
