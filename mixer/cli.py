@@ -15,6 +15,7 @@ SUBCOMMANDS = {
     "selfcheck": ("mixer.selfcheck", "encode, protect, jitter and mix a call's worth of audio in-process"),
     "controller": ("controller.cli", "run the signaling controller (HTTPS REST) in front of engines"),
     "serve": ("controller.serve", "controller + media engine + STUN/TURN in one process"),
+    "load": ("mixer.load", "many real RTP clients against an engine, bounded; prints loss and tick lateness"),
 }
 
 
