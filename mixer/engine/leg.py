@@ -33,7 +33,7 @@ from mixer.settings import EngineSettings
 
 # Reasons a packet is dropped; each is a counter in stats()
 DROP_REASONS = ("rate_limited", "srtp", "malformed", "payload_type", "not_receiving", "rtcp_malformed",
-                "rtcp_srtp", "stranger")
+                "rtcp_srtp", "stranger", "oversized")
 
 # Plain RTP from a new address is refused while the current stream has sent within this long.
 STREAM_HOLD_MS = 2000.0
@@ -86,8 +86,10 @@ class MediaLeg:
         self.muted = False
         self.local_port = rtp_socket.getsockname()[1]
         self._flusher = flusher or SendFlusher()
-        self._rtp = UdpEndpoint(rtp_socket, self._on_rtp_port, self._flusher)
-        self._rtcp = (UdpEndpoint(rtcp_socket, self._on_rtcp_port, self._flusher)
+        self._rtp = UdpEndpoint(rtp_socket, self._on_rtp_port, self._flusher,
+                                on_oversized=self._on_oversized)
+        self._rtcp = (UdpEndpoint(rtcp_socket, self._on_rtcp_port, self._flusher,
+                                  on_oversized=self._on_oversized)
                       if rtcp_socket is not None else None)
         self.srtp: SrtpContext | None = None
         if answer.local_crypto is not None and answer.remote_crypto is not None:
@@ -167,6 +169,11 @@ class MediaLeg:
         return slot
 
     # ------------------------------------------------------------------------------------- receive
+    def _on_oversized(self, count: int) -> None:
+        # larger than any RTP/RTCP/STUN datagram on a media port (2 KB): the socket layer
+        # truncated and dropped it before it got here
+        self.drops["oversized"] += count
+
     def _on_rtp_port(self, data: bytes, addr: tuple) -> None:
         self._on_datagram(data, addr, False)
 

@@ -50,7 +50,8 @@ class UdpEndpoint:
     `send(data, packed_address)` queued until the flusher runs (or `flush()` now)."""
 
     def __init__(self, sock: socket.socket, handler: Callable[[bytes, tuple], None],
-                 flusher: SendFlusher, batch: int = 64) -> None:
+                 flusher: SendFlusher, batch: int = 64,
+                 on_oversized: Callable[[int], None] | None = None) -> None:
         sock.setblocking(False)
         self.sock = sock
         self.fd = sock.fileno()
@@ -58,6 +59,8 @@ class UdpEndpoint:
         self.flusher = flusher
         self._receiver = _netio.BatchReceiver(batch)
         self._batch = batch
+        self._on_oversized = on_oversized  # told how many datagrams were too big for a media packet
+        self._truncated_seen = 0
         self._out_data: list[bytes] = []
         self._out_addresses: list[bytes] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -88,6 +91,10 @@ class UdpEndpoint:
                 # e.g. ECONNREFUSED queued by an ICMP error: nothing to read, the socket is fine
                 self.socket_errors += 1
                 return
+            if self._receiver.truncated != self._truncated_seen:
+                if self._on_oversized is not None:
+                    self._on_oversized(self._receiver.truncated - self._truncated_seen)
+                self._truncated_seen = self._receiver.truncated
             for data, address in datagrams:
                 self.handler(data, address)
             if len(datagrams) < self._batch:
