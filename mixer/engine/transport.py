@@ -35,7 +35,12 @@ class SendFlusher:
         self._pending.append(endpoint)
         if not self._scheduled:
             self._scheduled = True
-            asyncio.get_running_loop().call_soon(self.flush)
+            # the endpoint's own loop: a conference ticked from outside a running loop (a test
+            # harness pumping the loop itself) still gets its sends flushed at the next turn
+            loop = endpoint.loop
+            if loop is None:  # closed meanwhile: its queue is dropped when it flushes
+                loop = asyncio.get_running_loop()
+            loop.call_soon(self.flush)
 
     def flush(self) -> None:
         self._scheduled = not self._automatic
@@ -100,7 +105,14 @@ class UdpEndpoint:
             if len(datagrams) < self._batch:
                 return
 
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop
+
     def send(self, data: bytes, packed_address: bytes) -> None:
+        if self._loop is None:  # closed (or not open yet): nothing can leave
+            self.send_dropped += 1
+            return
         if not self._out_data:
             self.flusher.schedule(self)
         self._out_data.append(data)
