@@ -26,13 +26,13 @@ class PortAllocator:
             if port in self._used:
                 continue
             try:
-                rtp = _bind(host, port)
+                rtp = bind_udp(host, port)
             except OSError:
                 continue
             rtcp = None
             if rtcp_socket:
                 try:
-                    rtcp = _bind(host, port + 1)
+                    rtcp = bind_udp(host, port + 1)
                 except OSError:
                     rtp.close()
                     continue
@@ -48,7 +48,8 @@ class PortAllocator:
         return len(self._used)
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def bind_udp(host: str, port: int) -> socket.socket:
+    """A non-blocking UDP socket on (host, port) with a 1 MB receive buffer; OSError if taken."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:

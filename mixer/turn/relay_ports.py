@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import socket
 
+from mixer.engine.ports import bind_udp
+
 
 class RelayPortsExhausted(Exception):
     """No free port is left in the range: the request gets 508 Insufficient Capacity."""
@@ -25,14 +27,9 @@ class RelayPorts:
             self._next = port + 1 if port < self.high else self.low
             if port in self._used or (even and port % 2):
                 continue
-            family = socket.AF_INET6 if ":" in host else socket.AF_INET
-            sock = socket.socket(family, socket.SOCK_DGRAM)
             try:
-                sock.setblocking(False)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-                sock.bind((host, port))
+                sock = bind_udp(host, port)
             except OSError:
-                sock.close()
                 continue
             self._used.add(port)
             return sock
