@@ -89,9 +89,7 @@ class CallService:
     async def close(self) -> None:
         """End every call this controller monitors (their bots and recorders die with it)."""
         if self._supervisor is not None:
-            self._supervisor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._supervisor
+            await cancel_and_wait(self._supervisor)
             self._supervisor = None
         for call_id in list(self._monitors):
             with contextlib.suppress(ApiError):
@@ -675,6 +673,19 @@ class CallService:
                 "calls_local": len(self._monitors), "calls_adopted": self.calls_adopted,
                 "calls_engine_failed": self.calls_engine_failed,
                 "events_published": self.events.published, "events_dropped": self.events.dropped}
+
+
+async def cancel_and_wait(task: asyncio.Task, timeout_s: float = 2.0) -> None:
+    """Cancel `task` and wait for it to end, cancelling again should something below swallow the
+    cancellation (redis-py's asyncio client can, when it lands mid-command), for at most
+    `timeout_s`: a shutdown must not hang on a task that will not die."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not task.done() and loop.time() < deadline:
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.1)
+    if task.done() and not task.cancelled():
+        task.exception()  # retrieved, so asyncio does not log it as never retrieved
 
 
 def _codec_of(answer_sdp: str) -> str | None:

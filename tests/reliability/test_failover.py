@@ -28,6 +28,7 @@ import pytest
 import uvloop
 from hypothesis import given, settings as hypothesis_settings, strategies as st
 
+from controller.calls import cancel_and_wait
 from controller.cdr import parse_iso
 from controller.engine_client import HttpEngine
 from controller.registry import MemoryRegistry, RedisRegistry
@@ -54,8 +55,11 @@ ADMIN_KEY = "failover-admin-key"
 READY_TIMEOUT_S = 30.0
 
 
+SCENARIO_LIMIT_S = 180.0  # a guard against hangs (a failure, not a hung CI), far above any run
+
+
 def run(coro):
-    return uvloop.run(coro)
+    return uvloop.run(asyncio.wait_for(coro, SCENARIO_LIMIT_S))
 
 
 # ------------------------------------------------------------------------------- real processes
@@ -625,10 +629,7 @@ def test_a_live_controller_keeps_its_calls_and_one_whose_lease_ran_out_hands_the
 
                 # A stalls (its lease is not renewed, as when its loop or its Redis link hangs):
                 # B claims the call and removes A's bot leg; A, when it looks again, lets go
-                supervisor = a.server.calls._supervisor
-                supervisor.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await supervisor
+                await cancel_and_wait(a.server.calls._supervisor)
                 a.server.calls._supervisor = None
                 for _ in range(50):
                     if call["id"] not in a.server.calls._local:
