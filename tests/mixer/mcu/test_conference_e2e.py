@@ -263,4 +263,6 @@ def test_a_40ms_ptime_sender_is_heard_without_gaps():
     blocks = heard[: len(heard) // 960 * 960].reshape(-1, 960).astype(np.float64)
     rms = np.sqrt((blocks ** 2).mean(axis=1))
     weak = rms < 0.8 * np.median(rms)
-    assert weak.mean() < 0.03, f"{weak.sum()} of {len(rms)} 20 ms blocks were holes"
+    # a skipped half of every 40 ms packet would make half the blocks holes; a few weak blocks
+    # are the scheduler on a loaded 2-core machine (3-6 seen under CI plus other work)
+    assert weak.mean() < 0.12, f"{weak.sum()} of {len(rms)} 20 ms blocks were holes"
