@@ -634,8 +634,15 @@ class CallService:
         self._local.setdefault(call_id, {})
         self._samples.setdefault(call_id, {})
         self._monitors[call_id] = asyncio.get_running_loop().create_task(self._monitor(call_id))
-        self.calls_adopted += 1
         log.warning("call %s adopted from controller %s", call_id, previous)
+        try:
+            await self._remove_dead_local_parts(call_id)
+        finally:
+            # counted once the adoption is whole: a reader that sees the count also sees the
+            # dead controller's legs gone and its recording finished
+            self.calls_adopted += 1
+
+    async def _remove_dead_local_parts(self, call_id: str) -> None:
         call = await self.registry.get(call_id)
         if call is None:
             return  # ended meanwhile: the monitor forgets it
@@ -646,10 +653,11 @@ class CallService:
         for participant in orphans:
             if participant.get("controller") in alive:
                 continue  # a bot added through a third controller, still running there
-            with contextlib.suppress(ApiError):
-                await self.remove_participant(None, call_id, participant["id"], CONTROLLER_FAILED)
+            # as with a live recorder, the recording is finished before its leg leaves
             if participant["kind"] == "recorder" and participant.get("recording_id"):
                 await self._salvage_recording(call, participant["recording_id"])
+            with contextlib.suppress(ApiError):
+                await self.remove_participant(None, call_id, participant["id"], CONTROLLER_FAILED)
 
     async def _salvage_recording(self, call: dict, recording_id: str) -> None:
         """Finish the index row of a recording whose recorder died, with the file made whole."""
