@@ -20,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -44,9 +45,12 @@ class EngineProcess:
     def __init__(self, ports: str) -> None:
         self.port = free_port()
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+        # the engine logs every leg added and removed: to a file, since a pipe nobody reads
+        # fills after a few hundred lines and then blocks the engine's loop on its next log line
+        self.log = tempfile.TemporaryFile(mode="w+", prefix="soak_engine_", suffix=".log")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "mixer.cli", "engine", "--control", f"127.0.0.1:{self.port}",
-             "--ports", ports], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             "--ports", ports], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=self.log, text=True)
         self.url = f"http://127.0.0.1:{self.port}"
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -55,7 +59,7 @@ class EngineProcess:
                     return
             except OSError:
                 if self.process.poll() is not None:
-                    raise RuntimeError(f"engine exited: {self.process.stderr.read()}")
+                    raise RuntimeError(f"engine exited: {self.output()}")
                 time.sleep(0.1)
         self.stop()
         raise RuntimeError("engine did not open its control port")
@@ -72,7 +76,12 @@ class EngineProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        return self.process.stderr.read() if self.process.stderr else ""
+        return self.output()
+
+    def output(self, tail: int = 4000) -> str:
+        """The end of what the engine logged."""
+        self.log.seek(0)
+        return self.log.read()[-tail:]
 
 
 def slope_per_minute(t_s: list[float], values: list[float]) -> float:
