@@ -123,6 +123,13 @@ async def soak(minutes: float, participants: int, talkers: int, churn_s: float, 
         "rss_kb_first": samples[0]["engine_rss_kb"] if samples else None,
         "rss_kb_last": samples[-1]["engine_rss_kb"] if samples else None,
         "rss_slope_kb_per_min": slope_per_minute(ts, [s["engine_rss_kb"] for s in steady]),
+        # growth that levels off (allocator arenas filling) and a leak (a steady climb) can have the
+        # same whole-run slope; the second half's slope tells them apart
+        "rss_slope_second_half_kb_per_min": slope_per_minute(
+            [x for x in ts if x >= ts[len(ts) // 2]],
+            [s["engine_rss_kb"] for s in steady if s["elapsed_s"] >= ts[len(ts) // 2]]) if ts else None,
+        "rss_kb_per_minute": [(round(s["elapsed_s"]), s["engine_rss_kb"]) for s in samples
+                              if round(s["elapsed_s"]) % 60 == 0],
         "fds_slope_per_min": slope_per_minute(ts, [s["engine_fds"] for s in steady]),
         "fds_baseline": baseline["fds"], "rss_kb_baseline": baseline["rss_kb"],
         "rss_kb_join": join["rss_kb"], "fds_during": samples[-1]["engine_fds"] if samples else None,
@@ -142,7 +149,8 @@ def report(result: dict) -> str:
         f"soak: {result['minutes']:g} min, {result['participants']} participants ({result['talkers']} talking), "
         f"a listener replaced every {result['churn_s']:g} s ({result['churned']} replaced)",
         f"  engine RSS {result['rss_kb_first']} -> {result['rss_kb_last']} KB; "
-        f"slope {result['rss_slope_kb_per_min']:.1f} KB/min",
+        f"slope {result['rss_slope_kb_per_min']:.1f} KB/min (second half: "
+        f"{result['rss_slope_second_half_kb_per_min']:.1f} KB/min)",
         f"  engine fds: {result['fds_baseline']} before the call, {result['fds_during']} during, "
         f"{result['fds_after']} after; slope {result['fds_slope_per_min']:.2f} per min",
         f"  tick lateness p99 (last 60 s window) over time: {over_time}",

@@ -631,8 +631,8 @@ def test_a_live_controller_keeps_its_calls_and_one_whose_lease_ran_out_hands_the
                 # B claims the call and removes A's bot leg; A, when it looks again, lets go
                 await cancel_and_wait(a.server.calls._supervisor)
                 a.server.calls._supervisor = None
-                for _ in range(50):
-                    if call["id"] not in a.server.calls._local:
+                for _ in range(50):  # B's adoption is counted once it has removed A's bot leg
+                    if call["id"] not in a.server.calls._local and b.server.calls.calls_adopted:
                         break
                     await asyncio.sleep(0.1)
                 assert b.server.calls.calls_adopted == 1
