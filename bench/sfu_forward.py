@@ -10,6 +10,11 @@ subscriber's own SRTP key).
    engine's CPU time (= per core), input packets per CPU second, and how much of the core was busy.
    Shapes: "1->50" (one talker, 50 subscribers) and "50->50, last-3" (50 participants who all send,
    3 loud, each hears the 3 loudest minus itself).
+   On loopback the sender's transmit runs the receiver's whole UDP receive path too (socket lookup,
+   queueing, waking the reader), so the engine's core pays for its subscribers' kernels. "1->50 TUN"
+   measures the same conference with the subscribers behind a TUN device read by the generator on
+   its own core: the engine's packets leave through a network device as they would through a NIC.
+   Needs CAP_NET_ADMIN and /dev/net/tun; skipped with the reason otherwise.
 2. Cost at real time (speed 1): engine CPU ms per participant-second for the same conference in SFU
    and in MCU mode, and the ratio, measured in one run.
 
@@ -22,6 +27,7 @@ import argparse
 import multiprocessing
 import os
 import socket
+import subprocess
 import sys
 import time
 
@@ -34,6 +40,9 @@ ENGINE_CORE, GEN_CORE = 0, 1
 AUDIO_LEVEL_EXT_ID = 1
 CYCLE = 50
 GROUPS = 10  # each 20 ms frame's sends are spread over 10 steps of 2 ms, as real senders are
+# The TUN sink (`--egress tun`): the engine's media address is on the device's network, the
+# subscribers are a peer address routed through it.
+SINK_DEVICE, SINK_LOCAL, SINK_PEER, SINK_PORT0 = "vmsink0", "10.201.0.1", "10.201.0.2", 40000
 SETTINGS = {"media_ports": "20000-29999", "max_packet_rate": 1_000_000, "srtp_required": True,
             "sfu_last_n": 3, "max_legs_per_conference": 1000}
 
@@ -58,12 +67,68 @@ def _payloads():
     return result
 
 
-def _loadgen_main(conn, core: int) -> None:
+class TunSink:
+    """A TUN device standing in for a network card: the engine's packets to SINK_PEER leave through
+    a real network device (IP and UDP output, qdisc, device transmit) instead of loopback, whose
+    transmit also runs the receiver's whole UDP receive path on the sender's core. This process
+    reads them off the device on its own core, as the wire would take them. Made with TUNSETIFF
+    (needs CAP_NET_ADMIN); the device vanishes when this process closes it."""
+
+    def __init__(self) -> None:
+        import fcntl
+        import struct
+        import subprocess
+
+        self.fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK)
+        try:
+            ifreq = struct.pack("16sH", SINK_DEVICE.encode(), 0x0001 | 0x1000)  # IFF_TUN | IFF_NO_PI
+            fcntl.ioctl(self.fd, 0x400454CA, ifreq)  # TUNSETIFF
+            for command in (["ip", "addr", "add", f"{SINK_LOCAL}/24", "dev", SINK_DEVICE],
+                            ["ip", "link", "set", SINK_DEVICE, "up", "txqueuelen", "10000"]):
+                subprocess.run(command, check=True, capture_output=True, text=True)
+        except BaseException:
+            os.close(self.fd)
+            raise
+
+    def drain(self, counts: dict, verify) -> int:
+        """Read every IPv4/UDP packet waiting; count RTP and RTCP; `verify(port, payload)` sees each."""
+        got = 0
+        while True:
+            try:
+                packet = os.read(self.fd, 2048)
+            except BlockingIOError:
+                return got
+            header = (packet[0] & 0x0F) * 4
+            if packet[0] >> 4 != 4 or packet[9] != 17 or len(packet) < header + 10:
+                continue  # not IPv4/UDP (e.g. IPv6 router solicitations)
+            port = int.from_bytes(packet[header + 2:header + 4], "big")
+            payload = packet[header + 8:]
+            got += 1
+            if 200 <= payload[1] <= 206:
+                counts["rtcp"] += 1
+            else:
+                counts["rtp"] += 1
+                verify(("tun", port), payload)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def _loadgen_main(conn, core: int, egress: str = "loopback") -> None:
     _pin(core)
     from mixer import _core, _netio
     from mixer.rtp.srtp import SrtpContext
     from mixer.sdp import offer_audio, parse
     from mixer.sdp.crypto import parse_crypto
+
+    sink = None
+    if egress == "tun":
+        try:
+            sink = TunSink()
+        except (OSError, subprocess.CalledProcessError) as exc:
+            detail = getattr(exc, "stderr", "") or exc
+            conn.send(("error", f"no TUN device here ({str(detail).strip()})"))
+            return
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     for force, opt, size in ((33, socket.SO_RCVBUF, 64 << 20), (32, socket.SO_SNDBUF, 16 << 20)):
@@ -78,19 +143,28 @@ def _loadgen_main(conn, core: int) -> None:
     receiver = _netio.BatchReceiver(256)
     conn.send(("ok", {"pid": os.getpid()}))
     keys: list = []
+    sink_keys: dict[tuple, object] = {}  # how a subscriber's packets are told apart -> its SrtpContext
     legs: list = []  # (packed engine address, payload type, SrtpContext)
     seqs: dict[int, int] = {}  # per sender, continued across runs (SRTP refuses a repeated index)
 
     while True:
         op, *args = conn.recv()
         if op == "stop":
+            if sink is not None:
+                sink.close()
             conn.send(("ok", True))
             return
         if op == "offers":
+            # with a TUN sink, subscribers (all but the first `senders` legs) are at SINK_PEER, one
+            # port each, reached through the device; senders stay on loopback
+            count, senders_first = args[0], args[1] if len(args) > 1 else args[0]
             keys.clear()
             offers = []
-            for _ in range(args[0]):
-                sdp, crypto = offer_audio(local_ip=HOST, local_port=port, codecs=("opus",), srtp=True,
+            for i in range(count):
+                on_sink = sink is not None and i >= senders_first
+                sdp, crypto = offer_audio(local_ip=SINK_PEER if on_sink else HOST,
+                                          local_port=SINK_PORT0 + 2 * i if on_sink else port,
+                                          codecs=("opus",), srtp=True,
                                           audio_level_ext_id=AUDIO_LEVEL_EXT_ID)
                 offers.append(sdp)
                 keys.append(crypto)
@@ -98,23 +172,42 @@ def _loadgen_main(conn, core: int) -> None:
         elif op == "answers":
             legs.clear()
             seqs.clear()
-            for answer, crypto in zip(args[0], keys):
+            sink_keys.clear()
+            for i, (answer, crypto) in enumerate(zip(args[0], keys)):
                 engine_port, pt = answer_target(answer)
                 remote = parse_crypto(parse(answer).media[0].attribute("crypto"))
-                legs.append((_netio.pack_address(HOST, engine_port), pt,
-                             SrtpContext(remote.suite, crypto.key, remote.key)))
+                description = parse(answer)
+                connection = description.connection_of(description.media[0])
+                engine_ip = connection.address if connection is not None else HOST
+                context = SrtpContext(remote.suite, crypto.key, remote.key)
+                legs.append((_netio.pack_address(engine_ip, engine_port), pt, context))
+                sink_keys[("tun", SINK_PORT0 + 2 * i)] = context  # by where a packet went
+                sink_keys[("loopback", engine_port)] = context      # by where it came from
             conn.send(("ok", True))
         elif op == "run":
             senders, loud_count, speed, seconds = args
             conn.send(("ok", _run(sock, receiver, legs, seqs, senders, loud_count, speed, seconds,
-                                  loud, loud_ext, quiet, quiet_ext)))
+                                  loud, loud_ext, quiet, quiet_ext, sink, sink_keys)))
 
 
 def _run(sock, receiver, legs, seqs: dict, senders: list[int], loud_count: int, speed: float, seconds: float,
-         loud, loud_ext, quiet, quiet_ext) -> dict:
+         loud, loud_ext, quiet, quiet_ext, sink: TunSink | None = None, sink_keys: dict | None = None) -> dict:
     """Every sender sends `speed` x 50 packets/s for `seconds`; everything that comes back is counted.
-    The first `loud_count` senders talk, the rest send quiet frames."""
+    The first `loud_count` senders talk, the rest send quiet frames. The first packets each
+    subscriber gets are authenticated with its SRTP key (`srtp_checked`/`srtp_failed`)."""
     from mixer import _core, _netio
+
+    counts = {"rtp": 0, "rtcp": 0, "checked": 0, "failed": 0}
+    checked_per_port: dict[tuple, int] = {}
+
+    def verify(key: tuple, payload: bytes) -> None:
+        if checked_per_port.get(key, 0) >= 20:
+            return
+        checked_per_port[key] = checked_per_port.get(key, 0) + 1
+        context = (sink_keys or {}).get(key)
+        counts["checked"] += 1
+        if context is None or context.unprotect(payload) is None:
+            counts["failed"] += 1
 
     fd = sock.fileno()
     groups = min(GROUPS, len(senders))  # senders are spread over the frame, not sent in one burst
@@ -155,28 +248,32 @@ def _run(sock, receiver, legs, seqs: dict, senders: list[int], loud_count: int, 
             datagrams.clear()
             addresses.clear()
         got = receiver.receive(fd)
-        for data, _ in got:
+        for data, address in got:
             if 200 <= data[1] <= 206:
                 rtcp += 1
             else:
                 received += 1
-        if not got and now < due:
+                verify(("loopback", address[1]), data)
+        drained = sink.drain(counts, verify) if sink is not None else 0
+        if not got and not drained and now < due:
             time.sleep(min(0.0005, max(0.0, due - now)))
     deadline = time.monotonic() + 0.3
     while time.monotonic() < deadline:
         got = receiver.receive(fd)
         received += sum(1 for data, _ in got if not 200 <= data[1] <= 206)
-        if not got:
+        drained = sink.drain(counts, verify) if sink is not None else 0
+        if not got and not drained:
             time.sleep(0.002)
-    return {"sent": sent, "received": received, "rtcp": rtcp, "behind": behind,
-            "seconds": time.monotonic() - start}
+    return {"sent": sent, "received": received + counts["rtp"], "rtcp": rtcp + counts["rtcp"],
+            "behind": behind, "seconds": time.monotonic() - start,
+            "srtp_checked": counts["checked"], "srtp_failed": counts["failed"]}
 
 
 # ==================================================================================== orchestration
 def measure(engine: Child, gen: Child, mode: str, legs: int, senders: list[int], loud: int,
             speed: float, seconds: float) -> dict:
     conference = engine.call("create", mode)
-    offers = gen.call("offers", legs)
+    offers = gen.call("offers", legs, len(senders))
     answers = engine.call("add_legs", conference, offers, timeout=120)
     gen.call("answers", answers)
     gen.call("run", senders, loud, speed, 1.0)  # warm up: speakers chosen, slots filled
@@ -197,6 +294,7 @@ def measure(engine: Child, gen: Child, mode: str, legs: int, senders: list[int],
             "forwarded_per_cpu_s": forwarded / cpu if cpu else 0.0,
             "in_per_cpu_s": packets_in / cpu if cpu else 0.0,
             "received_by_clients": result["received"], "gen_behind": result["behind"],
+            "srtp_checked": result["srtp_checked"], "srtp_failed": result["srtp_failed"],
             "kernel_share": (sys1 - sys0) / max((user1 - user0) + (sys1 - sys0), 1e-9),
             "cpu_ms_per_participant_s": cpu * 1000.0 / (legs * wall)}
 
@@ -214,6 +312,9 @@ def main() -> int:
         "1->50": (51, [0], 1),
         "50->50 last-3": (50, list(range(50)), 3),
     }
+    # (row label, shape, egress): "tun" sends the subscribers' packets out through a network device
+    runs = [("1->50", "1->50", "loopback"), ("1->50 TUN", "1->50", "tun"),
+            ("50->50 last-3", "50->50 last-3", "loopback")]
     speeds = {"1->50": [20, 60, 120], "50->50 last-3": [10, 20, 40]}
     if args.quick:
         speeds = {"1->50": [60], "50->50 last-3": [20]}
@@ -221,22 +322,34 @@ def main() -> int:
     print("SFU forwarding with SRTP in and out; engine alone on one core, load generator on the other")
     print(f"{'shape':16} {'speed':>5} {'in/s':>8} {'fwd/s':>9} {'core busy':>9} "
           f"{'fwd per CPU-s':>13} {'in per CPU-s':>12} {'kernel':>6} {'clients got':>11}")
-    for shape, (legs, senders, loud) in shapes.items():
+    for label, shape, egress in runs:
+        legs, senders, loud = shapes[shape]
+        settings = {**SETTINGS, "media_ip": SINK_LOCAL} if egress == "tun" else SETTINGS
         for speed in speeds[shape]:
-            engine = Child(ctx, _engine_main, ENGINE_CORE, SETTINGS)
-            gen = Child(ctx, _loadgen_main, GEN_CORE)
+            try:  # the generator first: with a TUN sink it makes the device the engine binds on
+                gen = Child(ctx, _loadgen_main, GEN_CORE, egress)
+            except RuntimeError as exc:
+                print(f"{label:16} skipped: {exc}")
+                break
+            engine = Child(ctx, _engine_main, ENGINE_CORE, settings)
             try:
                 r = measure(engine, gen, "sfu", legs, senders, loud, speed, args.seconds)
             finally:
                 gen.close()
                 engine.close()
-            rows.append((shape, r))
-            print(f"{shape:16} {speed:5.0f} {r['packets_in'] / r['wall_s']:8.0f} "
+            rows.append((label, r))
+            failed = (f"  SRTP check FAILED on {r['srtp_failed']} of {r['srtp_checked']}"
+                      if r["srtp_failed"] else "")
+            print(f"{label:16} {speed:5.0f} {r['packets_in'] / r['wall_s']:8.0f} "
                   f"{r['forwarded'] / r['wall_s']:9.0f} {r['busy'] * 100:8.0f}% "
                   f"{r['forwarded_per_cpu_s']:13.0f} {r['in_per_cpu_s']:12.0f} "
-                  f"{r['kernel_share'] * 100:5.0f}% {r['received_by_clients']:11d}" + ("  (generator fell behind)" if r["gen_behind"] else ""))
-    best = max(r["forwarded_per_cpu_s"] for _, r in rows)
-    print(f"best: {best / 1000:.0f}k packets forwarded per core-second with SRTP (target 150k)")
+                  f"{r['kernel_share'] * 100:5.0f}% {r['received_by_clients']:11d}" + failed
+                  + ("  (generator fell behind)" if r["gen_behind"] else ""))
+    for egress, labels in (("loopback", ("1->50", "50->50 last-3")), ("a network device", ("1->50 TUN",))):
+        rates = [r["forwarded_per_cpu_s"] for label, r in rows if label in labels]
+        if rates:
+            print(f"best through {egress}: {max(rates) / 1000:.0f}k packets forwarded per core-second "
+                  "with SRTP (target 150k)")
 
     print("\nSame conferences at real time (speed 1): engine CPU per participant-second, SFU vs MCU")
     print(f"{'shape':16} {'SFU ms':>8} {'MCU ms':>8} {'MCU/SFU':>8}")

@@ -90,7 +90,8 @@ class SimulatedParticipant:
     def __init__(self, name: str, freq_hz: float, signal: np.ndarray, *, codec: str = "opus",
                  srtp: bool = False, impairment: Impairment | None = None,
                  send_audio_level: bool = True, host: str = "127.0.0.1",
-                 transport_factory: TransportFactory | None = None) -> None:
+                 transport_factory: TransportFactory | None = None,
+                 claimed_level: int | None = None) -> None:
         self.name = name
         self.freq_hz = freq_hz
         self.signal = signal
@@ -98,6 +99,8 @@ class SimulatedParticipant:
         self.use_srtp = srtp
         self.impairment = impairment or Impairment()
         self.send_audio_level = send_audio_level
+        # a forger: every packet claims this RFC 6464 level (0 is loudest), whatever it carries
+        self.claimed_level = claimed_level
         self.host = host
         self.transport_factory = transport_factory
         self._rng = random.Random(self.impairment.seed)
@@ -189,7 +192,7 @@ class SimulatedParticipant:
         payload = self.encoder.encode(frame)
         ext_profile, ext = -1, None
         if self.send_audio_level:
-            level = _core.audio_level(frame)
+            level = _core.audio_level(frame) if self.claimed_level is None else self.claimed_level
             ext_profile = _core.EXTENSION_PROFILE_ONE_BYTE
             ext = _core.audio_level_extension(AUDIO_LEVEL_EXT_ID, level, level < 127)
         packet = _core.build_rtp(self._pt, self._seq, self._ts, self.ssrc, payload,

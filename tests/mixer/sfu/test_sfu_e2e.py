@@ -221,3 +221,24 @@ def test_turn_taking_call_through_the_sfu_loses_nothing_and_adds_little_delay() 
         assert listener.loss_percent == 0.0
     assert result.conference_stats["speaker_changes"] >= 5
     assert result.conference_stats["preroll_packets"] > 0
+
+
+def test_forged_audio_levels_lose_their_slots_to_a_real_talker() -> None:
+    """Two senders claim the loudest RFC 6464 level on near-silence to hold both slots. Their
+    claims are checked against their decoded audio; once disbelieved, they are judged by what they
+    send, and the one real talker takes a slot and is heard."""
+    seconds = 4.0
+    liars = [SimulatedParticipant(f"liar{i}", TEST_TONES_HZ[i],
+                                  tone(TEST_TONES_HZ[i], seconds, amplitude=QUIET, phase=i),
+                                  claimed_level=0) for i in range(2)]
+    honest = SimulatedParticipant("honest", TEST_TONES_HZ[2], tone(TEST_TONES_HZ[2], seconds, amplitude=LOUD))
+    listener = SimulatedParticipant("listener", TEST_TONES_HZ[3],
+                                    tone(TEST_TONES_HZ[3], seconds, amplitude=QUIET))
+    settings = EngineSettings(media_ports="41000-41999", sfu_last_n=2)
+    conference, legs = uvloop.run(_run_sfu([*liars, honest, listener], seconds, settings))
+    assert [legs[p.name]["levels_trusted"] for p in liars] == [False, False]
+    assert legs["honest"]["levels_trusted"] and legs["listener"]["levels_trusted"]
+    assert legs["honest"]["id"] in conference["stats"]["speakers"]
+    assert legs["honest"]["forwarded"]
+    heard = _tones_heard(listener, [p.freq_hz for p in (*liars, honest)])
+    assert heard[honest.freq_hz] > -25, f"the real talker is heard only at {heard[honest.freq_hz]:.1f} dBFS"
