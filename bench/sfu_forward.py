@@ -18,8 +18,8 @@ subscriber's own SRTP key).
 2. Cost at real time (speed 1): engine CPU ms per participant-second for the same conference in SFU
    and in MCU mode, and the ratio, measured in one run.
 
-    python bench/sfu_forward.py            # ~2 minutes
-    python bench/sfu_forward.py --quick    # one speed per shape (~40 s)
+    python bench/sfu_forward.py            # ~4 minutes
+    python bench/sfu_forward.py --quick    # one speed per shape (~1 min)
 """
 from __future__ import annotations
 
