@@ -175,8 +175,8 @@ def _loadgen_main(conn, core: int, egress: str = "loopback") -> None:
             sink_keys.clear()
             for i, (answer, crypto) in enumerate(zip(args[0], keys)):
                 engine_port, pt = answer_target(answer)
-                remote = parse_crypto(parse(answer).media[0].attribute("crypto"))
                 description = parse(answer)
+                remote = parse_crypto(description.media[0].attribute("crypto"))
                 connection = description.connection_of(description.media[0])
                 engine_ip = connection.address if connection is not None else HOST
                 context = SrtpContext(remote.suite, crypto.key, remote.key)

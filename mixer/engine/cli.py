@@ -8,9 +8,8 @@ import logging
 import signal
 
 import uvloop
-from aiohttp import web
 
-from mixer.engine.control import create_app
+from mixer.engine.control import start_control_api
 from mixer.engine.engine import Engine
 from mixer.settings import EngineSettings
 
@@ -42,10 +41,8 @@ def split_hostport(value: str) -> tuple[str, int]:
 async def serve(settings: EngineSettings) -> None:
     engine = Engine(settings)
     engine.start()
-    runner = web.AppRunner(create_app(engine), access_log=None)
-    await runner.setup()
     host, port = split_hostport(settings.control_listen)
-    await web.TCPSite(runner, host, port).start()
+    runner, port = await start_control_api(engine, host, port)
     log.info("engine started: control http://%s:%d, media %s ports %s", host, port,
              settings.media_ip, settings.media_ports)
     # Everything built so far lives as long as the process: keep it out of every collection, so

@@ -57,6 +57,17 @@ def _field(body: dict, name: str, kind: type, required: bool = False):
     return value
 
 
+async def start_control_api(engine: Engine, host: str = "127.0.0.1",
+                            port: int = 0) -> tuple[web.AppRunner, int]:
+    """Serve `engine`'s control API on host:port (0: a free port); returns the runner, whose
+    `cleanup()` stops it, and the port it listens on."""
+    runner = web.AppRunner(create_app(engine), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    return runner, site._server.sockets[0].getsockname()[1]
+
+
 def create_app(engine: Engine) -> web.Application:
     app = web.Application(middlewares=[_errors], client_max_size=MAX_BODY_BYTES)
     routes = web.RouteTableDef()

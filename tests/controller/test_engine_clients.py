@@ -4,11 +4,10 @@ import contextlib
 
 import pytest
 import uvloop
-from aiohttp import web
 
 from controller.engine_client import HttpEngine, InProcessEngine
 from controller.testing import free_port
-from mixer.engine.control import create_app
+from mixer.engine.control import start_control_api
 from mixer.engine.engine import Engine, EngineError
 from mixer.sim.participant import SimulatedParticipant
 from controller.testing import continuous_tone
@@ -27,11 +26,7 @@ async def engine_client(kind: str):
         if kind == "in_process":
             client = InProcessEngine(engine)
         else:
-            runner = web.AppRunner(create_app(engine), access_log=None)
-            await runner.setup()
-            site = web.TCPSite(runner, "127.0.0.1", 0)
-            await site.start()
-            port = site._server.sockets[0].getsockname()[1]
+            runner, port = await start_control_api(engine)
             client = HttpEngine(f"http://127.0.0.1:{port}")
         yield client
         await client.close()

@@ -5,7 +5,6 @@ import json
 
 import pytest
 import uvloop
-from aiohttp import web
 
 from controller.engine_client import HttpEngine
 from controller.registry import MemoryRegistry, RedisRegistry
@@ -13,7 +12,7 @@ from controller.testing import (
     RestParticipant, continuous_tone, redis_server, running_controller,
 )
 from mixer.analysis import tone_levels_db
-from mixer.engine.control import create_app
+from mixer.engine.control import start_control_api
 from mixer.engine.engine import Engine
 from mixer.sim.participant import SimulatedParticipant
 
@@ -83,11 +82,8 @@ def test_two_controllers_share_calls_through_redis(tmp_path, redis_url):
     async def scenario():
         engine = Engine()
         engine.start()
-        runner = web.AppRunner(create_app(engine), access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        engine_url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+        runner, port = await start_control_api(engine)
+        engine_url = f"http://127.0.0.1:{port}"
         data = tmp_path / "shared"
         try:
             async with running_controller(data, [HttpEngine(engine_url)], redis_url=redis_url) as a, \

@@ -18,7 +18,7 @@ import numpy as np
 
 from mixer import _core
 from mixer.codec import FrameEncoder
-from mixer.engine.control import MAX_BODY_BYTES, create_app
+from mixer.engine.control import MAX_BODY_BYTES, start_control_api
 from mixer.engine.engine import Engine
 from mixer.rtp.rtcp import RtcpError, is_rtcp, parse_compound
 from mixer.rtp.srtp import SrtpContext
@@ -69,14 +69,9 @@ class _EngineThread:
         self.port = 0
 
         async def start() -> None:
-            from aiohttp import web
             self.engine = Engine(settings)
             self.engine.start()
-            runner = web.AppRunner(create_app(self.engine), access_log=None)
-            await runner.setup()
-            site = web.TCPSite(runner, "127.0.0.1", 0)
-            await site.start()
-            self.port = site._server.sockets[0].getsockname()[1]
+            _, self.port = await start_control_api(self.engine)
             ready.set()
 
         def main() -> None:

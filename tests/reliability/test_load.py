@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 import uvloop
-from aiohttp import web
 
-from mixer.engine.control import create_app
+from mixer.engine.control import start_control_api
 from mixer.engine.engine import Engine
 from mixer.load import LoadConfig, LoadError, LoadRun, allowed_address, format_summary
 
@@ -42,11 +41,7 @@ def test_remote_engine_over_its_control_url():
     async def scenario():
         engine = Engine()
         engine.start()
-        runner = web.AppRunner(create_app(engine))
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]
+        runner, port = await start_control_api(engine)
         try:
             config = LoadConfig(clients=12, duration_s=2.5, per_conference=6,
                                 engine_url=f"http://127.0.0.1:{port}", engine_pid=os.getpid())

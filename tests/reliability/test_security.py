@@ -13,10 +13,10 @@ import time
 
 import pytest
 import uvloop
-from aiohttp import ClientSession, web
+from aiohttp import ClientSession
 
 from mixer import _core
-from mixer.engine.control import MAX_BODY_BYTES, create_app
+from mixer.engine.control import MAX_BODY_BYTES, start_control_api
 from mixer.engine.engine import Engine, EngineError
 from mixer.rtp.rtcp import RtcpBye, serialize_compound
 from mixer.rtp.srtp import SrtpContext
@@ -341,11 +341,7 @@ def test_control_api_bounds_request_bodies():
     async def main():
         engine = Engine()
         engine.start()
-        runner = web.AppRunner(create_app(engine))
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]
+        runner, port = await start_control_api(engine)
         engine.create_conference("mcu", "room")
         huge = b'{"sdp": "' + b"a" * (MAX_BODY_BYTES + 10) + b'"}'
 

@@ -1,8 +1,8 @@
 """The engine's HTTP control API on loopback: every operation and every error answer."""
 import uvloop
-from aiohttp import ClientSession, web
+from aiohttp import ClientSession
 
-from mixer.engine.control import create_app
+from mixer.engine.control import start_control_api
 from mixer.engine.engine import Engine
 from mixer.sdp import offer_audio, parse
 
@@ -14,11 +14,7 @@ G722_ONLY = ("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=
 async def with_engine(scenario):
     engine = Engine()
     engine.start()
-    runner = web.AppRunner(create_app(engine))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
+    runner, port = await start_control_api(engine)
     try:
         async with ClientSession(f"http://127.0.0.1:{port}") as http:
             return await scenario(http)
