@@ -1,6 +1,7 @@
 """Build the Cython core of voicemix.
 
-`mixer._core` (RTP, sequence arithmetic, jitter buffer, G.711, resampling, mixing) needs only a C
+The core modules (`mixer._rtp` packets and sequence arithmetic, `_rtp_source` receive statistics,
+`_jitter` the jitter buffer, `_g711`, `_resample`, `_mix` the mix kernel and levels) need only a C
 compiler; `mixer._opus` links libopus directly so encode/decode can run with the GIL released. The
 build stops with a message naming the Debian package when libopus' headers are missing, instead of a
 compiler error three screens later.
@@ -43,14 +44,12 @@ COMPILE_ARGS = ["-O3", "-fno-strict-aliasing"]
 opus_includes, opus_lib_dirs, opus_libs = opus_flags()
 
 extensions = [
-    Extension(
-        "mixer._core",
-        ["mixer/_core.pyx"],
-        include_dirs=[numpy.get_include(), "mixer"],
-        depends=["mixer/mix_kernel.h", "mixer/dsp_kernel.h"],
-        extra_compile_args=COMPILE_ARGS,
-        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-    ),
+    # the core without external libraries, one module per concern
+    *[Extension(f"mixer.{name}", [f"mixer/{name}.pyx"], include_dirs=[numpy.get_include(), "mixer"],
+                depends=["mixer/mix_kernel.h", "mixer/dsp_kernel.h", "mixer/_rtp.pxd", "mixer/_wire.pxd"],
+                extra_compile_args=COMPILE_ARGS,
+                define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")])
+      for name in ("_rtp", "_rtp_source", "_jitter", "_g711", "_resample", "_mix")],
     Extension(
         "mixer._netio",
         ["mixer/_netio.pyx"],

@@ -35,13 +35,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np  # noqa: E402
 
 import workloads as w  # noqa: E402
-from mixer._core import (  # noqa: E402
-    JitterBuffer,
-    RtpPacket,
-    mix_minus,
-    ulaw_decode_into,
-    ulaw_encode,
-)
+from mixer._jitter import JitterBuffer
+from mixer._rtp import RtpPacket
+from mixer._mix import mix_minus
+from mixer._g711 import ulaw_decode_into, ulaw_encode
 from mixer._opus import OpusDecoder, OpusEncoder  # noqa: E402
 
 with warnings.catch_warnings():
@@ -149,7 +146,7 @@ class PyRtpPacket:
 
 
 def py_parse(data: bytes) -> PyRtpPacket:
-    """RFC 3550 section 5.1 + RFC 8285, validated like mixer._core.RtpPacket.parse."""
+    """RFC 3550 section 5.1 + RFC 8285, validated like mixer._rtp.RtpPacket.parse."""
     n = len(data)
     if n < 12:
         raise ValueError("packet too short for an RTP header")

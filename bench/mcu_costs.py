@@ -44,7 +44,7 @@ def cost_model(n: int = 300, rounds: int = 60) -> dict:
     """Microseconds per participant per tick for each piece, plus the fixed codec work per tick."""
     import numpy as np
 
-    from mixer import _core
+    from mixer import _jitter, _rtp
     from mixer.codec import FrameDecoder, FrameEncoder, OpusSettings
     from mixer.mcu.conference import McuConference
     from mixer.rtp.stats import ReceiveStatistics, SendStatistics
@@ -97,7 +97,7 @@ def cost_model(n: int = 300, rounds: int = 60) -> dict:
         leg = bench.legs[-1]
         voice = bench.conference.voices[leg.id]
         wire = bench.wires()[-1]
-        packet = _core.RtpPacket.parse(wire)
+        packet = _rtp.RtpPacket.parse(wire)
         ext_id = leg.audio_level_ext_id
         receive = ReceiveStatistics(1234, 48000, 100)
         seq = [100]
@@ -106,10 +106,10 @@ def cost_model(n: int = 300, rounds: int = 60) -> dict:
             seq[0] = (seq[0] + 1) & 0xFFFF
             receive.on_rtp(seq[0], seq[0] * 960, 80, time.time())
 
-        jb = _core.JitterBuffer(clock_rate=48000, frame_ms=20.0)
+        jb = _jitter.JitterBuffer(clock_rate=48000, frame_ms=20.0)
         clock = [0.0]
-        packets = [_core.RtpPacket.parse(w) for w in
-                   (_core.build_rtp(111, s, s * 960, 7, b"x" * 60) for s in range(64))]
+        packets = [_rtp.RtpPacket.parse(w) for w in
+                   (_rtp.build_rtp(111, s, s * 960, 7, b"x" * 60) for s in range(64))]
 
         def jb_put_pop():
             i = int(clock[0] / 20.0)
@@ -126,13 +126,13 @@ def cost_model(n: int = 300, rounds: int = 60) -> dict:
         ops = {
             "time.time() / time.monotonic()": lambda: (time.time(), time.monotonic()),
             "TokenBucket.take (per packet)": lambda: bucket.take(time.monotonic()),
-            "RtpPacket.parse (per packet)": lambda: _core.RtpPacket.parse(wire),
+            "RtpPacket.parse (per packet)": lambda: _rtp.RtpPacket.parse(wire),
             "ReceiveStatistics.on_rtp (per packet)": stats_on_rtp,
             "JitterBuffer put + pop (per packet)": jb_put_pop,
             "packet.audio_level(ext) (per listener)": lambda: packet.audio_level(ext_id),
             "Voice.observe_level (per listener)": lambda: voice.observe_level(127),
             "Voice.discard (per listener)": voice.discard,
-            "build_rtp (per listener)": lambda: _core.build_rtp(111, 1, 2, 3, silent),
+            "build_rtp (per listener)": lambda: _rtp.build_rtp(111, 1, 2, 3, silent),
             "SendStatistics.on_sent + time.time() (per listener)": lambda: sent.on_sent(60, 1, time.time()),
             "MediaLeg.maybe_send_rtcp, not due (per listener)": lambda: leg.maybe_send_rtcp(0.0),
         }

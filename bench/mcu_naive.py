@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from mixer import _core
+from mixer import _mix
 from mixer.codec import FRAME_SAMPLES
 from mixer.mcu.conference import McuConference
 
@@ -63,7 +63,7 @@ class NaiveMcuConference(McuConference):
                 stack[index] = frame
         # 2: everyone's mix-minus
         if n:
-            _core.mix_minus(stack[:n], self._total, self._all_minus[:n])
+            _mix.mix_minus(stack[:n], self._total, self._all_minus[:n])
         # 3: one encode per participant, each with its own encoder
         now_s, wall_s = time.monotonic(), time.time()
         for index, voice in enumerate(voices):

@@ -9,7 +9,7 @@ Three processes, one run:
   multiprocessing Pipe (create conference, add legs with SDP offers, snapshots, profiling);
 * the LOAD GENERATOR pinned to core 1: Opus payloads are pre-encoded once (a 1 s cycle of a loud tone
   per talker, a 1 s cycle of comfort-level noise for everyone else); per 20 ms tick it only builds
-  RTP (`mixer._core.build_rtp`, per-leg SSRC/seq/ts, RFC 6464 level extension: talkers V=1 at their
+  RTP (`mixer._rtp.build_rtp`, per-leg SSRC/seq/ts, RFC 6464 level extension: talkers V=1 at their
   measured level, everyone else level 127 V=0) and `sendto`s it to each leg's engine port, from ONE
   UDP socket that every leg's offer names; it drains the mixes the engine sends back and counts them;
 * this process, which orchestrates, reads the engine's CPU time and RSS, and prints the tables.
@@ -272,7 +272,7 @@ def encode_cycles(talkers: int):
     and one comfort-level noise cycle for everyone else (sent with level 127, V=0)."""
     import numpy as np
 
-    from mixer import _core
+    from mixer import _mix, _rtp
     from mixer.codec import FRAME_SAMPLES, MIX_RATE, FrameEncoder
 
     n = CYCLE_FRAMES * FRAME_SAMPLES
@@ -286,7 +286,7 @@ def encode_cycles(talkers: int):
         for k in range(CYCLE_FRAMES):
             frame = np.ascontiguousarray(signal[k * FRAME_SAMPLES:(k + 1) * FRAME_SAMPLES])
             payloads.append(encoder.encode(frame))
-            exts.append(_core.audio_level_extension(AUDIO_LEVEL_EXT_ID, _core.audio_level(frame), True))
+            exts.append(_rtp.audio_level_extension(AUDIO_LEVEL_EXT_ID, _mix.audio_level(frame), True))
         tones.append(payloads)
         tone_exts.append(exts)
     rng = np.random.default_rng(7)
@@ -294,7 +294,7 @@ def encode_cycles(talkers: int):
     encoder = FrameEncoder("opus")
     silence = [encoder.encode(np.ascontiguousarray(noise[k * FRAME_SAMPLES:(k + 1) * FRAME_SAMPLES]))
                for k in range(CYCLE_FRAMES)]
-    silent_ext = _core.audio_level_extension(AUDIO_LEVEL_EXT_ID, _core.AUDIO_LEVEL_SILENT, False)
+    silent_ext = _rtp.audio_level_extension(AUDIO_LEVEL_EXT_ID, _rtp.AUDIO_LEVEL_SILENT, False)
     return tones, tone_exts, silence, silent_ext
 
 
@@ -306,7 +306,7 @@ def _loadgen_main(conn, core: int) -> None:
 
     import numpy as np
 
-    from mixer._core import build_rtp
+    from mixer._rtp import build_rtp
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     for opt_force, opt, size in ((33, socket.SO_RCVBUF, 64 << 20), (32, socket.SO_SNDBUF, 16 << 20)):
@@ -769,7 +769,9 @@ PERF_SYSCALLS = {
 PERF_DSOS = (
     ("libopus", "libopus (encode, decode, PLC)"),
     ("libpython", "CPython interpreter (the Python code of the tick, receive path, stats)"),
-    ("_core.cpython", "mixer._core (Cython: RTP parse/build, jitter buffer, levels, mix)"),
+    ("_rtp.cpython", "mixer._rtp (Cython: RTP parse/build)"),
+    ("_jitter.cpython", "mixer._jitter (Cython: the jitter buffer)"),
+    ("_mix.cpython", "mixer._mix (Cython: mix kernel, levels)"),
     ("_opus.cpython", "mixer._opus (Cython wrapper around libopus)"),
     ("loop.cpython", "uvloop + libuv (event loop, UDP transports, callbacks)"),
     ("libc.so", "libc (malloc/free, memcpy, syscall wrappers)"),

@@ -12,10 +12,10 @@ import socket
 
 import uvloop
 
-from mixer import _core
-from mixer.engine.leg import MediaLeg
-from mixer.engine.ports import PortAllocator
-from mixer.engine.transport import SendFlusher
+from mixer import _rtp
+from mixer.legs.leg import MediaLeg
+from mixer.legs.ports import PortAllocator
+from mixer.legs.transport import SendFlusher
 from mixer.sdp import answer_audio, offer_audio
 from mixer.settings import EngineSettings
 
@@ -64,7 +64,7 @@ class TickBench:
                 payload, ext = self.tones[i][f], self.tone_exts[i][f]
             else:
                 payload, ext = self.silence[f], self.silent_ext
-            result.append(_core.build_rtp(leg.payload_type, (1000 + self.k) & 0xFFFF,
+            result.append(_rtp.build_rtp(leg.payload_type, (1000 + self.k) & 0xFFFF,
                                           (i * 7919 + self.k * 960) & 0xFFFFFFFF, 0x10000 + i, payload,
                                           self.k == 0, ONE_BYTE_PROFILE, ext))
         self.k += 1
@@ -73,7 +73,7 @@ class TickBench:
     def feed(self) -> None:
         """File this frame's packet in every leg's jitter buffer (what the receive path does)."""
         for leg, wire in zip(self.legs, self.wires()):
-            self.conference.voices[leg.id].jitter_buffer.put(_core.RtpPacket.parse(wire), self.now_ms - 5.0)
+            self.conference.voices[leg.id].jitter_buffer.put(_rtp.RtpPacket.parse(wire), self.now_ms - 5.0)
 
     def receive(self, wires: list[bytes]) -> None:
         """Hand each leg its packet through its own receive path, as the leg's reader callback would."""

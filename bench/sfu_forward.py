@@ -52,18 +52,18 @@ def _payloads():
     """A loud tone cycle (level ~10, V=1) and a quiet cycle (level 127, V=0), Opus-encoded once."""
     import numpy as np
 
-    from mixer import _core
+    from mixer import _rtp
     from mixer.codec import FRAME_SAMPLES, FrameEncoder
 
     t = np.arange(CYCLE * FRAME_SAMPLES) / 48000.0
     loud = (np.sin(2 * np.pi * 440.0 * t) * 0.3 * 32767).astype(np.int16)
     quiet = np.random.default_rng(3).normal(0, 3.0, len(t)).astype(np.int16)
     result = []
-    for signal, level, voice in ((loud, 10, True), (quiet, _core.AUDIO_LEVEL_SILENT, False)):
+    for signal, level, voice in ((loud, 10, True), (quiet, _rtp.AUDIO_LEVEL_SILENT, False)):
         encoder = FrameEncoder("opus")
         frames = [encoder.encode(np.ascontiguousarray(signal[k * FRAME_SAMPLES:(k + 1) * FRAME_SAMPLES]))
                   for k in range(CYCLE)]
-        result.append((frames, _core.audio_level_extension(AUDIO_LEVEL_EXT_ID, level, voice)))
+        result.append((frames, _rtp.audio_level_extension(AUDIO_LEVEL_EXT_ID, level, voice)))
     return result
 
 
@@ -116,7 +116,7 @@ class TunSink:
 
 def _loadgen_main(conn, core: int, egress: str = "loopback") -> None:
     _pin(core)
-    from mixer import _core, _netio
+    from mixer import _netio
     from mixer.rtp.srtp import SrtpContext
     from mixer.sdp import offer_audio, parse
     from mixer.sdp.crypto import parse_crypto
@@ -195,7 +195,7 @@ def _run(sock, receiver, legs, seqs: dict, senders: list[int], loud_count: int, 
     """Every sender sends `speed` x 50 packets/s for `seconds`; everything that comes back is counted.
     The first `loud_count` senders talk, the rest send quiet frames. The first packets each
     subscriber gets are authenticated with its SRTP key (`srtp_checked`/`srtp_failed`)."""
-    from mixer import _core, _netio
+    from mixer import _rtp, _netio
 
     counts = {"rtp": 0, "rtcp": 0, "checked": 0, "failed": 0}
     checked_per_port: dict[tuple, int] = {}
@@ -236,8 +236,8 @@ def _run(sock, receiver, legs, seqs: dict, senders: list[int], loud_count: int, 
             for i in senders[step % groups::groups]:
                 packed, pt, srtp = legs[i]
                 payloads, ext = (loud, loud_ext) if ranks[i] < loud_count else (quiet, quiet_ext)
-                wire = _core.build_rtp(pt, seqs[i] & 0xFFFF, (seqs[i] * 960) & 0xFFFFFFFF, 0x1000 + i,
-                                       payloads[k], False, _core.EXTENSION_PROFILE_ONE_BYTE, ext)
+                wire = _rtp.build_rtp(pt, seqs[i] & 0xFFFF, (seqs[i] * 960) & 0xFFFFFFFF, 0x1000 + i,
+                                       payloads[k], False, _rtp.EXTENSION_PROFILE_ONE_BYTE, ext)
                 seqs[i] += 1
                 datagrams.append(srtp.protect(wire))
                 addresses.append(packed)

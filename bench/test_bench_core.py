@@ -11,16 +11,11 @@ import itertools
 import numpy as np
 import pytest
 
-from mixer._core import (
-    FRAME,
-    JitterBuffer,
-    Resampler,
-    RtpPacket,
-    audio_level,
-    mix_minus,
-    ulaw_decode_into,
-    ulaw_encode,
-)
+from mixer._jitter import FRAME, JitterBuffer
+from mixer._resample import Resampler
+from mixer._rtp import RtpPacket
+from mixer._mix import audio_level, mix_minus
+from mixer._g711 import ulaw_decode_into, ulaw_encode
 from mixer._opus import OpusDecoder, OpusEncoder
 
 import workloads as w

@@ -15,10 +15,10 @@ import socket
 import pytest
 import uvloop
 
-from mixer import _core
-from mixer.engine.leg import MediaLeg
-from mixer.engine.ports import PortAllocator
-from mixer.engine.transport import SendFlusher
+from mixer import _rtp
+from mixer.legs.leg import MediaLeg
+from mixer.legs.ports import PortAllocator
+from mixer.legs.transport import SendFlusher
 from mixer.rtp.srtp import SrtpContext
 from mixer.sdp import answer_audio, offer_audio, parse
 from mixer.sdp.crypto import parse_crypto
@@ -55,7 +55,7 @@ class FanOutBench:
                 engine_key = parse_crypto(parse(answer.sdp).media[0].attribute("crypto"))
                 self.client = SrtpContext(engine_key.suite, crypto.key, engine_key.key)
         self.send = send
-        self.level = _core.audio_level_extension(1, 10, True)
+        self.level = _rtp.audio_level_extension(1, 10, True)
         self.payload = bytes(90)
         self.seq = itertools.count(1000)
         self._buf = bytearray(2048)
@@ -64,8 +64,8 @@ class FanOutBench:
 
     def wire(self):
         seq = next(self.seq)
-        packet = _core.build_rtp(111, seq & 0xFFFF, seq * 960 & 0xFFFFFFFF, 0x4242, self.payload,
-                                 False, _core.EXTENSION_PROFILE_ONE_BYTE, self.level)
+        packet = _rtp.build_rtp(111, seq & 0xFFFF, seq * 960 & 0xFFFFFFFF, 0x4242, self.payload,
+                                 False, _rtp.EXTENSION_PROFILE_ONE_BYTE, self.level)
         return (self.client.protect(packet), seq * 20.0), {}
 
     def round(self, wire: bytes, now_ms: float) -> float:

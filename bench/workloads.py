@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from mixer._core import JitterBuffer, RtpPacket, audio_level_extension, build_rtp
+from mixer._jitter import JitterBuffer
+from mixer._rtp import RtpPacket, audio_level_extension, build_rtp
 
 # The stream under test: Opus at 48 kHz, 20 ms per packet (RFC 7587 section 4.1).
 SAMPLE_RATE = 48000

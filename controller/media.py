@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mixer import _core
+from mixer import _rtp
 from mixer.codec import CODECS, MIX_RATE, FrameDecoder
 from mixer.sim.participant import SimulatedParticipant
 
@@ -157,7 +157,7 @@ class Recorder(SimulatedParticipant):
             if stream is None:
                 stream = self._streams[ssrc] = _Stream(self._codec)
             reference = stream.last_seq if stream.last_seq is not None else ready[0][1]
-            ready.sort(key=lambda p: _core.seq_diff(p[1], reference))
+            ready.sort(key=lambda p: _rtp.seq_diff(p[1], reference))
             for arrival, seq, ts, payload in ready:
                 self._place(stream, arrival, seq, ts, payload)
         self.received.packets.clear()  # the same packets, kept by SSRC above
@@ -181,7 +181,7 @@ class Recorder(SimulatedParticipant):
             stream.last_seq = None
             stream.next_position = stream.offset
         if stream.last_seq is not None:
-            gap = _core.seq_diff(seq, stream.last_seq)
+            gap = _rtp.seq_diff(seq, stream.last_seq)
             if gap <= 0:
                 self.late_packets += 1
                 return

@@ -36,11 +36,11 @@ def _version() -> int:
     import numpy
     import pylibsrtp
 
-    from mixer import _core, _opus
+    from mixer import _mix, _opus
 
     print(f"voicemix {__version__}")
     print(f"python {sys.version.split()[0]}, numpy {numpy.__version__}, pylibsrtp {pylibsrtp.__version__}, "
-          f"{_opus.libopus_version()}, mix kernel {_core.mix_kernel_path()}")
+          f"{_opus.libopus_version()}, mix kernel {_mix.mix_kernel_path()}")
     return 0
 
 

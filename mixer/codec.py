@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mixer import _core
+from mixer import _g711, _jitter, _resample
 from mixer._opus import OpusDecoder, OpusEncoder, OpusError
 
 MIX_RATE = 48000
@@ -61,10 +61,10 @@ class FrameDecoder:
         if codec == "opus":
             self._opus = OpusDecoder(MIX_RATE, 1, FRAME_MS)
         else:
-            self._upsampler = _core.Resampler(8000, MIX_RATE)
+            self._upsampler = _resample.Resampler(8000, MIX_RATE)
             self._narrow = np.zeros(5760, dtype=np.int16)
-            self._decode_g711 = (_core.ulaw_decode_into if codec == "PCMU"
-                                 else _core.alaw_decode_into)
+            self._decode_g711 = (_g711.ulaw_decode_into if codec == "PCMU"
+                                 else _g711.alaw_decode_into)
         self.decoded = 0
         self.concealed = 0
         self.fec_recovered = 0
@@ -129,14 +129,14 @@ class FrameDecoder:
         """Act on one jitter-buffer decision: decode a FRAME; rebuild a LOSS from the next
         packet's FEC when it is already here, else conceal; conceal once on an UNDERRUN; nothing
         while buffering or idle."""
-        if status == _core.FRAME:
+        if status == _jitter.FRAME:
             self.decode(packet.payload)
-        elif status == _core.LOSS:
+        elif status == _jitter.LOSS:
             if next_packet is not None:
                 self.recover_with_fec(next_packet.payload)
             else:
                 self.conceal()
-        elif status == _core.UNDERRUN:
+        elif status == _jitter.UNDERRUN:
             self.conceal()
 
     def take_frame(self) -> np.ndarray | None:
@@ -187,9 +187,9 @@ class FrameEncoder:
             self._opus = OpusEncoder(MIX_RATE, 1, "voip", FRAME_MS, opus.bitrate, opus.complexity,
                                      opus.fec, opus.packet_loss_percent, opus.dtx)
         else:
-            self._downsampler = _core.Resampler(MIX_RATE, 8000)
+            self._downsampler = _resample.Resampler(MIX_RATE, 8000)
             self._narrow = np.zeros(FRAME_SAMPLES // 6, dtype=np.int16)
-            self._encode_g711 = _core.ulaw_encode if codec == "PCMU" else _core.alaw_encode
+            self._encode_g711 = _g711.ulaw_encode if codec == "PCMU" else _g711.alaw_encode
         self.encoded = 0
 
     def encode(self, frame: np.ndarray) -> bytes:

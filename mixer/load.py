@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from mixer import _core
+from mixer import _mix, _rtp
 from mixer.analysis import TEST_TONES_HZ
 from mixer.codec import CODECS, FRAME_SAMPLES, MIX_RATE, FrameEncoder
 from mixer.sdp import offer_audio, parse
@@ -164,7 +164,7 @@ class LoadClient(asyncio.DatagramProtocol):
         if stream is None:
             stream = self.received[ssrc] = _Received(first=seq, highest=seq)
         else:  # extend by the shortest distance from the highest seen (RFC 3550 A.1 in spirit)
-            ext = stream.highest + _core.seq_diff(seq, stream.highest & 0xFFFF)
+            ext = stream.highest + _rtp.seq_diff(seq, stream.highest & 0xFFFF)
             stream.highest = max(stream.highest, ext)
         stream.count += 1
 
@@ -185,12 +185,12 @@ def _payload_cycles(codec: str, talkers: int) -> tuple[list[list[bytes]], list[b
         encoder = FrameEncoder(codec)
         frames = [np.ascontiguousarray(signal[k * FRAME_SAMPLES:(k + 1) * FRAME_SAMPLES]) for k in range(CYCLE_FRAMES)]
         tones.append([encoder.encode(f) for f in frames])
-        levels.append(_core.audio_level_extension(AUDIO_LEVEL_EXT_ID, _core.audio_level(frames[0]), True))
+        levels.append(_rtp.audio_level_extension(AUDIO_LEVEL_EXT_ID, _mix.audio_level(frames[0]), True))
     noise = np.random.default_rng(7).normal(0, 3.0, CYCLE_FRAMES * FRAME_SAMPLES).astype(np.int16)
     encoder = FrameEncoder(codec)
     silence = [encoder.encode(np.ascontiguousarray(noise[k * FRAME_SAMPLES:(k + 1) * FRAME_SAMPLES]))
                for k in range(CYCLE_FRAMES)]
-    silent_level = _core.audio_level_extension(AUDIO_LEVEL_EXT_ID, _core.AUDIO_LEVEL_SILENT, False)
+    silent_level = _rtp.audio_level_extension(AUDIO_LEVEL_EXT_ID, _rtp.AUDIO_LEVEL_SILENT, False)
     return tones, levels, silence, silent_level
 
 
@@ -343,9 +343,9 @@ class LoadRun:
                 payload, ext = tones[which][f], levels[which]
             else:
                 payload, ext = silence[f], silent_level
-            packet = _core.build_rtp(client.payload_type, (client.seq0 + frame) & 0xFFFF,
+            packet = _rtp.build_rtp(client.payload_type, (client.seq0 + frame) & 0xFFFF,
                                      (client.ts0 + frame * self._samples) & 0xFFFFFFFF, client.ssrc,
-                                     payload, frame == 0, _core.EXTENSION_PROFILE_ONE_BYTE, ext)
+                                     payload, frame == 0, _rtp.EXTENSION_PROFILE_ONE_BYTE, ext)
             try:
                 client.transport.sendto(packet, client.target)
                 self.sent += 1

@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from mixer import _core
+from mixer import _jitter, _mix, _rtp
 from mixer.analysis import TEST_TONES_HZ, tone, tone_levels_db
 from mixer.codec import CODECS, FRAME_MS, FRAME_SAMPLES, FrameDecoder, FrameEncoder
 from mixer.rtp.srtp import SrtpContext, generate_master_key
@@ -48,17 +48,17 @@ class _Leg:
         self.server_srtp = SrtpContext(SUITE, server_key, client_key)
         info = CODECS[codec]
         self.clock_rate = info.clock_rate
-        self.jitter_buffer = _core.JitterBuffer(clock_rate=info.clock_rate, frame_ms=FRAME_MS)
+        self.jitter_buffer = _jitter.JitterBuffer(clock_rate=info.clock_rate, frame_ms=FRAME_MS)
         self.heard: list[np.ndarray] = []
         self.sent = self.dropped = 0
 
     def packet(self, frame_index: int) -> bytes:
         pcm = self.signal[frame_index * FRAME_SAMPLES:(frame_index + 1) * FRAME_SAMPLES]
         payload = self.encoder.encode(pcm)
-        ext = _core.audio_level_extension(AUDIO_LEVEL_EXT_ID, _core.audio_level(pcm), True)
-        rtp = _core.build_rtp(CODECS[self.codec].static_payload_type or 111, frame_index & 0xFFFF,
+        ext = _rtp.audio_level_extension(AUDIO_LEVEL_EXT_ID, _mix.audio_level(pcm), True)
+        rtp = _rtp.build_rtp(CODECS[self.codec].static_payload_type or 111, frame_index & 0xFFFF,
                               frame_index * CODECS[self.codec].samples_per_frame, self.ssrc,
-                              payload, frame_index == 0, _core.EXTENSION_PROFILE_ONE_BYTE, ext)
+                              payload, frame_index == 0, _rtp.EXTENSION_PROFILE_ONE_BYTE, ext)
         self.sent += 1
         return self.client_srtp.protect(rtp)
 
@@ -88,10 +88,10 @@ def run(args: argparse.Namespace) -> int:
             leg = legs[index]
             plain = leg.server_srtp.unprotect(wire)
             if plain is not None:
-                leg.jitter_buffer.put(_core.RtpPacket.parse(plain), arrival)
+                leg.jitter_buffer.put(_rtp.RtpPacket.parse(plain), arrival)
         for leg in legs:
             _pull_frame(leg, tick_ms, stacked[leg.index])
-        _core.mix_minus(stacked, total, minus)
+        _mix.mix_minus(stacked, total, minus)
         for leg in legs:
             leg.heard.append(minus[leg.index].copy())
         tick_ms += FRAME_MS
@@ -103,7 +103,7 @@ def _pull_frame(leg: _Leg, now_ms: float, out: np.ndarray) -> None:
     while not leg.decoder.has_frame:
         status, packet = leg.jitter_buffer.pop(now_ms)
         leg.decoder.play(status, packet, leg.jitter_buffer.peek())
-        if status not in (_core.FRAME, _core.LOSS):
+        if status not in (_jitter.FRAME, _jitter.LOSS):
             break
     frame = leg.decoder.take_frame()
     if frame is None:

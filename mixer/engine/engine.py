@@ -10,9 +10,9 @@ import secrets
 import time
 
 from mixer.engine.clock import TickClock
-from mixer.engine.leg import MediaLeg
-from mixer.engine.ports import PortAllocator, PortsExhausted
-from mixer.engine.transport import SendFlusher
+from mixer.legs.leg import MediaLeg
+from mixer.legs.ports import PortAllocator, PortsExhausted
+from mixer.legs.transport import SendFlusher
 from mixer.mcu.conference import McuConference
 from mixer.sdp.offer_answer import DEFAULT_CODECS
 from mixer.sfu.conference import SfuConference

@@ -19,9 +19,9 @@ import time
 
 import numpy as np
 
-from mixer import _core
+from mixer import _jitter, _mix, _rtp
 from mixer.codec import FRAME_MS, FRAME_SAMPLES, FrameDecoder, FrameEncoder, OpusSettings
-from mixer.engine.leg import MediaLeg
+from mixer.legs.leg import MediaLeg
 from mixer.settings import EngineSettings
 
 # Exponential smoothing of levels for ranking talkers (weight of the newest frame).
@@ -43,7 +43,7 @@ class Voice:
         self.jitter_buffer = self._new_jitter_buffer()
         self._decoder: FrameDecoder | None = None  # created when this leg is first decoded
         self.encoder: FrameEncoder | None = None   # created when this leg first talks
-        self.level = _core.AUDIO_LEVEL_SILENT       # smoothed, -dBov (lower is louder)
+        self.level = _rtp.AUDIO_LEVEL_SILENT       # smoothed, -dBov (lower is louder)
         self.hangover = 0                           # ticks left as a talker after going quiet
         self.talking = False
         self.in_mix = False                         # mixed this tick (it hears its mix-minus)
@@ -55,8 +55,8 @@ class Voice:
         self._credit_ms = 0.0
         self.put_results = [0, 0, 0, 0]             # PUT_OK, PUT_DUPLICATE, PUT_LATE, PUT_RESET
 
-    def _new_jitter_buffer(self) -> _core.JitterBuffer:
-        return _core.JitterBuffer(
+    def _new_jitter_buffer(self) -> _jitter.JitterBuffer:
+        return _jitter.JitterBuffer(
             clock_rate=self.leg.clock_rate, frame_ms=float(self.leg.ptime_ms),
             min_delay_ms=self.settings.jitter_min_ms, max_delay_ms=self.settings.jitter_max_ms,
             capacity=self.settings.jitter_capacity)
@@ -96,7 +96,7 @@ class Voice:
         silence would otherwise hold a talker slot for ever)."""
         if self.claimed_level is None or not self.trusts_level:
             return
-        measured = _core.audio_level(frame)
+        measured = _mix.audio_level(frame)
         if measured - self.claimed_level >= FORGED_LEVEL_MARGIN_DB:
             self._forged_ticks += 1
             if self._forged_ticks >= FORGED_LEVEL_TICKS:
@@ -184,7 +184,7 @@ class McuConference:
         voice.leg.on_rtp = None
         return voice.leg
 
-    def _on_rtp(self, leg: MediaLeg, packet: _core.RtpPacket, arrival_ms: float) -> None:
+    def _on_rtp(self, leg: MediaLeg, packet: _rtp.RtpPacket, arrival_ms: float) -> None:
         voice = self.voices.get(leg.id)
         if voice is not None:
             voice.put_results[voice.jitter_buffer.put(packet, arrival_ms)] += 1
@@ -201,7 +201,7 @@ class McuConference:
             level = voice.pull(now_ms)
             if voice.leg.muted:
                 voice.discard()
-                voice.observe_level(_core.AUDIO_LEVEL_SILENT)
+                voice.observe_level(_rtp.AUDIO_LEVEL_SILENT)
                 continue
             if level is None and voice.has_audio and not voice.carries_level:
                 # no RFC 6464 level from this sender: decode to measure it (a lost or late
@@ -210,8 +210,8 @@ class McuConference:
                 self.decodes += 1
                 if frame is not None:
                     frames[voice] = frame
-                    level = _core.audio_level(frame)
-            voice.observe_level(_core.AUDIO_LEVEL_SILENT if level is None else level)
+                    level = _mix.audio_level(frame)
+            voice.observe_level(_rtp.AUDIO_LEVEL_SILENT if level is None else level)
         # 3: choose the talkers
         speakers = self._choose_speakers()
         # 4: decode and mix only them
@@ -228,7 +228,7 @@ class McuConference:
                 voice.in_mix = True
         count = len(mixed)
         if count:
-            _core.mix_minus(self._stack[:count], self._total, self._minus[:count])
+            _mix.mix_minus(self._stack[:count], self._total, self._minus[:count])
         else:
             self._total[:] = 0
         # 5-6: encode once per codec for listeners, once per talker for talkers, and send

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mixer._core import RtpSource
+from mixer._rtp_source import RtpSource
 from mixer.rtp.ntp import ntp_middle32, rtt_from_report, seconds_to_ntp
 from mixer.rtp.rtcp import ReportBlock, RtcpReceiverReport, RtcpSenderReport
 

@@ -21,10 +21,10 @@ from __future__ import annotations
 import secrets
 import time
 
-from mixer import _core
+from mixer import _mix, _rtp
 from mixer._forward import SlotSender, StreamRewriter, fan_out, resend
 from mixer.codec import FRAME_MS, FrameDecoder
-from mixer.engine.leg import MediaLeg
+from mixer.legs.leg import MediaLeg
 from mixer.rtp.rtcp import RtcpNack
 from mixer.settings import EngineSettings
 from mixer.sfu.speakers import SpeakerSelector
@@ -68,7 +68,7 @@ class Participant:
         self.slots = [Slot(leg) for _ in range(settings.sfu_last_n)]
         self.slot_of: dict[Participant, Slot] = {}   # source -> the slot it fills for this subscriber
         self.targets: list[SlotSender] = []          # as a source: the slots it is forwarded through
-        self.cache: list[_core.RtpPacket | None] = [None] * settings.sfu_packet_cache
+        self.cache: list[_rtp.RtpPacket | None] = [None] * settings.sfu_packet_cache
         self.newest_seq: int | None = None
         self.tick_level: int | None = None   # loudest level this tick (lower is louder)
         self.forwarded = False               # in the selector's last-N
@@ -79,7 +79,7 @@ class Participant:
         self._level_decoder: FrameDecoder | None = None
         self.level_decodes = 0
 
-    def level_of(self, packet: _core.RtpPacket) -> tuple | None:
+    def level_of(self, packet: _rtp.RtpPacket) -> tuple | None:
         """(voice, level) from the RFC 6464 extension, or from decoding when the sender has none.
 
         A forwarded sender's claims are also checked against its decoded audio, on one packet in
@@ -111,7 +111,7 @@ class Participant:
             self._forged_packets = 0
         return claimed
 
-    def _decoded_level(self, packet: _core.RtpPacket) -> tuple | None:
+    def _decoded_level(self, packet: _rtp.RtpPacket) -> tuple | None:
         if self._level_decoder is None:
             self._level_decoder = FrameDecoder(self.leg.codec)
         self._level_decoder.decode(packet.payload)
@@ -119,8 +119,8 @@ class Participant:
         frame = self._level_decoder.take_frame()
         if frame is None:
             return None
-        level = _core.audio_level(frame)
-        return (level < _core.AUDIO_LEVEL_SILENT, level)
+        level = _mix.audio_level(frame)
+        return (level < _rtp.AUDIO_LEVEL_SILENT, level)
 
     def assign(self, sources: list[Participant]) -> list[Slot]:
         """Fill this subscriber's slots with `sources` (minus itself), keeping those that stay;
@@ -141,7 +141,7 @@ class Participant:
                 filled.append(slot)
         return filled
 
-    def recent_packets(self, count: int) -> list[_core.RtpPacket]:
+    def recent_packets(self, count: int) -> list[_rtp.RtpPacket]:
         """The last `count` packets received, oldest first, as far as the cache still has them."""
         if self.newest_seq is None:
             return []
@@ -213,14 +213,14 @@ class SfuConference:
             participant.newest_seq = None
 
     # ------------------------------------------------------------------------------------- packets
-    def _on_rtp(self, leg: MediaLeg, packet: _core.RtpPacket, arrival_ms: float) -> None:
+    def _on_rtp(self, leg: MediaLeg, packet: _rtp.RtpPacket, arrival_ms: float) -> None:
         participant = self.voices.get(leg.id)
         if participant is None:
             return
         self.packets_in += 1
         seq = packet.sequence_number
         participant.cache[seq % len(participant.cache)] = packet
-        if participant.newest_seq is None or _core.seq_newer(seq, participant.newest_seq):
+        if participant.newest_seq is None or _rtp.seq_newer(seq, participant.newest_seq):
             participant.newest_seq = seq
         if leg.muted:
             return

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mixer import _core
+from mixer import _mix, _rtp
 from mixer.codec import CODECS, FRAME_MS, FRAME_SAMPLES, MIX_RATE, FrameDecoder, FrameEncoder
 from mixer.rtp.rtcp import (
     RtcpError, is_rtcp, parse_compound, serialize_compound,
@@ -192,10 +192,10 @@ class SimulatedParticipant:
         payload = self.encoder.encode(frame)
         ext_profile, ext = -1, None
         if self.send_audio_level:
-            level = _core.audio_level(frame) if self.claimed_level is None else self.claimed_level
-            ext_profile = _core.EXTENSION_PROFILE_ONE_BYTE
-            ext = _core.audio_level_extension(AUDIO_LEVEL_EXT_ID, level, level < 127)
-        packet = _core.build_rtp(self._pt, self._seq, self._ts, self.ssrc, payload,
+            level = _mix.audio_level(frame) if self.claimed_level is None else self.claimed_level
+            ext_profile = _rtp.EXTENSION_PROFILE_ONE_BYTE
+            ext = _rtp.audio_level_extension(AUDIO_LEVEL_EXT_ID, level, level < 127)
+        packet = _rtp.build_rtp(self._pt, self._seq, self._ts, self.ssrc, payload,
                                  self._frame_index == 0, ext_profile, ext)
         self.sent.on_sent(len(payload), self._ts, time.time())
         self._seq = (self._seq + 1) & 0xFFFF
@@ -239,8 +239,8 @@ class SimulatedParticipant:
                 self.bad_packets += 1
                 return
         try:
-            packet = _core.RtpPacket.parse(data)
-        except _core.RtpError:
+            packet = _rtp.RtpPacket.parse(data)
+        except _rtp.RtpError:
             self.bad_packets += 1
             return
         if self.receive is None or packet.ssrc != self.receive.ssrc:
@@ -301,12 +301,12 @@ def decode_stream(packets: list, codec: str) -> tuple[np.ndarray, np.ndarray, Fr
         return np.zeros(0, dtype=np.int16), np.zeros(0), decoder
     # order by extended sequence number (handles wrap-around)
     first = packets[0][1]
-    ordered = sorted(packets, key=lambda p: _core.seq_diff(p[1], first))
+    ordered = sorted(packets, key=lambda p: _rtp.seq_diff(p[1], first))
     pcm, times = [], []
     expected = None
     for arrival, seq, _ts, payload in ordered:
         if expected is not None:
-            gap = _core.seq_diff(seq, expected)
+            gap = _rtp.seq_diff(seq, expected)
             if gap < 0:
                 continue  # duplicate
             for _ in range(min(gap, 50)):

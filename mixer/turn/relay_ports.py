@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import socket
 
-from mixer.engine.ports import bind_udp
+from mixer.legs.ports import bind_udp
 
 
 class RelayPortsExhausted(Exception):

@@ -5,7 +5,6 @@ Audio checks are measurements of what a participant decoded (tone envelopes and 
 mixer.analysis), never internal flags.
 """
 import asyncio
-import json
 import time
 
 import numpy as np

@@ -9,7 +9,7 @@ import asyncio
 import uvloop
 
 from controller.testing import RestParticipant, collect_events, continuous_tone, running_controller
-from mixer import _core
+from mixer import _rtp
 from mixer.analysis import tone_levels_db
 from mixer.rtp.dtmf import DTMF_KEYS, TelephoneEvent
 from mixer.sdp import parse
@@ -34,7 +34,7 @@ async def press_keys(participant: RestParticipant, answer_sdp: str, keys: str) -
         packets = [TelephoneEvent(event, False, 10, 960 * (k + 1)) for k in range(4)]
         packets += [TelephoneEvent(event, True, 10, 960 * 5)] * 3
         for k, packet in enumerate(packets):
-            wire = _core.build_rtp(pt, (5000 + 7 * n + k) & 0xFFFF, timestamp, 0xD7F, packet.serialize(),
+            wire = _rtp.build_rtp(pt, (5000 + 7 * n + k) & 0xFFFF, timestamp, 0xD7F, packet.serialize(),
                                    k == 0)
             sim._sendto(wire)
             await asyncio.sleep(0.02)

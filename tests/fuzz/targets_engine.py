@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from mixer import _core
+from mixer import _rtp
 from mixer.codec import FrameEncoder
 from mixer.engine.control import MAX_BODY_BYTES, start_control_api
 from mixer.engine.engine import Engine
@@ -160,9 +160,9 @@ def control_api_target():
 
 # ---------------------------------------------------------------------------------- leg receive
 def _leg_seeds() -> list[bytes]:
-    level = _core.audio_level_extension(1, 20, True)
+    level = _rtp.audio_level_extension(1, 20, True)
     payload = FrameEncoder("opus").encode(np.zeros(960, dtype=np.int16))
-    rtp = _core.build_rtp(111, 5, 960, 7, payload, False, _core.EXTENSION_PROFILE_ONE_BYTE, level)
+    rtp = _rtp.build_rtp(111, 5, 960, 7, payload, False, _rtp.EXTENSION_PROFILE_ONE_BYTE, level)
     rr = bytes([0x80, 201, 0, 1, 0, 0, 0, 7])
     return [bytes([0]) + rtp, bytes([1]) + rtp, bytes([2]) + rr, bytes([3]) + rr, bytes([4]) + rtp]
 
@@ -256,9 +256,9 @@ def leg_receive_target():
         sender.sock.sendto(payload, ("127.0.0.1", client.leg_port))
         # the neighbour keeps talking: one real Opus packet per input
         state["seq"] += 1
-        packet = _core.build_rtp(111, state["seq"] & 0xFFFF, state["seq"] * 960 & 0xFFFFFFFF, 99,
-                                 encoder.encode(tone), False, _core.EXTENSION_PROFILE_ONE_BYTE,
-                                 _core.audio_level_extension(1, 20, True))
+        packet = _rtp.build_rtp(111, state["seq"] & 0xFFFF, state["seq"] * 960 & 0xFFFFFFFF, 99,
+                                 encoder.encode(tone), False, _rtp.EXTENSION_PROFILE_ONE_BYTE,
+                                 _rtp.audio_level_extension(1, 20, True))
         neighbour_client.sock.sendto(packet, ("127.0.0.1", neighbour_client.leg_port))
         seen = pump(lambda: accounted(leg) >= expected and neighbour.packets_in > neighbour_before[1])
         _check(not errors, f"exception raised out of the receive path: {errors[:1]}")

@@ -6,7 +6,7 @@ raised is a defect, and the fuzzer reports the input that raised it.
 """
 from __future__ import annotations
 
-from mixer import _core
+from mixer import _rtp
 from mixer.rtp import rtcp
 from mixer.rtp.srtp import SrtpContext
 from mixer.sdp import SdpError, answer_audio, format_crypto, generate_crypto, offer_audio, parse, parse_crypto
@@ -22,19 +22,19 @@ def _check(condition: bool, what: str) -> None:
 
 # ------------------------------------------------------------------------------------------- RTP
 def _rtp_seeds() -> list[bytes]:
-    level = _core.audio_level_extension(1, 30, True)
+    level = _rtp.audio_level_extension(1, 30, True)
     return [
-        _core.build_rtp(111, 1, 960, 0x1234, b"\xf8\xff\xfe"),
-        _core.build_rtp(0, 65535, 160, 1, bytes(160), True, _core.EXTENSION_PROFILE_ONE_BYTE, level),
-        _core.RtpPacket(8, 7, 8, 9, b"abc", csrc=(1, 2), extensions={1: b"\x10", 200: b""},
+        _rtp.build_rtp(111, 1, 960, 0x1234, b"\xf8\xff\xfe"),
+        _rtp.build_rtp(0, 65535, 160, 1, bytes(160), True, _rtp.EXTENSION_PROFILE_ONE_BYTE, level),
+        _rtp.RtpPacket(8, 7, 8, 9, b"abc", csrc=(1, 2), extensions={1: b"\x10", 200: b""},
                         padding_size=4).serialize(),
     ]
 
 
-@target("rtp", "mixer._core.RtpPacket.parse: RtpError only; serialize(parse(x)) == x (padding "
+@target("rtp", "mixer._rtp.RtpPacket.parse: RtpError only; serialize(parse(x)) == x (padding "
         "zeroed); parse(serialize(p)) == p", seeds=_rtp_seeds, max_len=1500)
 def rtp_target():
-    parse_rtp, RtpError = _core.RtpPacket.parse, _core.RtpError
+    parse_rtp, RtpError = _rtp.RtpPacket.parse, _rtp.RtpError
 
     def fields(p):
         return (p.marker, p.payload_type, p.sequence_number, p.timestamp, p.ssrc, p.csrc,
@@ -61,8 +61,8 @@ def rtp_target():
 
 def _reference_elements(block: bytes, profile: int) -> list[tuple[int, bytes]] | None:
     """RFC 8285 section 4 walked by hand, independently of the Cython code; None if malformed."""
-    one_byte = profile == _core.EXTENSION_PROFILE_ONE_BYTE
-    if not one_byte and (profile & 0xFFF0) != _core.EXTENSION_PROFILE_TWO_BYTE:
+    one_byte = profile == _rtp.EXTENSION_PROFILE_ONE_BYTE
+    if not one_byte and (profile & 0xFFF0) != _rtp.EXTENSION_PROFILE_TWO_BYTE:
         return []
     out, i, n = [], 0, len(block)
     while i < n:
@@ -85,7 +85,7 @@ def _reference_elements(block: bytes, profile: int) -> list[tuple[int, bytes]] |
 
 
 def _extension_seeds() -> list[bytes]:
-    return [bytes([0xBE, 0xDE]) + _core.audio_level_extension(1, 30, True),
+    return [bytes([0xBE, 0xDE]) + _rtp.audio_level_extension(1, 30, True),
             bytes([0x10, 0x00, 3, 1, 0x85, 0, 200, 2, 1, 2]),
             bytes([0xBE, 0xDE, 0x10, 0xFF, 0x22, 1, 2, 3, 0, 0])]
 
@@ -101,11 +101,11 @@ def rtp_extensions_target():
             return
         profile, block = int.from_bytes(data[:2], "big"), data[2:]
         block = block[:len(block) - len(block) % 4][:4 * 0xFFFF]
-        wire = (_core.build_rtp(111, 1, 2, 3, b"payload", False, profile, block))
+        wire = (_rtp.build_rtp(111, 1, 2, 3, b"payload", False, profile, block))
         reference = _reference_elements(block, profile)
         try:
-            packet = _core.RtpPacket.parse(wire)
-        except _core.RtpError:
+            packet = _rtp.RtpPacket.parse(wire)
+        except _rtp.RtpError:
             _check(reference is None, "parse rejected a well-formed extension block")
             return
         _check(reference is not None, "parse accepted a malformed extension block")
@@ -117,8 +117,8 @@ def rtp_extensions_target():
             _check(packet.audio_level(ident) == expected, f"audio_level({ident}) wrong")
         encodable = {k: v for k, v in elements.items() if 1 <= k <= 255 and len(v) <= 255}
         if encodable:
-            profile2, block2 = _core.encode_extensions(encodable)
-            again = _core.RtpPacket.parse(_core.build_rtp(0, 0, 0, 0, b"", False, profile2, block2))
+            profile2, block2 = _rtp.encode_extensions(encodable)
+            again = _rtp.RtpPacket.parse(_rtp.build_rtp(0, 0, 0, 0, b"", False, profile2, block2))
             _check(again.extensions == encodable, "encode_extensions does not round-trip")
     return check
 
@@ -186,7 +186,7 @@ def _srtp_target(rtcp_mode: bool):
     def plain(index: int, body: bytes) -> bytes:
         if rtcp_mode:  # an RR with the body as an APP-like tail keeps it a valid RTCP header
             return rtcp.serialize_compound([rtcp.RtcpReceiverReport(ssrc=0xCAFE, reports=[])]) + body[:400]
-        return _core.build_rtp(111, index & 0xFFFF, index * 960 & 0xFFFFFFFF, 0xCAFE, body[:1200])
+        return _rtp.build_rtp(111, index & 0xFFFF, index * 960 & 0xFFFFFFFF, 0xCAFE, body[:1200])
 
     def check(data: bytes) -> None:
         before = accounted()

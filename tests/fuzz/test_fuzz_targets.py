@@ -5,7 +5,6 @@ what CI runs is what the long runs run. The long numbers are in docs/reliability
 """
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 

@@ -36,7 +36,7 @@ from controller.salvage import SalvageError, salvage_wav
 from controller.testing import (
     RestParticipant, continuous_tone, free_port, redis_server, running_controller,
 )
-from mixer import _core
+from mixer import _rtp
 from mixer.analysis import tone_envelope
 from mixer.rtp.dtmf import DTMF_KEYS, TelephoneEvent
 from mixer.sdp import parse as parse_sdp
@@ -224,7 +224,7 @@ async def press_keys(participant: RestParticipant, answer_sdp: str, keys: str) -
         packets = [TelephoneEvent(event, False, 10, 960 * (k + 1)) for k in range(4)]
         packets += [TelephoneEvent(event, True, 10, 960 * 5)] * 3
         for k, packet in enumerate(packets):
-            participant.sim._sendto(_core.build_rtp(pt, (participant.sim._seq + k) & 0xFFFF,
+            participant.sim._sendto(_rtp.build_rtp(pt, (participant.sim._seq + k) & 0xFFFF,
                                                     timestamp, 0xD7F, packet.serialize(), k == 0))
             await asyncio.sleep(0.02)
         participant.sim._seq = (participant.sim._seq + len(packets)) & 0xFFFF

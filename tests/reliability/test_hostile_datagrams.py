@@ -10,7 +10,7 @@ import socket
 
 import uvloop
 
-from mixer import _core
+from mixer import _rtp
 from mixer.engine.engine import Engine
 from mixer.sim.call import CallConfig, run_call
 
@@ -26,7 +26,7 @@ def hostile(rng: random.Random) -> bytes:
         return bytes([0x80 | rng.randrange(64), rng.randrange(256)]) + body
     if kind == 2:
         return bytes([0x80 | rng.randrange(32), rng.choice((200, 201, 202, 203, 205, 206))]) + body
-    return _core.build_rtp(111, rng.randrange(65536), rng.getrandbits(32), rng.getrandbits(32), body)
+    return _rtp.build_rtp(111, rng.randrange(65536), rng.getrandbits(32), rng.getrandbits(32), body)
 
 
 async def attacked_call():

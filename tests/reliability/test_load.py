@@ -2,7 +2,6 @@
 and address rules refused up front; SIGINT stops it cleanly with a summary."""
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess

@@ -15,7 +15,7 @@ import pytest
 import uvloop
 from aiohttp import ClientSession
 
-from mixer import _core
+from mixer import _mix, _rtp
 from mixer.engine.control import MAX_BODY_BYTES, start_control_api
 from mixer.engine.engine import Engine, EngineError
 from mixer.rtp.rtcp import RtcpBye, serialize_compound
@@ -53,7 +53,7 @@ class Peer:
 
     def packet(self, ssrc: int | None = None, payload: bytes = b"\xf8\xff\xfe") -> bytes:
         self.seq += 1
-        data = _core.build_rtp(OPUS_PT, self.seq & 0xFFFF, self.seq * 960 & 0xFFFFFFFF,
+        data = _rtp.build_rtp(OPUS_PT, self.seq & 0xFFFF, self.seq * 960 & 0xFFFFFFFF,
                                self.ssrc if ssrc is None else ssrc, payload)
         return self.srtp.protect(data) if self.srtp is not None else data
 
@@ -203,7 +203,7 @@ def test_srtp_leg_refuses_strangers_without_the_key():
         other_key = generate_crypto(1).key
         forger = SrtpContext("AES_CM_128_HMAC_SHA1_80", other_key, other_key)
         for seq in range(30):
-            plain = _core.build_rtp(OPUS_PT, seq, seq * 960, 0x6666, b"injected")
+            plain = _rtp.build_rtp(OPUS_PT, seq, seq * 960, 0x6666, b"injected")
             peer.send(plain, attacker)                 # plain RTP on an SRTP leg
             peer.send(forger.protect(plain), attacker)  # SRTP under a key the engine never agreed
         bye = serialize_compound([RtcpBye(sources=[peer.ssrc], reason=b"spoofed")])
@@ -227,7 +227,7 @@ def test_latching_follows_only_authenticated_media():
         await plain_peer.join(engine, conference_id)
         attacker = stranger_socket()
         for _ in range(5):  # a stranger tries to pull both legs' media to itself
-            peer.send(_core.build_rtp(OPUS_PT, 1, 1, 0x1111, b"x"), attacker)
+            peer.send(_rtp.build_rtp(OPUS_PT, 1, 1, 0x1111, b"x"), attacker)
             plain_peer.send(plain_peer.packet(), attacker)
         await settle()
         hijacked = (peer.leg.remote_rtp, plain_peer.leg.remote_rtp)
@@ -388,17 +388,17 @@ def test_forged_audio_levels_cannot_silence_a_real_talker():
         silence = FrameEncoder("opus").encode(np.zeros(960, dtype=np.int16))
         tone = (np.sin(np.arange(960) * 2 * np.pi * 700 / 48000) * 12000).astype(np.int16)
         talk = FrameEncoder("opus")
-        loud_claim = _core.audio_level_extension(1, 0, True)
-        honest_level = _core.audio_level_extension(1, _core.audio_level(tone), True)
+        loud_claim = _rtp.audio_level_extension(1, 0, True)
+        honest_level = _rtp.audio_level_extension(1, _mix.audio_level(tone), True)
         honest_in_mix = 0
         for frame in range(75):
             for liar in liars:
                 liar.seq += 1
-                liar.send(_core.build_rtp(OPUS_PT, liar.seq, liar.seq * 960, 0x100 + liars.index(liar),
-                                          silence, False, _core.EXTENSION_PROFILE_ONE_BYTE, loud_claim))
+                liar.send(_rtp.build_rtp(OPUS_PT, liar.seq, liar.seq * 960, 0x100 + liars.index(liar),
+                                          silence, False, _rtp.EXTENSION_PROFILE_ONE_BYTE, loud_claim))
             honest.seq += 1
-            honest.send(_core.build_rtp(OPUS_PT, honest.seq, honest.seq * 960, 0x200, talk.encode(tone),
-                                        False, _core.EXTENSION_PROFILE_ONE_BYTE, honest_level))
+            honest.send(_rtp.build_rtp(OPUS_PT, honest.seq, honest.seq * 960, 0x200, talk.encode(tone),
+                                        False, _rtp.EXTENSION_PROFILE_ONE_BYTE, honest_level))
             await asyncio.sleep(0.02)
             if frame > 25:
                 honest_in_mix += honest.leg.id in engine.conferences[conference_id].stats()["speakers"]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import uvloop
 
-from mixer import _core
+from mixer import _g711, _rtp
 from mixer.analysis import TEST_TONES_HZ, tone_levels_db
 from mixer.engine.engine import Engine
 from mixer.settings import EngineSettings
@@ -175,7 +175,7 @@ def test_flood_and_garbage_on_one_leg_do_not_disturb_the_others():
                 junk = rng.integers(0, 256, size=int(rng.integers(0, 300)), dtype=np.uint8).tobytes()
                 attacker.sendto(junk, ("127.0.0.1", victim_port))
             # well-formed RTP with the wrong payload type, and an RTP header that lies about CSRCs
-            attacker.sendto(_core.build_rtp(96, burst, 0, 1234, b"x" * 50), ("127.0.0.1", victim_port))
+            attacker.sendto(_rtp.build_rtp(96, burst, 0, 1234, b"x" * 50), ("127.0.0.1", victim_port))
             attacker.sendto(b"\x8f" + b"\x00" * 20, ("127.0.0.1", victim_port))
             await asyncio.sleep(0.1)
         await asyncio.sleep(1.0)
@@ -243,8 +243,8 @@ def test_a_40ms_ptime_sender_is_heard_without_gaps():
         listener.start(start)
         for k in range(len(signal8) // 320):
             await asyncio.sleep(max(0.0, start + k * 0.04 - loop.time()))
-            payload = _core.ulaw_encode(signal8[k * 320:(k + 1) * 320])
-            phone.sendto(_core.build_rtp(0, k, k * 320, 0xF0F0, payload), ("127.0.0.1", engine_port))
+            payload = _g711.ulaw_encode(signal8[k * 320:(k + 1) * 320])
+            phone.sendto(_rtp.build_rtp(0, k, k * 320, 0xF0F0, payload), ("127.0.0.1", engine_port))
         await asyncio.sleep(0.2)
         stats = engine.get_conference(conference)
         engine.stop()

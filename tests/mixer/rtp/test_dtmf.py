@@ -7,7 +7,7 @@ import socket
 import uvloop
 from hypothesis import given, strategies as st
 
-from mixer import _core
+from mixer import _rtp
 from mixer.engine.engine import Engine
 from mixer.rtp.dtmf import DTMF_KEYS, DtmfError, DtmfReceiver, TelephoneEvent
 from mixer.sdp import offer_audio, parse
@@ -98,7 +98,7 @@ def test_digits_through_a_live_engine_leg() -> None:
         seq = 0
         for key, ts in (("4", 8000), ("2", 16000)):
             for payload, timestamp in press(key, ts):
-                phone.sendto(_core.build_rtp(event_pt, seq, timestamp, 0x77, payload), ("127.0.0.1", media.port))
+                phone.sendto(_rtp.build_rtp(event_pt, seq, timestamp, 0x77, payload), ("127.0.0.1", media.port))
                 seq += 1
                 await asyncio.sleep(0.005)
         await asyncio.sleep(0.1)

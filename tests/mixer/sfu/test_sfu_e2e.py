@@ -8,11 +8,9 @@ from __future__ import annotations
 import asyncio
 import socket
 
-import numpy as np
 import pytest
 import uvloop
 
-from mixer import _core
 from mixer.analysis import TEST_TONES_HZ, tone, tone_levels_db
 from mixer.engine.engine import Engine, EngineError
 from mixer.settings import EngineSettings

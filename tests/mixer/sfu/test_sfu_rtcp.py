@@ -7,7 +7,7 @@ import socket
 
 import uvloop
 
-from mixer import _core
+from mixer import _rtp
 from mixer.analysis import tone
 from mixer.codec import FrameEncoder
 from mixer.engine.engine import Engine
@@ -25,7 +25,7 @@ class RawClient:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind(("127.0.0.1", 0))
         self.sock.setblocking(False)
-        self.rtp: list[_core.RtpPacket] = []
+        self.rtp: list[_rtp.RtpPacket] = []
         self.rtcp: list = []
         self.engine_port = 0
         self.payload_type = 111
@@ -51,7 +51,7 @@ class RawClient:
             if is_rtcp(data):
                 self.rtcp.extend(parse_compound(data))
             else:
-                self.rtp.append(_core.RtpPacket.parse(data))
+                self.rtp.append(_rtp.RtpPacket.parse(data))
 
 
 def test_nack_is_answered_from_the_cache_or_passed_to_the_sender() -> None:
@@ -65,11 +65,11 @@ def test_nack_is_answered_from_the_cache_or_passed_to_the_sender() -> None:
             client.accept((await engine.add_leg(conference_id, client.offer()))["sdp"])
         encoder = FrameEncoder("opus")
         voice = tone(440.0, 1.2, amplitude=0.3)
-        ext = _core.audio_level_extension(EXT_ID, 10, True)
+        ext = _rtp.audio_level_extension(EXT_ID, 10, True)
         for k in range(60):
             payload = encoder.encode(voice[k * 960:(k + 1) * 960])
-            sender.send(_core.build_rtp(sender.payload_type, 1000 + k, 50_000 + 960 * k, 0xCAFE,
-                                        payload, k == 0, _core.EXTENSION_PROFILE_ONE_BYTE, ext))
+            sender.send(_rtp.build_rtp(sender.payload_type, 1000 + k, 50_000 + 960 * k, 0xCAFE,
+                                        payload, k == 0, _rtp.EXTENSION_PROFILE_ONE_BYTE, ext))
             await asyncio.sleep(0.02)
         await asyncio.sleep(0.1)
         subscriber.drain()

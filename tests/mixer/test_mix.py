@@ -6,7 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from mixer._core import AUDIO_LEVEL_SILENT, audio_level, mix_minus, mix_total
+from mixer._rtp import AUDIO_LEVEL_SILENT
+from mixer._mix import audio_level, mix_minus, mix_total
 
 SAMPLES = 960
 

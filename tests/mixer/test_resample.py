@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mixer._core import Resampler
+from mixer._resample import Resampler
 
 
 def tone(freq: float, rate: int, n: int, amp: float = 10000.0, phase: float = 0.0) -> np.ndarray:

@@ -16,19 +16,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from mixer._core import (
-    AUDIO_LEVEL_SILENT,
-    EXTENSION_PROFILE_ONE_BYTE,
-    EXTENSION_PROFILE_TWO_BYTE,
-    RTP_HEADER_SIZE,
-    RTP_MAX_CSRC,
-    RTP_VERSION,
-    RtpError,
-    RtpPacket,
-    audio_level_extension,
-    build_rtp,
-    encode_extensions,
-)
+from mixer._rtp import AUDIO_LEVEL_SILENT, EXTENSION_PROFILE_ONE_BYTE, EXTENSION_PROFILE_TWO_BYTE, RTP_HEADER_SIZE, RTP_MAX_CSRC, RTP_VERSION, RtpError, RtpPacket, audio_level_extension, build_rtp, encode_extensions
 
 
 def rtp_header(pt=0, seq=0, ts=0, ssrc=0, *, marker=False, padding=False, extension=False,

@@ -15,7 +15,7 @@ import socket
 import time
 from collections.abc import Callable
 
-from mixer import _core
+from mixer import _rtp
 from mixer._forward import SlotSender, StreamRewriter
 from mixer.codec import CODECS, FRAME_MS
 from mixer.rtp.rtcp import (
@@ -28,7 +28,7 @@ from mixer.rtp.stats import (
     ReceiveStatistics, RoundTrip, SendStatistics, learn_from_reports, sender_report,
 )
 from mixer.sdp import AudioAnswer
-from mixer.engine.transport import SendFlusher, UdpEndpoint, pack
+from mixer.legs.transport import SendFlusher, UdpEndpoint, pack
 from mixer.settings import EngineSettings
 
 # Reasons a packet is dropped; each is a counter in stats()
@@ -124,7 +124,7 @@ class MediaLeg:
         self._stranger_budget = TokenBucket(settings.max_packet_rate)
         self._next_rtcp_s = time.monotonic() + settings.rtcp_interval_s * random.uniform(0.5, 1.5)
         # set by the conference
-        self.on_rtp: Callable[[MediaLeg, _core.RtpPacket, float], None] | None = None
+        self.on_rtp: Callable[[MediaLeg, _rtp.RtpPacket, float], None] | None = None
         self.on_ssrc_change: Callable[[MediaLeg], None] | None = None
         self.on_nack: Callable[[MediaLeg, RtcpNack], None] | None = None
         self.on_dtmf: Callable[[MediaLeg, Digit], None] | None = None
@@ -198,8 +198,8 @@ class MediaLeg:
                 self.drops["srtp"] += 1
                 return
         try:
-            packet = _core.RtpPacket.parse(data)
-        except _core.RtpError:
+            packet = _rtp.RtpPacket.parse(data)
+        except _rtp.RtpError:
             self.drops["malformed"] += 1
             return
         if not self.recv_enabled:
@@ -284,7 +284,7 @@ class MediaLeg:
         """Send one 20 ms frame's payload as the next packet of this leg's stream; `wall_s` is
         the tick's time.time(), read once per tick (it dates the stream for RTCP SRs)."""
         if self.send_enabled and self._rtp.is_open:
-            packet = _core.build_rtp(self.payload_type, self._seq, self._ts, self.ssrc, payload, marker)
+            packet = _rtp.build_rtp(self.payload_type, self._seq, self._ts, self.ssrc, payload, marker)
             if self.srtp is not None:
                 packet = self.srtp.protect(packet)
             self._rtp.send(packet, self._remote_rtp_packed)

@@ -10,19 +10,8 @@ import pytest
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
-from mixer._core import (
-    BUFFERING,
-    FRAME,
-    IDLE,
-    LOSS,
-    PUT_DUPLICATE,
-    PUT_LATE,
-    PUT_OK,
-    PUT_RESET,
-    UNDERRUN,
-    JitterBuffer,
-    RtpPacket,
-)
+from mixer._jitter import BUFFERING, FRAME, IDLE, LOSS, PUT_DUPLICATE, PUT_LATE, PUT_OK, PUT_RESET, UNDERRUN, JitterBuffer
+from mixer._rtp import RtpPacket
 
 FRAME_MS = 20
 SAMPLES = 960  # 20 ms at 48 kHz

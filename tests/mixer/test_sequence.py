@@ -4,16 +4,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mixer._core import (
-    MAX_DROPOUT,
-    MAX_MISORDER,
-    MIN_SEQUENTIAL,
-    RTP_SEQ_MOD,
-    RtpSource,
-    seq_diff,
-    seq_newer,
-    timestamp_diff,
-)
+from mixer._rtp_source import MAX_DROPOUT, MAX_MISORDER, MIN_SEQUENTIAL, RtpSource
+from mixer._rtp import RTP_SEQ_MOD, seq_diff, seq_newer, timestamp_diff
 
 
 def test_constants_are_the_rfc_values():

@@ -7,7 +7,7 @@ import socket
 import pytest
 
 from mixer import _netio
-from mixer.engine.transport import SendFlusher, UdpEndpoint, pack
+from mixer.legs.transport import SendFlusher, UdpEndpoint, pack
 
 
 def _udp(family: int = socket.AF_INET, host: str = "127.0.0.1") -> socket.socket:

@@ -8,14 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from mixer._core import (
-    alaw_decode,
-    alaw_decode_into,
-    alaw_encode,
-    ulaw_decode,
-    ulaw_decode_into,
-    ulaw_encode,
-)
+from mixer._g711 import alaw_decode, alaw_decode_into, alaw_encode, ulaw_decode, ulaw_decode_into, ulaw_encode
 
 ALL_SAMPLES = np.arange(-32768, 32768, dtype=np.int16)
 ALL_CODES = bytes(range(256))

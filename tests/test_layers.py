@@ -1,0 +1,103 @@
+"""The layers of docs/architecture.md hold: every module imports only from its own layer or below.
+
+Read from the source (the `import` statements, not what happens to be loaded), so a violation is
+found even in a module no test imports.
+"""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Package prefix -> rank; a module may import modules of equal or lower rank only. The longest
+# matching prefix decides. Siblings of one rank that must not know each other are listed below.
+RANKS = {
+    "mixer._": 0,            # the compiled core (no I/O, no asyncio)
+    "mixer.settings": 0,
+    "mixer.codec": 1,
+    "mixer.rtp": 1,          # protocol objects
+    "mixer.sdp": 1,
+    "mixer.turn.stun": 1,
+    "mixer.turn.errors": 1,
+    "mixer.turn._wire": 1,
+    "mixer.legs": 2,         # one participant's media on one port, used by every mode
+    "mixer.mcu": 3,          # conference modes
+    "mixer.sfu": 3,
+    "mixer.engine": 4,       # the process: registry of conferences, clock, control API
+    "mixer.turn": 4,         # STUN/TURN service beside the engine
+}
+SIBLINGS = [("mixer.mcu", "mixer.sfu")]
+# Tools that drive the product from outside (test clients, demo, load generator): product code
+# never imports them.
+TOOLS = ("mixer.sim", "mixer.demo", "mixer.load", "mixer.selfcheck", "mixer.analysis", "mixer.cli")
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def imports_of(path: Path) -> set[str]:
+    """Absolute names of the project modules `path` imports (`from mixer import _rtp` counts as
+    `mixer._rtp`)."""
+    tree = ast.parse(path.read_text(), str(path))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return {name for name in found if name.split(".")[0] in ("mixer", "controller")}
+
+
+def rank(module: str) -> int | None:
+    if module == "mixer":  # the package's own __init__
+        return 0
+    best = None
+    for prefix, value in RANKS.items():
+        if module == prefix or module.startswith(prefix if prefix.endswith("_") else prefix + "."):
+            if best is None or len(prefix) > len(best[0]):
+                best = (prefix, value)
+    return best[1] if best else None
+
+
+def is_tool(module: str) -> bool:
+    return any(module == t or module.startswith(t + ".") for t in TOOLS)
+
+
+def product_modules(package: str) -> list[Path]:
+    return sorted(p for p in (ROOT / package).rglob("*.py") if "__pycache__" not in p.parts)
+
+
+def test_mixer_layers_only_look_down():
+    violations = []
+    for path in product_modules("mixer") + sorted((ROOT / "mixer").rglob("*.pyx")):
+        module = module_name(path)
+        if is_tool(module):
+            continue
+        own = rank(module)
+        assert own is not None, f"{module} has no layer in RANKS: give it one"
+        for imported in imports_of(path) if path.suffix == ".py" else set():
+            if imported.startswith("controller"):
+                violations.append(f"{module} imports {imported} (the controller is above the engine)")
+            elif is_tool(imported):
+                violations.append(f"{module} imports the tool {imported}")
+            elif (theirs := rank(imported)) is not None and theirs > own:
+                violations.append(f"{module} (layer {own}) imports {imported} (layer {theirs})")
+            for a, b in SIBLINGS:
+                for mine, other in ((a, b), (b, a)):
+                    if module.startswith(mine) and imported.startswith(other):
+                        violations.append(f"{module} imports its sibling {imported}")
+    assert not violations, "\n".join(violations)
+
+
+def test_product_code_never_imports_the_test_clients():
+    offenders = [f"{module_name(p)} imports {name}"
+                 for package in ("mixer",) for p in product_modules(package)
+                 if not is_tool(module_name(p))
+                 for name in imports_of(p) if name.startswith("mixer.sim")]
+    assert not offenders, "\n".join(offenders)
