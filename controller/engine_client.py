@@ -43,6 +43,13 @@ class EngineClient(abc.ABC):
     @abc.abstractmethod
     async def stats(self) -> dict: ...
 
+    @abc.abstractmethod
+    async def list_conferences(self) -> list[dict]: ...
+
+    @abc.abstractmethod
+    async def drain(self, timeout_s: float | None = None) -> dict:
+        """Stop the engine taking new conferences; current ones end by `timeout_s`."""
+
     async def close(self) -> None:
         """Release what the client holds (sessions); the engine itself keeps running."""
 
@@ -74,6 +81,12 @@ class InProcessEngine(EngineClient):
 
     async def stats(self) -> dict:
         return self.engine.stats()
+
+    async def list_conferences(self) -> list[dict]:
+        return self.engine.list_conferences()
+
+    async def drain(self, timeout_s: float | None = None) -> dict:
+        return self.engine.drain(timeout_s)
 
 
 class HttpEngine(EngineClient):
@@ -138,6 +151,12 @@ class HttpEngine(EngineClient):
 
     async def stats(self) -> dict:
         return await self._request("GET", "/stats")
+
+    async def list_conferences(self) -> list[dict]:
+        return (await self._request("GET", "/conferences"))["conferences"]
+
+    async def drain(self, timeout_s: float | None = None) -> dict:
+        return await self._request("POST", "/drain", {} if timeout_s is None else {"timeout_s": timeout_s})
 
     async def close(self) -> None:
         if self._session is not None:

@@ -3,6 +3,9 @@
 The one command that gives a working voice backend on embedded defaults: the engine is in-process
 (the controller calls its methods directly), the registry is in memory, the store and certificate
 are in the data directory.
+
+SIGTERM drains the engine (no new calls; current ones are ended by the controller, with their
+records, when the drain deadline comes), then stops; SIGINT or a second SIGTERM stops at once.
 """
 from __future__ import annotations
 
@@ -14,6 +17,8 @@ import logging
 import uvloop
 
 from controller.cli import add_common_arguments, settings_from, stop_on_signals
+from mixer.engine.cli import until_stopped
+from mixer.logs import configure_logging
 from controller.engine_client import InProcessEngine
 from controller.server import ControllerServer
 from controller.settings import ControllerSettings
@@ -51,7 +56,7 @@ async def start_turn(settings: ControllerSettings, media_ip: str | None = None):
 
 
 async def serve(settings: ControllerSettings) -> None:
-    stop = stop_on_signals()
+    early_stop = stop_on_signals()  # a signal while starting stops at once
     engine = Engine(EngineSettings())
     engine.start()
     log.info("engine started in-process: media %s ports %s", engine.settings.media_ip,
@@ -62,7 +67,8 @@ async def serve(settings: ControllerSettings) -> None:
         await controller.start()
         turn = await start_turn(controller.settings, engine.settings.media_ip)
         gc.freeze()  # start-up objects live as long as the process (see mixer.engine.cli)
-        await stop.wait()
+        if not early_stop.is_set():
+            await until_stopped(engine)
     finally:
         await controller.stop()
         if turn is not None:
@@ -73,6 +79,6 @@ async def serve(settings: ControllerSettings) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    configure_logging()
     uvloop.run(serve(settings_from(args)))
     return 0

@@ -48,6 +48,10 @@ class EngineSettings(BaseSettings):
     latch_remote: bool = Field(
         False, description="send to where authenticated media comes from (symmetric RTP, RFC 4961)")
     rtcp_interval_s: float = Field(5.0, gt=0, description="RFC 3550 6.2 minimum report interval")
+    # Operations
+    drain_timeout_s: float = Field(
+        300.0, ge=0, description="graceful drain (SIGTERM or POST /drain): how long current "
+                                 "conferences may go on before the engine ends them")
 
     @field_validator("media_ports")
     @classmethod

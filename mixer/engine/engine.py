@@ -5,15 +5,18 @@ these methods). All methods run on the engine's event loop.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
+from collections import Counter
 
 from mixer.engine.clock import TickClock
 from mixer.legs.leg import MediaLeg
 from mixer.legs.ports import PortAllocator, PortsExhausted
 from mixer.legs.transport import SendFlusher
 from mixer.mcu.conference import McuConference
+from mixer.metrics import RetiredCounters
 from mixer.sdp.offer_answer import DEFAULT_CODECS
 from mixer.sfu.conference import SfuConference
 from mixer.sdp import SdpError, answer_audio, parse
@@ -49,6 +52,15 @@ class Engine:
         self.started_at: float | None = None
         self.legs_created = 0
         self.legs_removed = 0
+        self.legs_joined: Counter[tuple[str, str]] = Counter()  # (mode, transport) -> legs ever
+        self.conferences_created: Counter[str] = Counter()      # mode -> conferences ever
+        self.retired = RetiredCounters()  # counters of legs and conferences that are gone
+        # graceful drain (docs/operations.md): no new conferences; the rest end at the deadline
+        self.draining = False
+        self.drain_deadline: float | None = None   # time.monotonic()
+        self.drained_conferences: dict[str, float] = {}  # ended at the deadline -> when (recent)
+        self._drain_timer: asyncio.TimerHandle | None = None
+        self._drain_complete: asyncio.Event | None = None
 
     # ---------------------------------------------------------------------------------- lifecycle
     def start(self) -> None:
@@ -57,8 +69,65 @@ class Engine:
 
     def stop(self) -> None:
         self.clock.stop()
+        if self._drain_timer is not None:
+            self._drain_timer.cancel()
         for conference_id in list(self.conferences):
             self.delete_conference(conference_id)
+
+    # ---------------------------------------------------------------------------------- draining
+    def drain(self, timeout_s: float | None = None) -> dict:
+        """Stop taking new conferences; the current ones go on (legs may still join them) until
+        they end or `timeout_s` (default `drain_timeout_s`) passes, when the engine ends them.
+        Draining is one way; a second call may only bring the deadline closer."""
+        timeout_s = self.settings.drain_timeout_s if timeout_s is None else max(0.0, timeout_s)
+        deadline = time.monotonic() + timeout_s
+        if self.draining and self.drain_deadline is not None and self.drain_deadline <= deadline:
+            return self.drain_status()
+        first = not self.draining
+        self.draining = True
+        self.drain_deadline = deadline
+        loop = asyncio.get_running_loop()
+        if self._drain_complete is None:
+            self._drain_complete = asyncio.Event()
+        if self._drain_timer is not None:
+            self._drain_timer.cancel()
+        self._drain_timer = loop.call_later(timeout_s, self._drain_deadline_reached)
+        if first:
+            log.info("engine draining", extra={"event": "drain_started",
+                                               "conferences": len(self.conferences),
+                                               "timeout_s": round(timeout_s, 3)})
+        self._check_drained()
+        return self.drain_status()
+
+    def drain_status(self) -> dict:
+        left = max(0.0, self.drain_deadline - time.monotonic()) if self.drain_deadline else None
+        return {"draining": self.draining, "conferences": len(self.conferences),
+                "ends_in_s": round(left, 3) if left is not None else None}
+
+    async def drained(self) -> None:
+        """Return once draining and no conference is left (ended by their owners or at the
+        deadline)."""
+        if self._drain_complete is None:
+            self._drain_complete = asyncio.Event()
+        await self._drain_complete.wait()
+
+    def _drain_deadline_reached(self) -> None:
+        self._drain_timer = None
+        ended = list(self.conferences)
+        for conference_id in ended:
+            self.drained_conferences[conference_id] = time.time()
+            self.delete_conference(conference_id)
+        while len(self.drained_conferences) > 10000:  # remembered for late polls, bounded
+            del self.drained_conferences[next(iter(self.drained_conferences))]
+        log.info("engine drain deadline: conferences ended",
+                 extra={"event": "drain_deadline", "conferences_ended": len(ended)})
+        self._check_drained()
+
+    def _check_drained(self) -> None:
+        if self.draining and not self.conferences and self._drain_complete is not None \
+                and not self._drain_complete.is_set():
+            self._drain_complete.set()
+            log.info("engine drained", extra={"event": "drain_finished"})
 
     def _tick(self, now_ms: float) -> None:
         for conference in list(self.conferences.values()):
@@ -70,6 +139,8 @@ class Engine:
         if conference_type is None:
             raise EngineError(400, "unsupported_mode", f"mode {mode!r} is not available "
                               f"(supported: {', '.join(self.conference_types)})")
+        if self.draining:
+            raise EngineError(503, "draining", "the engine is draining: it takes no new conferences")
         if len(self.conferences) >= self.settings.max_conferences:
             raise EngineError(503, "too_many_conferences", "the engine hosts its maximum")
         conference_id = conference_id or secrets.token_hex(8)
@@ -78,28 +149,53 @@ class Engine:
         if conference_id in self.conferences:
             raise EngineError(409, "conference_exists", f"conference {conference_id} exists")
         self.conferences[conference_id] = conference_type(conference_id, self.settings)
-        log.info("conference %s created (mode %s)", conference_id, mode)
+        self.conferences_created[mode] += 1
+        log.info("conference created", extra={"event": "conference_created",
+                                               "conference_id": conference_id, "mode": mode})
         return {"id": conference_id, "mode": mode}
 
     def get_conference(self, conference_id: str) -> dict:
         conference = self._conference(conference_id)
-        return {
+        result = {
             "id": conference.id,
             "mode": conference.mode,
             "legs": [conference.leg_stats(leg_id) for leg_id in conference.voices],
             "stats": conference.stats(),
         }
+        if self.draining:
+            result["drain"] = self.drain_status()
+        return result
+
+    def list_conferences(self) -> list[dict]:
+        """Every conference in brief (id, mode, legs, speakers), cheap enough to poll."""
+        result = []
+        for conference in self.conferences.values():
+            stats = conference.stats()
+            result.append({"id": conference.id, "mode": conference.mode, "legs": stats["legs"],
+                           "speakers": stats.get("speakers", []),
+                           "dominant_speaker": stats.get("dominant_speaker")})
+        return result
 
     def delete_conference(self, conference_id: str) -> None:
         conference = self._conference(conference_id)
         for leg_id in list(conference.voices):
             self.remove_leg(conference_id, leg_id)
         del self.conferences[conference_id]
-        log.info("conference %s deleted", conference_id)
+        labels = (("mode", conference.mode),)
+        self.retired.add((family, labels + extra, value)
+                         for family, extra, value in getattr(conference, "counters", list)())
+        for family, extra, histogram in getattr(conference, "histograms", list)():
+            self.retired.add_histogram(family, labels + extra, histogram)
+        log.info("conference deleted", extra={"event": "conference_deleted",
+                                              "conference_id": conference_id})
+        self._check_drained()
 
     def _conference(self, conference_id: str) -> McuConference:
         conference = self.conferences.get(conference_id)
         if conference is None:
+            if conference_id in self.drained_conferences:
+                raise EngineError(404, "conference_drained",
+                                  f"conference {conference_id} was ended by the engine's drain")
             raise EngineError(404, "no_such_conference", f"no conference {conference_id}")
         return conference
 
@@ -138,8 +234,10 @@ class Engine:
             raise EngineError(503, "socket_error", str(exc)) from exc
         conference.add_leg(leg)
         self.legs_created += 1
-        log.info("leg %s joined %s on %s:%d (%s%s)", leg_id, conference_id, self.settings.media_ip,
-                 port, answer.codec, ", SRTP" if leg.srtp else "")
+        self.legs_joined[(conference.mode, leg.transport)] += 1
+        log.info("leg joined", extra={"event": "leg_joined", "conference_id": conference_id,
+                                      "leg_id": leg_id, "port": port, "codec": answer.codec,
+                                      "transport": leg.transport})
         return {"id": leg_id, "sdp": answer.sdp}
 
     def update_leg(self, conference_id: str, leg_id: str, muted: bool | None = None) -> dict:
@@ -156,7 +254,11 @@ class Engine:
         leg.close()
         self.ports.release(leg.local_port)
         self.legs_removed += 1
-        log.info("leg %s left %s", leg_id, conference_id)
+        labels = (("mode", conference.mode), ("transport", leg.transport))
+        self.retired.add((family, labels + extra, value) for family, extra, value in leg.counters())
+        log.info("leg left", extra={"event": "leg_left", "conference_id": conference_id,
+                                    "leg_id": leg_id, "packets_in": leg.packets_in,
+                                    "packets_out": leg.packets_out})
 
     @staticmethod
     def _leg(conference: McuConference, leg_id: str) -> MediaLeg:
@@ -194,4 +296,5 @@ class Engine:
             "packets_in": packets_in,
             "packets_out": packets_out,
             "drops": drops,
+            "draining": self.draining,
         }

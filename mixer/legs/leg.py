@@ -361,6 +361,29 @@ class MediaLeg:
 
     # --------------------------------------------------------------------------------------- stats
     @property
+    def transport(self) -> str:
+        """The metrics' `transport` label: rtp, sdes (SRTP keyed by SDES), or the leg's kind."""
+        kind = getattr(self, "kind", "plain")
+        if kind != "plain":
+            return kind
+        return "sdes" if self.answer.local_crypto is not None else "rtp"
+
+    def counters(self) -> list[tuple[str, tuple, int]]:
+        """Monotonic counters for the engine's metrics, as (family, labels, value): read at scrape
+        time only, so nothing is counted twice per packet. A leg kind adds its own families by
+        extending this list."""
+        result = [("packets_received", (), self.packets_in), ("received_bytes", (), self.bytes_in),
+                  ("packets_sent", (), self.packets_out),
+                  ("sent_bytes", (), self.sent.octets + sum(s.octets for s in self.extra_streams.values())),
+                  ("rtcp_nacks_received", (), self.nacks_in), ("rtcp_nacks_sent", (), self.nacks_out),
+                  ("ssrc_changes", (), self.ssrc_changes), ("dtmf_packets", (), self.dtmf_packets),
+                  ("send_gaps", (), self.send_gaps),
+                  ("send_dropped", (), self._rtp.send_dropped)]
+        result.extend(("packets_dropped", (("reason", reason),), count)
+                      for reason, count in self.drops.items())
+        return result
+
+    @property
     def packets_out(self) -> int:
         """RTP packets sent: our own stream and any further ones (an SFU subscriber's slots)."""
         return self.sent.packets + sum(s.packets for s in self.extra_streams.values())

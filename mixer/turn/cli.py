@@ -8,6 +8,7 @@ import signal
 
 import uvloop
 
+from mixer.logs import LogSettings, configure_logging
 from mixer.turn.server import TurnServer
 from mixer.turn.settings import TurnSettings
 
@@ -56,7 +57,9 @@ async def serve(settings: TurnSettings) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(name)s %(message)s")
+    settings = LogSettings()
+    if args.verbose:
+        settings.log_level = "debug"
+    configure_logging(settings)
     uvloop.run(serve(settings_from(args)))
     return 0
