@@ -15,6 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RANKS = {
     "mixer._": 0,            # the compiled core (no I/O, no asyncio)
     "mixer.settings": 0,
+    "mixer.metrics": 0,      # fixed-bucket histograms, retired counters (no I/O)
+    "mixer.logs": 0,         # log formats and redaction
     "mixer.codec": 1,
     "mixer.rtp": 1,          # protocol objects
     "mixer.sdp": 1,
