@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from controller import cdr
 from controller.calls import CallService
 from controller.errors import ApiError
+from controller.metrics import CONTENT_TYPE, ControllerMetrics, ResponseCounter
 from controller.settings import ControllerSettings
 from controller.store import Store
 from controller.tokens import ADMIN_KEY_PRINCIPAL, Principal, TokenAuthority
@@ -126,12 +127,18 @@ _bearer = HTTPBearer(auto_error=False, description="a user token, or the admin k
 async def authenticate(request: Request, credentials: Annotated[
         HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Principal:
     """The caller: the admin key, or a valid token (401 with the reason otherwise)."""
+    failures = request.app.state.metrics.auth_failures
     if credentials is None or not credentials.credentials:
+        failures["token_missing"] += 1
         raise ApiError(401, "token_missing", "send 'Authorization: Bearer <token>'")
     token = credentials.credentials
     if hmac.compare_digest(token.encode(), request.app.state.settings.admin_key.encode()):
         return ADMIN_KEY_PRINCIPAL
-    return await request.app.state.tokens.verify(token)
+    try:
+        return await request.app.state.tokens.verify(token)
+    except ApiError as exc:
+        failures[exc.code] += 1
+        raise
 
 
 Caller = Annotated[Principal, Depends(authenticate)]
@@ -139,18 +146,21 @@ Caller = Annotated[Principal, Depends(authenticate)]
 
 # ------------------------------------------------------------------------------------------- app
 def create_app(settings: ControllerSettings, service: CallService, store: Store,
-               tokens: TokenAuthority) -> FastAPI:
+               tokens: TokenAuthority, metrics: ControllerMetrics | None = None) -> FastAPI:
     app = FastAPI(title="voicemix signaling controller", version="1",
                   description="Calls, participants, tokens, TURN credentials, CDRs, recordings.",
                   responses=ERRORS)
     app.state.settings = settings
     app.state.tokens = tokens
+    app.state.metrics = metrics = metrics or ControllerMetrics(service)
     install_error_handlers(app)
 
     app.add_middleware(BodyLimit)
+    app.add_middleware(ResponseCounter, counts=metrics.responses)
 
     def need(caller: Principal, *scopes: str) -> None:
         if not any(scope in caller.scopes for scope in scopes):
+            metrics.auth_failures["insufficient_scope"] += 1
             raise ApiError(403, "insufficient_scope", f"this needs the {' or '.join(scopes)} scope")
 
     # -------------------------------------------------------------------------------- health
@@ -168,6 +178,14 @@ def create_app(settings: ControllerSettings, service: CallService, store: Store,
             except Exception as exc:  # an engine down is a value here, not an error
                 engines[name] = {"error": repr(exc)}
         return {"controller": service.stats(), "engines": engines}
+
+    @app.get("/metrics", tags=["service"], response_class=PlainTextResponse,
+             responses={200: {"content": {"text/plain": {}}}})
+    async def prometheus_metrics(caller: Caller) -> Response:
+        """Prometheus text format: this controller's families (and, in `voicemix serve`, the
+        in-process engine's and TURN's). Admin key; or VOICEMIX_METRICS_LISTEN without auth."""
+        need(caller, "admin")
+        return Response(await metrics.exposition(), media_type=CONTENT_TYPE)
 
     # ---------------------------------------------------------------------------- identities
     @app.post("/v1/identities", status_code=201, response_model=IdentityCreated, tags=["identities"])

@@ -66,6 +66,9 @@ async def serve(settings: ControllerSettings) -> None:
     try:
         await controller.start()
         turn = await start_turn(controller.settings, engine.settings.media_ip)
+        if turn is not None:
+            from mixer.turn.metrics import TurnCollector
+            controller.metrics.add(TurnCollector(turn))
         gc.freeze()  # start-up objects live as long as the process (see mixer.engine.cli)
         if not early_stop.is_set():
             await until_stopped(engine)

@@ -59,6 +59,9 @@ class ControllerSettings(BaseSettings):
     controller_lease_s: float = Field(
         5.0, gt=0, description="with Redis: a controller silent this long is taken for dead and a "
                                "live one adopts its calls (monitoring, its bots' legs)")
+    metrics_listen: str | None = Field(
+        None, description="HOST:PORT of a plain-HTTP GET /metrics without authentication (keep it "
+                          "on loopback); unset = only the REST API's /metrics, with the admin key")
     max_participants_per_call: int = Field(500, ge=2)
     bot_max_seconds: float = Field(3600.0, gt=0, description="a tone bot stops after this long")
 
