@@ -30,10 +30,10 @@ _REDACTIONS = [
     # RFC 4568 SDES key material: a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:<base64>|...
     (re.compile(r"(inline:)[A-Za-z0-9+/=]+"), r"\1<redacted>"),
     # ICE short-term credentials (RFC 8839)
-    (re.compile(r"(a=ice-pwd:)\S+"), r"\1<redacted>"),
+    (re.compile(r"(a=ice-pwd:)[^\s\"']+"), r"\1<redacted>"),
     # JWTs anywhere (three base64url parts, the first a JSON header)
     (re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"), "<token>"),
-    (re.compile(r"(Bearer\s+)\S+", re.IGNORECASE), r"\1<redacted>"),
+    (re.compile(r"(Bearer\s+)[^\s\"']+", re.IGNORECASE), r"\1<redacted>"),
     # user:password@ in URLs (redis://, postgresql://, ...)
     (re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s]+@", re.IGNORECASE), r"\1<redacted>@"),
     # password=..., "secret": "...", admin_key: ...
@@ -92,12 +92,14 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         entry = {"time": _iso(record.created), "level": record.levelname.lower(),
-                 "logger": record.name, "message": record.getMessage()}
+                 "logger": record.name, "message": redact(record.getMessage())}
         for key, value in fields_of(record).items():
+            if not isinstance(value, (int, float, bool, type(None))):
+                value = redact(value if isinstance(value, str) else json.dumps(value, default=str))
             entry.setdefault(key, value)
         if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return redact(json.dumps(entry, default=str, separators=(",", ":")))
+            entry["exception"] = redact(self.formatException(record.exc_info))
+        return json.dumps(entry, separators=(",", ":"))
 
 
 def configure_logging(settings: LogSettings | None = None, stream=None) -> logging.Handler:
