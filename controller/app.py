@@ -171,13 +171,15 @@ def create_app(settings: ControllerSettings, service: CallService, store: Store,
     @app.get("/v1/stats", tags=["service"])
     async def stats(caller: Caller) -> dict:
         need(caller, "admin")
-        engines = {}
+        engines, calls = {}, []
         for name, engine in service.engines.items():
             try:
                 engines[name] = await engine.stats()
+                # every conference is a call (same id): the live view's list
+                calls.extend({**c, "engine": name} for c in await engine.list_conferences())
             except Exception as exc:  # an engine down is a value here, not an error
                 engines[name] = {"error": repr(exc)}
-        return {"controller": service.stats(), "engines": engines}
+        return {"controller": service.stats(), "engines": engines, "calls": calls}
 
     @app.get("/metrics", tags=["service"], response_class=PlainTextResponse,
              responses={200: {"content": {"text/plain": {}}}})
