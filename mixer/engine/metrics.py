@@ -75,6 +75,7 @@ class EngineCollector(Collector):
         legs: Counter[tuple[str, str]] = Counter()
         conferences: Counter[str] = Counter()
         speakers: Counter[str] = Counter()
+        groups: dict[tuple, list] = {}
         for conference in engine.conferences.values():
             mode = conference.mode
             conferences[mode] += 1
@@ -89,11 +90,14 @@ class EngineCollector(Collector):
                 else:
                     histograms[key] = histogram.copy()
             for leg in conference.legs.values():
-                transport = leg.transport
-                legs[(mode, transport)] += 1
-                labels = (("mode", mode), ("transport", transport))
-                for family, extra, value in leg.counters():
-                    counters[(family, labels + extra)] += value
+                groups.setdefault((mode, leg.transport, type(leg)), []).append(leg)
+        # sum each kind of leg column by column: one tuple per leg, no per-counter dict updates
+        for (mode, transport, kind), members in groups.items():
+            legs[(mode, transport)] += len(members)
+            labels = (("mode", mode), ("transport", transport))
+            sums = map(sum, zip(*(leg.counter_values() for leg in members)))
+            for (family, extra), value in zip(kind.COUNTERS, sums):
+                counters[(family, labels + extra)] += value
         yield from self._state(engine, conferences, legs, speakers)
         yield from _counter_families(counters)
         clock = engine.clock

@@ -368,20 +368,28 @@ class MediaLeg:
             return kind
         return "sdes" if self.answer.local_crypto is not None else "rtp"
 
+    # Monotonic counters for the engine's metrics: (family, labels) names, and `counter_values()`
+    # in the same order. Read at scrape time only (nothing is counted twice per packet); a tuple
+    # per leg, so summing 500 legs stays well under a millisecond. A leg kind adds families by
+    # extending both.
+    COUNTERS: tuple[tuple[str, tuple], ...] = (
+        ("packets_received", ()), ("received_bytes", ()), ("packets_sent", ()), ("sent_bytes", ()),
+        ("rtcp_nacks_received", ()), ("rtcp_nacks_sent", ()), ("ssrc_changes", ()),
+        ("dtmf_packets", ()), ("send_gaps", ()), ("send_dropped", ()),
+        *(("packets_dropped", (("reason", reason),)) for reason in DROP_REASONS))
+
+    def counter_values(self) -> tuple[int, ...]:
+        extra = self.extra_streams.values()
+        return (self.packets_in, self.bytes_in,
+                self.sent.packets + sum(s.packets for s in extra) if extra else self.sent.packets,
+                self.sent.octets + sum(s.octets for s in extra) if extra else self.sent.octets,
+                self.nacks_in, self.nacks_out, self.ssrc_changes, self.dtmf_packets, self.send_gaps,
+                self._rtp.send_dropped, *self.drops.values())
+
     def counters(self) -> list[tuple[str, tuple, int]]:
-        """Monotonic counters for the engine's metrics, as (family, labels, value): read at scrape
-        time only, so nothing is counted twice per packet. A leg kind adds its own families by
-        extending this list."""
-        result = [("packets_received", (), self.packets_in), ("received_bytes", (), self.bytes_in),
-                  ("packets_sent", (), self.packets_out),
-                  ("sent_bytes", (), self.sent.octets + sum(s.octets for s in self.extra_streams.values())),
-                  ("rtcp_nacks_received", (), self.nacks_in), ("rtcp_nacks_sent", (), self.nacks_out),
-                  ("ssrc_changes", (), self.ssrc_changes), ("dtmf_packets", (), self.dtmf_packets),
-                  ("send_gaps", (), self.send_gaps),
-                  ("send_dropped", (), self._rtp.send_dropped)]
-        result.extend(("packets_dropped", (("reason", reason),), count)
-                      for reason, count in self.drops.items())
-        return result
+        """`COUNTERS` with their values, as (family, labels, value)."""
+        return [(family, labels, value)
+                for (family, labels), value in zip(self.COUNTERS, self.counter_values())]
 
     @property
     def packets_out(self) -> int:
