@@ -15,7 +15,7 @@ from controller.testing import RestParticipant, continuous_tone, free_port
 from mixer.sim.participant import SimulatedParticipant
 from mixer.turn.client import TurnDatagramTransport
 from tests.mixer.engine.test_metrics import samples, total, value
-from tests.reliability.processes import ADMIN, ADMIN_KEY, Service, services, user
+from tests.reliability.processes import ADMIN, ADMIN_KEY, ROOT, Service, services, user
 
 
 def serve_service(tmp_path, api_port: int, metrics_port: int, turn_port: int) -> Service:
@@ -95,6 +95,18 @@ def test_a_scrape_during_a_serve_call_shows_controller_engine_and_turn(tmp_path)
                 assert total(scraped, "voicemix_turn_requests_total") >= 3  # allocate, permission, bind
                 # the process
                 assert value(scraped, "process_resident_memory_bytes") > 0
+                # every family is documented in docs/operations.md
+                page = (ROOT / "docs" / "operations.md").read_text()
+                undocumented = set()
+                for name, _ in scraped:
+                    if not name.startswith("voicemix_"):
+                        continue
+                    base = name.split("_", 2)[2]
+                    for suffix in ("_bucket", "_count", "_sum"):
+                        base = base.removesuffix(suffix)
+                    if base not in page:
+                        undocumented.add(name)
+                assert not undocumented, f"not in docs/operations.md: {sorted(undocumented)}"
 
                 assert (await http.delete(f"/v1/calls/{call['id']}", headers=alice)).status_code == 204
                 after = samples((await http.get("/metrics", headers=ADMIN)).text)
