@@ -4,12 +4,13 @@
    building the `/metrics` text, timed over many scrapes (CPU time per scrape on the engine's loop),
    next to `GET /stats` and to what `voicemix top` asks (`/conferences` + one conference's detail).
 2. End to end: a `voicemix engine` process pinned to core 0, `voicemix load -n 500` (10
-   conferences of 50, 3 talkers each) pinned to core 1, and phases of no scraping, 1 scrape/s and
-   10 scrapes/s (Prometheus scrapes every 15 s by default: 10/s is 150x that). For each phase, from
-   the engine's own tick-lateness histogram (difference of the counts at the phase's ends): mean
-   lateness, the share of ticks later than 2 and 5 ms, and skipped ticks.
+   conferences of 50, 3 talkers each) pinned to core 1, and alternating phases without scraping
+   and with 10 scrapes/s (Prometheus scrapes every 15 s by default: 10/s is 150x that). Per kind of
+   phase: the engine's CPU time (/proc), and from its own tick-lateness histogram (difference of
+   the counts at each phase's ends) mean lateness, the share of ticks later than 2 and 5 ms, and
+   skipped ticks.
 
-    python bench/metrics_scrape.py [--legs 500] [--phase-s 15]
+    python bench/metrics_scrape.py [--legs 500] [--phase-s 5] [--rounds 6] [--rate 10]
 
 Other work on this 2-core machine shows in every phase alike; compare phases within one run, and run
 it twice.
@@ -106,15 +107,14 @@ def lateness(url: str) -> dict:
     return result
 
 
-def phase_summary(before: dict, after: dict) -> str:
-    count = after["count"] - before["count"]
-    mean_ms = (after["sum"] - before["sum"]) / count * 1000.0
-    over = {le: count - (after["buckets"][le] - before["buckets"][le]) for le in ("0.002", "0.005")}
-    return (f"ticks {count:.0f}, mean lateness {mean_ms:.2f} ms, > 2 ms {100 * over['0.002'] / count:.2f} %, "
-            f"> 5 ms {100 * over['0.005'] / count:.2f} %, skipped {after['skipped'] - before['skipped']:.0f}")
+def engine_cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def end_to_end(legs: int, per_conference: int, phase_s: float) -> None:
+def end_to_end(legs: int, per_conference: int, phase_s: float, rounds: int, rate: float) -> None:
+    """Alternate phases without and with scraping (so the machine's other load falls on both
+    alike); per kind of phase: the engine's CPU time, tick lateness and skipped ticks."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -129,7 +129,7 @@ def end_to_end(legs: int, per_conference: int, phase_s: float) -> None:
                 break
             except OSError:
                 time.sleep(0.1)
-        duration = 4 * phase_s + 15
+        duration = 2 * rounds * phase_s + 30
         load = subprocess.Popen(["taskset", "-c", "1", sys.executable, "-m", "mixer.cli", "load",
                                  "-n", str(legs), "--per-conference", str(per_conference),
                                  "--talkers", "3", "--duration", str(duration), "--engine", url,
@@ -141,21 +141,43 @@ def end_to_end(legs: int, per_conference: int, phase_s: float) -> None:
                 break
             time.sleep(0.1)
         time.sleep(5)  # settle
-        print(f"end to end, engine process on core 0 with {legs} legs, `voicemix load` on core 1:")
-        for label, rate in (("no scraping", 0), ("1 scrape/s", 1), ("10 scrapes/s", 10),
-                            ("no scraping", 0)):
-            before = lateness(url)
-            ends = time.monotonic() + phase_s
-            scrapes = 0
-            while time.monotonic() < ends:
-                if rate:
-                    urllib.request.urlopen(f"{url}/metrics", timeout=5).read()
-                    scrapes += 1
-                    time.sleep(max(0.0, 1.0 / rate - 0.002))
-                else:
-                    time.sleep(0.2)
-            after = lateness(url)
-            print(f"  {label:13s} ({scrapes} scrapes): {phase_summary(before, after)}")
+        totals = {kind: {"cpu": 0.0, "ticks": 0.0, "sum": 0.0, "over2": 0.0, "over5": 0.0,
+                         "skipped": 0.0, "scrapes": 0, "seconds": 0.0} for kind in ("off", "on")}
+        for _ in range(rounds):
+            for kind in ("off", "on"):
+                before, cpu_before, began = lateness(url), engine_cpu_s(engine.pid), time.monotonic()
+                ends = began + phase_s
+                while time.monotonic() < ends:
+                    if kind == "on":
+                        urllib.request.urlopen(f"{url}/metrics", timeout=5).read()
+                        totals[kind]["scrapes"] += 1
+                        time.sleep(1.0 / rate)
+                    else:
+                        time.sleep(0.2)
+                after, cpu_after = lateness(url), engine_cpu_s(engine.pid)
+                t = totals[kind]
+                t["seconds"] += time.monotonic() - began
+                t["cpu"] += cpu_after - cpu_before
+                count = after["count"] - before["count"]
+                t["ticks"] += count
+                t["sum"] += after["sum"] - before["sum"]
+                for le, key in (("0.002", "over2"), ("0.005", "over5")):
+                    t[key] += count - (after["buckets"][le] - before["buckets"][le])
+                t["skipped"] += after["skipped"] - before["skipped"]
+        print(f"end to end: engine process on core 0 with {legs} legs ({legs // per_conference} MCU "
+              f"conferences, 3 talkers each), `voicemix load` on core 1; {rounds} alternations of "
+              f"{phase_s:.0f} s without and with {rate:g} scrapes/s:")
+        for kind, label in (("off", "no scraping"), ("on", f"{rate:g} scrapes/s")):
+            t = totals[kind]
+            print(f"  {label:14s} engine CPU {100 * t['cpu'] / t['seconds']:.1f} % of a core, ticks "
+                  f"{t['ticks']:.0f}, mean lateness {1000 * t['sum'] / t['ticks']:.2f} ms, "
+                  f"> 2 ms {100 * t['over2'] / t['ticks']:.2f} %, > 5 ms {100 * t['over5'] / t['ticks']:.2f} %, "
+                  f"skipped {t['skipped']:.0f} ({t['scrapes']} scrapes)")
+        on, off = totals["on"], totals["off"]
+        extra = on["cpu"] / on["seconds"] - off["cpu"] / off["seconds"]
+        if on["scrapes"]:
+            print(f"  engine CPU per scrape (difference of the two rates): "
+                  f"{1000 * extra * on['seconds'] / on['scrapes']:.2f} ms")
     finally:
         for process in (load, engine):
             if process is not None and process.poll() is None:
@@ -171,12 +193,14 @@ def main() -> int:
     parser.add_argument("--legs", type=int, default=500)
     parser.add_argument("--per-conference", type=int, default=50)
     parser.add_argument("--scrapes", type=int, default=200)
-    parser.add_argument("--phase-s", type=float, default=15.0)
+    parser.add_argument("--phase-s", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--rate", type=float, default=10.0, help="scrapes per second when scraping")
     parser.add_argument("--skip-end-to-end", action="store_true")
     args = parser.parse_args()
     asyncio.run(in_process(args.legs, args.per_conference, args.scrapes))
     if not args.skip_end_to_end:
-        end_to_end(args.legs, args.per_conference, args.phase_s)
+        end_to_end(args.legs, args.per_conference, args.phase_s, args.rounds, args.rate)
     return 0
 
 

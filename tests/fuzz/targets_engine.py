@@ -45,6 +45,9 @@ _ROUTES = (  # (method, path template); {c} a conference id, {l} a leg id
     ("DELETE", "/conferences/{c}/legs/{l}"),
     ("GET", "/stats"),
     ("PUT", "/conferences/{c}"),
+    ("GET", "/conferences"),
+    ("POST", "/drain"),
+    ("GET", "/metrics"),
 )
 _IDS = ("c0", "c1", "c2", "")
 
@@ -104,6 +107,14 @@ def control_api_target():
     connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
     state = {"inputs": 0}
 
+    def undrain() -> None:
+        engine = server.engine
+        if engine._drain_timer is not None:
+            engine._drain_timer.cancel()
+        engine.draining, engine.drain_deadline, engine._drain_timer = False, None, None
+        engine._drain_complete = None
+        engine.drained_conferences.clear()
+
     def legs_of(conference_id: str) -> list[str]:
         conference = server.engine.conferences.get(conference_id)
         return list(conference.voices) if conference is not None else []
@@ -139,6 +150,8 @@ def control_api_target():
         _check(status < 500 or status == 503, f"{method} {path} answered {status}: {raw[:300]!r}")
         if status == 204:
             _check(raw == b"", "204 with a body")
+        elif path == "/metrics" and status == 200:
+            _check(raw.startswith(b"# HELP "), f"metrics not in the text format: {raw[:100]!r}")
         else:
             try:
                 answer = json.loads(raw)
@@ -151,6 +164,8 @@ def control_api_target():
                        f"{status} error not in the shared shape: {answer!r}")
             else:
                 _check(isinstance(answer, dict), "a success answer is not a JSON object")
+        if path == "/drain" and status == 202:  # draining is one way: undo it, or creating is over
+            server.call(undrain)
         stats = server.call(server.engine.stats)
         _check(stats["ports_in_use"] == stats["legs"], f"ports held without a leg: {stats['ports_in_use']} "
                f"ports for {stats['legs']} legs")
