@@ -200,3 +200,38 @@ def test_the_engine_ends_what_is_left_at_the_deadline_and_a_second_sigterm_stops
             assert await exited(stubborn, 5.0) == 0
             await probe.aclose()
     run(scenario())
+
+
+def test_voicemix_serve_drains_its_engine_on_sigterm(tmp_path):
+    async def scenario():
+        with services() as started:
+            api = free_port()
+            serve = Service("serve", ["serve", "--listen", f"127.0.0.1:{api}", "--data-dir",
+                                      str(tmp_path / "data"), "--insecure-http"], tmp_path, env={
+                "VOICEMIX_ADMIN_KEY": ADMIN_KEY, "VOICEMIX_TURN_ENABLED": "false",
+                "VOICEMIX_MONITOR_INTERVAL_S": str(MONITOR_INTERVAL_S),
+                "VOICEMIX_DRAIN_TIMEOUT_S": "3", "VOICEMIX_LOG_FORMAT": "json"}).start()
+            started.append(serve)
+            base = f"http://127.0.0.1:{api}"
+            probe = httpx.AsyncClient(timeout=5.0)
+            await serve.wait_ready(probe, f"{base}/v1/health")
+            async with httpx.AsyncClient(base_url=base, timeout=10.0) as http:
+                alice = await user(http, "alice")
+                call = (await http.post("/v1/calls", json={"mode": "mcu"}, headers=alice)).json()
+                pa = RestParticipant(SimulatedParticipant("alice", 520.0, continuous_tone(520.0, 10)), alice)
+                assert (await pa.join(http, call["id"])).status_code == 201
+                pa.sim.start()
+                await asyncio.sleep(0.5)
+                serve.process.send_signal(signal.SIGTERM)
+                await asyncio.sleep(0.3)
+                refused = await http.post("/v1/calls", json={"mode": "mcu"}, headers=alice)
+                assert refused.status_code == 503 and refused.json()["error"]["code"] == "draining"
+                assert (await http.get(f"/v1/calls/{call['id']}", headers=alice)).status_code == 200
+                assert await exited(serve, 8.0) == 0, serve.log_path.read_text()[-2000:]
+                pa.sim.close()
+            logged = events_logged(serve)
+            ended = [e for e in logged if e.get("event") == "call_ended"]
+            assert [e["reason"] for e in ended] == ["engine_drained"]
+            assert "drain_finished" in [e.get("event") for e in logged]
+            await probe.aclose()
+    run(scenario())
