@@ -37,7 +37,7 @@ def screen(snapshot: dict, before: dict | None = None) -> str:
 
 
 async def join_engine(probe: httpx.AsyncClient, url: str, conference: str, name: str, freq: float):
-    sim = SimulatedParticipant(name, freq, continuous_tone(freq, 6), srtp=(name == "bob"))
+    sim = SimulatedParticipant(name, freq, continuous_tone(freq, 30), srtp=(name == "bob"))
     response = await probe.post(f"{url}/conferences/{conference}/legs",
                                 json={"sdp": await sim.offer(), "label": name})
     assert response.status_code == 201, response.text
@@ -133,7 +133,7 @@ def test_top_and_stats_against_a_serve_process_over_https(tmp_path):
                                         headers=tokens["alice"])).json()
                 people = []
                 for name, freq in (("alice", 520.0), ("bob", 710.0)):
-                    p = RestParticipant(SimulatedParticipant(name, freq, continuous_tone(freq, 6)),
+                    p = RestParticipant(SimulatedParticipant(name, freq, continuous_tone(freq, 30)),
                                         tokens[name])
                     assert (await p.join(http, call["id"])).status_code == 201
                     p.sim.start()
