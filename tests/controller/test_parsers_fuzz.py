@@ -3,11 +3,14 @@ codec, and the recorder's placement of whatever packets arrive (any order, gaps,
 import math
 
 import numpy as np
+import pytest
 from hypothesis import example, given, settings, strategies as st
 
 from controller import cdr, media
 from controller.calls import _codec_of
 from mixer.codec import MIX_RATE
+
+pytestmark = pytest.mark.store_independent  # no store involved
 
 
 @given(st.text(max_size=40))
