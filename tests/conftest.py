@@ -1,18 +1,7 @@
 """Fixtures shared by the test packages: a real PostgreSQL server for the whole session."""
-import os
-
 import pytest
 
-from controller.testing import PostgresServer, postgres_bin_dir
-
-
-def require_or_skip(what: str) -> None:
-    """Skip for a missing system package, except in CI (`CI=true`), where it fails: a suite that
-    silently skips its database half there would prove nothing."""
-    message = f"{what} is not installed"
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(f"{message}, and CI must run these tests (scripts/setup.sh installs it)")
-    pytest.skip(message)
+from controller.testing import PostgresServer, postgres_bin_dir, require_or_skip
 
 
 @pytest.fixture(scope="session")

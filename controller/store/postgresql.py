@@ -145,7 +145,7 @@ class PostgresDatabase(Database):
                     return await operation(_PgStatements(connection))
             except StoreUnavailable as exc:
                 self.unavailable += 1
-                self._pool.expire_connections()
+                await self._pool.expire_connections()
                 if attempt + 1 < attempts and isinstance(exc.__cause__, _LOST):
                     self.retried += 1
                     continue
@@ -155,7 +155,7 @@ class PostgresDatabase(Database):
                 if error is exc:
                     raise
                 self.unavailable += 1
-                self._pool.expire_connections()
+                await self._pool.expire_connections()
                 raise error from exc
         raise AssertionError("unreachable")
 
@@ -187,7 +187,7 @@ class PostgresDatabase(Database):
             if isinstance(error, StoreUnavailable):
                 self.unavailable += 1
                 if self._pool is not None:
-                    self._pool.expire_connections()
+                    await self._pool.expire_connections()
             if error is exc:
                 raise
             raise error from exc
