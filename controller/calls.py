@@ -455,7 +455,12 @@ class CallService:
             raise ApiError(403, "not_a_member", "this recording is not yours")
         if recording["ended_at"] is None:
             raise ApiError(409, "recording_active", "the recording is still being made")
-        return Path(recording["path"])
+        path = Path(recording["path"])
+        if not path.is_file():  # indexed in the shared store, written on another host
+            raise ApiError(404, "recording_file_elsewhere",
+                           "the recording's file is not on this controller's host: fetch it "
+                           "through the controller that recorded it")
+        return path
 
     # ---------------------------------------------------------------------------------- monitor
     async def _monitor(self, call_id: str) -> None:

@@ -1,7 +1,8 @@
 """Two controllers as on two hosts: their own data directories, one Redis registry, one
 PostgreSQL store (real servers on loopback), one remote engine. What one controller writes, the
 other sees: identities and tokens, revocations (within the revocation cache's bound), CDRs of
-calls handled by either (each exactly once), phone numbers and their routes."""
+calls handled by either (each exactly once), the recordings index, phone numbers and their
+routes (looked up through the store: SIP routing of inbound calls is the PSTN work's)."""
 import asyncio
 import secrets
 
@@ -100,14 +101,39 @@ def test_two_hosts_share_identities_revocations_cdrs_and_numbers(tmp_path, postg
                                                         headers=headers)
                         assert joined.status_code == 201, joined.text
                     calls.append((host, call_id, owner))
+                # a recording made through A: indexed for both; its file is on A's disk, which
+                # B reaches here only because both run on one machine (as with a shared
+                # recordings directory); a file that is not there is a clear 404
+                recording_path = f"/v1/calls/{calls[0][1]}/recording"
+                started = await a.client.post(recording_path, json={"action": "start"},
+                                              headers=alice)
+                assert started.status_code == 200, started.text
+                await asyncio.sleep(0.3)
+                assert (await b.client.post(recording_path, json={"action": "stop"},
+                                            headers=bob)).status_code == 200
+                download = f"/v1/recordings/{started.json()['id']}"
+                for _ in range(50):  # A's monitor finishes it (it sees the stop through Redis)
+                    on_a = await a.client.get(download, headers=bob)
+                    if on_a.status_code != 409:
+                        break
+                    await asyncio.sleep(0.1)
+                assert on_a.status_code == 200 and on_a.content[:4] == b"RIFF"
+                on_b = await b.client.get(download, headers=bob)
+                assert on_b.status_code == 200 and on_b.content == on_a.content
+                wav = tmp_path / "host-a" / "recordings" / f"{started.json()['id']}.wav"
+                wav.rename(tmp_path / "elsewhere.wav")
+                on_b = await b.client.get(download, headers=bob)
+                assert on_b.status_code == 404
+                assert on_b.json()["error"]["code"] == "recording_file_elsewhere"
                 for host, call_id, owner in calls:
                     assert (await host.client.delete(f"/v1/calls/{call_id}",
                                                      headers=owner)).status_code == 204
                 for host in (a, b):
                     records = (await host.client.get("/v1/cdrs", headers=host.admin)).json()["records"]
-                    for _, call_id, _ in calls:
+                    for n, (_, call_id, _) in enumerate(calls):
                         kinds = sorted(r["kind"] for r in records if r["call_id"] == call_id)
-                        assert kinds == ["call", "leg", "leg"], (call_id, kinds)
+                        legs = ["leg"] * (3 if n == 0 else 2)  # the first had a recorder too
+                        assert kinds == ["call"] + legs, (call_id, kinds)
                     mine = (await host.client.get("/v1/cdrs", headers=alice)).json()["records"]
                     assert {r["call_id"] for r in mine if r["kind"] == "call"} == {c[1] for c in calls}
 
