@@ -61,15 +61,19 @@ def _rowcount(status: str) -> int:
 
 
 def redacted(url: str) -> str:
-    """The URL without its password, for logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
+    """The URL without its password, for logs (and without anything after the host when the URL
+    does not parse: better too little in a log line than a secret)."""
+    try:
+        parts = urlsplit(url)
+        password, host, port = parts.password, parts.hostname, parts.port
+    except ValueError:  # e.g. an unclosed IPv6 bracket, a port out of range
+        return url.split("://", 1)[0] + "://(unparseable)"
+    if password is None:
         return url
-    netloc = parts.hostname or ""
-    if parts.username:
-        netloc = f"{parts.username}:***@{netloc}"
-    if parts.port:
-        netloc += f":{parts.port}"
+    netloc = f"[{host}]" if host and ":" in host else (host or "")
+    netloc = f"{parts.username or ''}:***@{netloc}"
+    if port:
+        netloc += f":{port}"
     return urlunsplit(parts._replace(netloc=netloc))
 
 
