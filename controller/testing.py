@@ -161,17 +161,6 @@ def redis_server():
         raise RuntimeError("redis-server did not start")
 
 
-def require_or_skip(what: str) -> None:
-    """In a test: skip for a missing system package, except in CI (`CI=true`), where it fails:
-    a suite that silently skips its database half there would prove nothing."""
-    import pytest  # only tests call this
-
-    message = f"{what} is not installed"
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(f"{message}, and CI must run these tests (scripts/setup.sh installs it)")
-    pytest.skip(message)
-
-
 def postgres_bin_dir() -> Path | None:
     """Where PostgreSQL's server programs are: Debian keeps them out of PATH, in
     /usr/lib/postgresql/<version>/bin (the newest is taken); elsewhere, where `initdb` on PATH

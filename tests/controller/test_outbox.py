@@ -11,7 +11,7 @@ import uvloop
 
 from controller.outbox import Outbox
 from controller.store import Store, database_for
-from controller.testing import PostgresServer, postgres_bin_dir, require_or_skip
+from controller.testing import PostgresServer, postgres_bin_dir
 
 pytestmark = pytest.mark.store_independent  # it makes its own stores, per parameter
 
@@ -27,7 +27,7 @@ def own_postgres():
     """A server this module may stop (the session's is shared with every other test)."""
     bin_dir = postgres_bin_dir()
     if bin_dir is None:
-        require_or_skip("PostgreSQL (Debian package postgresql)")
+        pytest.skip("PostgreSQL is not installed (Debian package postgresql)")
     with PostgresServer(bin_dir) as server:
         yield server
 

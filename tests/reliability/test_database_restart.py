@@ -11,8 +11,7 @@ import pytest
 import uvloop
 
 from controller.testing import (
-    PostgresServer, RestParticipant, continuous_tone, postgres_bin_dir, require_or_skip,
-    running_controller,
+    PostgresServer, RestParticipant, continuous_tone, postgres_bin_dir, running_controller,
 )
 from mixer.analysis import tone_levels_db
 from mixer.codec import MIX_RATE
@@ -30,7 +29,7 @@ def run(coro):
 def postgres():
     bin_dir = postgres_bin_dir()
     if bin_dir is None:
-        require_or_skip("PostgreSQL (Debian package postgresql)")
+        pytest.skip("PostgreSQL is not installed (Debian package postgresql)")
     with PostgresServer(bin_dir) as server:
         yield server
 
