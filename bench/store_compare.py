@@ -38,6 +38,8 @@ from controller.tokens import ALGORITHM, ISSUER, TokenAuthority
 from mixer.sdp import offer_audio
 
 STORES = ("sqlite", "postgresql")
+BLOCK = 50
+WARM_CALLS = 30
 CLOCK_TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
 
 
@@ -74,8 +76,10 @@ def median_us(samples: list[float]) -> float:
 
 
 async def revocation_check(url: str | None, data: Path, checks: int) -> dict[str, float]:
-    """Median us of: the JWT alone, verify() asking the store, verify() with a warm cache; the
-    three are interleaved sample by sample, so background load hits them alike."""
+    """Median us of: the JWT alone, verify() asking the store, verify() with a warm cache. The
+    three take turns in blocks of BLOCK checks (background load hits them alike; a block is
+    long enough that what the one before left in the CPU caches hardly counts, which matters
+    when a PostgreSQL backend shares the core)."""
     store = Store(database_for(url, data))
     await store.open()
     await store.create_identity("alice")
@@ -90,11 +94,12 @@ async def revocation_check(url: str | None, data: Path, checks: int) -> dict[str
             jwt.decode(token, "s" * 32, algorithms=[ALGORITHM], issuer=ISSUER, leeway=5,
                        options={"require": ["exp", "iat", "sub", "jti", "iss"]})
         contenders = [("jwt", jwt_alone), ("cached", cached.verify), ("store", uncached.verify)]
-        for i in range(checks):
-            for label, check in contenders[i % 3:] + contenders[:i % 3]:  # each goes first in turn
-                began = time.perf_counter()
-                await check(token)
-                samples[label].append(time.perf_counter() - began)
+        for _ in range(max(checks // BLOCK, 1)):
+            for label, check in contenders:
+                for _ in range(BLOCK):
+                    began = time.perf_counter()
+                    await check(token)
+                    samples[label].append(time.perf_counter() - began)
     finally:
         await store.close()
     return {label: median_us(values) for label, values in samples.items()}
@@ -126,12 +131,12 @@ async def call_setups_per_s(url: str | None, data: Path, calls: int, concurrency
     """(calls/s, p50 setup ms, CPU ms per call): create + 2 joins, then hang-up (CDRs
     committed)."""
     offers = [offer_audio(local_ip="127.0.0.1", local_port=20000 + 2 * i, codecs=("opus",),
-                          rtcp_mux=True)[0] for i in range(2 * (calls + 10))]
+                          rtcp_mux=True)[0] for i in range(2 * (calls + WARM_CALLS))]
     async with running_controller(data, database_url=url, monitor_interval_s=5.0) as c:
         alice, bob = await c.user("alice"), await c.user("bob")
         http = c.client
         latencies: list[float] = []
-        queue = list(range(calls + 10))
+        queue = list(range(calls + WARM_CALLS))
 
         async def worker(count: list[int]) -> None:
             while count[0] > 0 and queue:
@@ -147,7 +152,7 @@ async def call_setups_per_s(url: str | None, data: Path, calls: int, concurrency
                 assert first.status_code == second.status_code == 201, second.text
                 assert (await http.delete(f"/v1/calls/{call['id']}",
                                           headers=alice)).status_code == 204
-        warm = [10]
+        warm = [WARM_CALLS]  # the pool grows to its working size meanwhile
         await asyncio.gather(*(worker(warm) for _ in range(concurrency)))
         latencies.clear()
         count = [calls]
@@ -155,7 +160,7 @@ async def call_setups_per_s(url: str | None, data: Path, calls: int, concurrency
         await asyncio.gather(*(worker(count) for _ in range(concurrency)))
         elapsed, cpu_s = time.perf_counter() - began, cpu.now() - cpu_began
         written = len(await c.server.store.query_cdrs(None, None, None))
-        assert written == 3 * (calls + 10), written  # every hang-up's CDRs, once
+        assert written == 3 * (calls + WARM_CALLS), written  # every hang-up's CDRs, once
         return calls / elapsed, statistics.median(latencies) * 1000, cpu_s / calls * 1000
 
 
@@ -189,6 +194,10 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--rounds", type=int, default=3, help="medians over this many rounds")
     parser.add_argument("--cpu", type=int, default=0, help="the core everything runs on")
+    parser.add_argument("--synchronous-commit", choices=("on", "off"), default="on",
+                        help="PostgreSQL's: off answers a commit before its WAL reaches the disk "
+                             "(SQLite's WAL with synchronous=NORMAL does not fsync per commit "
+                             "either)")
     args = parser.parse_args()
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {args.cpu})  # before PostgreSQL starts: it inherits the core
@@ -197,17 +206,21 @@ def main() -> int:
         print("PostgreSQL is not installed (Debian package postgresql)")
         return 2
     rounds: dict[str, list[dict]] = {store: [] for store in STORES}
+    with tempfile.TemporaryDirectory() as tmp:  # the first controller in a process runs slower
+        uvloop.run(requests_per_s(None, Path(tmp), 300, 1.0, CpuMeter(None)))
     with PostgresServer(bin_dir, durable=True) as server:
         names = iter(range(10000))
         urls = {"sqlite": lambda _tag: None,
-                "postgresql": lambda tag: server.create_database(f"bench_{tag}_{next(names)}")}
+                "postgresql": lambda tag: server.create_database(f"bench_{tag}_{next(names)}")
+                + f"?synchronous_commit={args.synchronous_commit}"}
         meters = {"sqlite": CpuMeter(None), "postgresql": CpuMeter(server.process.pid)}
         for _ in range(args.rounds):  # the stores take turns, so background load hits both
             for store in STORES:
                 rounds[store].append(uvloop.run(measure(urls[store], args.quick, meters[store])))
     load = os.getloadavg()[0]
-    print(f"stores on one core (cpu {args.cpu}; PostgreSQL {bin_dir.parent.name}, durable "
-          f"defaults); medians of {args.rounds} rounds; load average {load:.1f} at the end")
+    print(f"stores on one core (cpu {args.cpu}; PostgreSQL {bin_dir.parent.name}, fsync on, "
+          f"synchronous_commit {args.synchronous_commit}); medians of {args.rounds} rounds; load "
+          f"average {load:.1f} at the end")
     print(f"{'':38s}{'sqlite':>12s}{'postgresql':>12s}{'pg/sqlite':>11s}")
 
     def row(label: str, *path, fmt: str = "{:10.1f}", minus: tuple | None = None) -> tuple:
