@@ -5,13 +5,13 @@ these methods). All methods run on the engine's event loop.
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 import time
 from collections import Counter
 
 from mixer.engine.clock import TickClock
+from mixer.engine.drain import Drain
 from mixer.legs.leg import MediaLeg
 from mixer.legs.ports import PortAllocator, PortsExhausted
 from mixer.legs.transport import SendFlusher
@@ -55,12 +55,7 @@ class Engine:
         self.legs_joined: Counter[tuple[str, str]] = Counter()  # (mode, transport) -> legs ever
         self.conferences_created: Counter[str] = Counter()      # mode -> conferences ever
         self.retired = RetiredCounters()  # counters of legs and conferences that are gone
-        # graceful drain (docs/operations.md): no new conferences; the rest end at the deadline
-        self.draining = False
-        self.drain_deadline: float | None = None   # time.monotonic()
-        self.drained_conferences: dict[str, float] = {}  # ended at the deadline -> when (recent)
-        self._drain_timer: asyncio.TimerHandle | None = None
-        self._drain_complete: asyncio.Event | None = None
+        self._drain = Drain(self.conferences, self.delete_conference)
 
     # ---------------------------------------------------------------------------------- lifecycle
     def start(self) -> None:
@@ -69,65 +64,23 @@ class Engine:
 
     def stop(self) -> None:
         self.clock.stop()
-        if self._drain_timer is not None:
-            self._drain_timer.cancel()
+        self._drain.cancel_timer()
         for conference_id in list(self.conferences):
             self.delete_conference(conference_id)
 
     # ---------------------------------------------------------------------------------- draining
     def drain(self, timeout_s: float | None = None) -> dict:
-        """Stop taking new conferences; the current ones go on (legs may still join them) until
-        they end or `timeout_s` (default `drain_timeout_s`) passes, when the engine ends them.
-        Draining is one way; a second call may only bring the deadline closer."""
-        timeout_s = self.settings.drain_timeout_s if timeout_s is None else max(0.0, timeout_s)
-        deadline = time.monotonic() + timeout_s
-        if self.draining and self.drain_deadline is not None and self.drain_deadline <= deadline:
-            return self.drain_status()
-        first = not self.draining
-        self.draining = True
-        self.drain_deadline = deadline
-        loop = asyncio.get_running_loop()
-        if self._drain_complete is None:
-            self._drain_complete = asyncio.Event()
-        if self._drain_timer is not None:
-            self._drain_timer.cancel()
-        self._drain_timer = loop.call_later(timeout_s, self._drain_deadline_reached)
-        if first:
-            log.info("engine draining", extra={"event": "drain_started",
-                                               "conferences": len(self.conferences),
-                                               "timeout_s": round(timeout_s, 3)})
-        self._check_drained()
-        return self.drain_status()
+        """Stop taking new conferences; current ones go on until they end or `timeout_s`
+        (default `drain_timeout_s`) passes, when the engine ends them (`mixer/engine/drain.py`)."""
+        return self._drain.start(self.settings.drain_timeout_s if timeout_s is None else timeout_s)
 
-    def drain_status(self) -> dict:
-        left = max(0.0, self.drain_deadline - time.monotonic()) if self.drain_deadline else None
-        return {"draining": self.draining, "conferences": len(self.conferences),
-                "ends_in_s": round(left, 3) if left is not None else None}
+    @property
+    def draining(self) -> bool:
+        return self._drain.active
 
     async def drained(self) -> None:
-        """Return once draining and no conference is left (ended by their owners or at the
-        deadline)."""
-        if self._drain_complete is None:
-            self._drain_complete = asyncio.Event()
-        await self._drain_complete.wait()
-
-    def _drain_deadline_reached(self) -> None:
-        self._drain_timer = None
-        ended = list(self.conferences)
-        for conference_id in ended:
-            self.drained_conferences[conference_id] = time.time()
-            self.delete_conference(conference_id)
-        while len(self.drained_conferences) > 10000:  # remembered for late polls, bounded
-            del self.drained_conferences[next(iter(self.drained_conferences))]
-        log.info("engine drain deadline: conferences ended",
-                 extra={"event": "drain_deadline", "conferences_ended": len(ended)})
-        self._check_drained()
-
-    def _check_drained(self) -> None:
-        if self.draining and not self.conferences and self._drain_complete is not None \
-                and not self._drain_complete.is_set():
-            self._drain_complete.set()
-            log.info("engine drained", extra={"event": "drain_finished"})
+        """Return once draining and no conference is left."""
+        await self._drain.wait()
 
     def _tick(self, now_ms: float) -> None:
         for conference in list(self.conferences.values()):
@@ -163,7 +116,7 @@ class Engine:
             "stats": conference.stats(),
         }
         if self.draining:
-            result["drain"] = self.drain_status()
+            result["drain"] = self._drain.status()
         return result
 
     def list_conferences(self) -> list[dict]:
@@ -188,12 +141,12 @@ class Engine:
             self.retired.add_histogram(family, labels + extra, histogram)
         log.info("conference deleted", extra={"event": "conference_deleted",
                                               "conference_id": conference_id})
-        self._check_drained()
+        self._drain.check()
 
     def _conference(self, conference_id: str) -> McuConference:
         conference = self.conferences.get(conference_id)
         if conference is None:
-            if conference_id in self.drained_conferences:
+            if conference_id in self._drain.ended:
                 raise EngineError(404, "conference_drained",
                                   f"conference {conference_id} was ended by the engine's drain")
             raise EngineError(404, "no_such_conference", f"no conference {conference_id}")

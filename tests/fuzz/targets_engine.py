@@ -19,6 +19,7 @@ import numpy as np
 from mixer import _rtp
 from mixer.codec import FrameEncoder
 from mixer.engine.control import MAX_BODY_BYTES, start_control_api
+from mixer.engine.drain import Drain
 from mixer.engine.engine import Engine
 from mixer.rtp.rtcp import RtcpError, is_rtcp, parse_compound
 from mixer.rtp.srtp import SrtpContext
@@ -108,12 +109,8 @@ def control_api_target():
     state = {"inputs": 0}
 
     def undrain() -> None:
-        engine = server.engine
-        if engine._drain_timer is not None:
-            engine._drain_timer.cancel()
-        engine.draining, engine.drain_deadline, engine._drain_timer = False, None, None
-        engine._drain_complete = None
-        engine.drained_conferences.clear()
+        server.engine._drain.cancel_timer()
+        server.engine._drain = Drain(server.engine.conferences, server.engine.delete_conference)
 
     def legs_of(conference_id: str) -> list[str]:
         conference = server.engine.conferences.get(conference_id)
