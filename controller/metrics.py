@@ -10,7 +10,6 @@ process.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 from collections import Counter
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
-from mixer.engine.metrics import CONTENT_TYPE, EngineCollector, exposition
+from mixer.engine.metrics import CONTENT_TYPE, EngineCollector, exposition, serve_metrics
 
 log = logging.getLogger("voicemix.controller")
 
@@ -155,26 +154,7 @@ class ControllerMetrics:
 
     async def listen(self, address: str) -> int:
         """Serve GET /metrics without authentication on `address` (HOST:PORT); the bound port."""
-        host, _, port = address.rpartition(":")
-        host = host.strip("[]") or "127.0.0.1"
-        try:
-            if not ipaddress.ip_address(host).is_loopback:
-                log.warning("metrics listener on %s: not loopback, and it has no authentication",
-                            address)
-        except ValueError:
-            log.warning("metrics listener on %s: not a loopback address", address)
-
-        async def metrics(request: web.Request) -> web.Response:
-            return web.Response(body=await self.exposition(), headers={"Content-Type": CONTENT_TYPE})
-
-        app = web.Application()
-        app.router.add_get("/metrics", metrics)
-        self._listener = web.AppRunner(app, access_log=None)
-        await self._listener.setup()
-        site = web.TCPSite(self._listener, host, int(port))
-        await site.start()
-        bound = site._server.sockets[0].getsockname()[1]
-        log.info("metrics listener started: http://%s:%d/metrics", host, bound)
+        self._listener, bound = await serve_metrics(self.exposition, address)
         return bound
 
     async def close(self) -> None:

@@ -12,8 +12,12 @@ scrape runs in the idle gap between ticks.
 """
 from __future__ import annotations
 
+import ipaddress
+import logging
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
+
+from aiohttp import web
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -21,6 +25,8 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from mixer.metrics import FixedHistogram
+
+log = logging.getLogger("voicemix.metrics")
 
 PREFIX = "voicemix_engine_"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -187,3 +193,30 @@ def engine_registry(engine, process: bool = True) -> CollectorRegistry:
 def exposition(registry: CollectorRegistry) -> bytes:
     """The registry in Prometheus' text format."""
     return generate_latest(registry)
+
+
+async def serve_metrics(text: Callable[[], Awaitable[bytes]], address: str) -> tuple[web.AppRunner, int]:
+    """Serve `GET /metrics` (the bytes `text()` gives) without authentication on HOST:PORT, on
+    this event loop (never a thread: collectors read objects the loop changes). Returns the
+    runner (`cleanup()` stops it) and the bound port. A non-loopback address is logged."""
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback:
+        log.warning("metrics listener on %s: not loopback, and it has no authentication", address)
+
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(body=await text(), headers={"Content-Type": CONTENT_TYPE})
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, int(port))
+    await site.start()
+    bound = site._server.sockets[0].getsockname()[1]
+    log.info("metrics listener started: http://%s:%d/metrics", host, bound)
+    return runner, bound

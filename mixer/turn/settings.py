@@ -30,6 +30,9 @@ class TurnSettings(BaseSettings):
     listen_udp: bool = Field(True, description="serve STUN/TURN over UDP on listen")
     listen_tcp: bool = Field(True, description="serve STUN/TURN over TCP on listen")
     tls_listen: str | None = Field(None, description="HOST:PORT for TURN over TLS (needs tls_cert/tls_key)")
+    metrics_listen: str | None = Field(
+        None, description="`voicemix turn`: HOST:PORT of a plain-HTTP GET /metrics without "
+                          "authentication (keep it on loopback); unset = none")
     tls_cert: str | None = Field(None, description="PEM certificate for tls_listen")
     tls_key: str | None = Field(None, description="PEM private key of tls_cert")
     realm: str = Field("voicemix", description="REALM of the long-term credentials (RFC 8489 9.2)")
