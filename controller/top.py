@@ -29,6 +29,9 @@ DEFAULT_URL = "http://127.0.0.1:8790"
 DEFAULT_DATA_DIR = Path.home() / ".local" / "share" / "voicemix"
 MAX_CONFERENCES_DETAILED = 8   # conferences whose legs are fetched per refresh (the busiest)
 MAX_LEGS_SHOWN = 40
+# G.107 Annex B user satisfaction: MOS 4.03 (R 80) "satisfied", 3.60 (R 70) "some users dissatisfied"
+MOS_GOOD = 4.0
+MOS_FAIR = 3.6
 
 
 class TopError(Exception):
@@ -211,17 +214,21 @@ def render(snapshot: dict, before: dict | None = None):
                             str(conf.get("legs", 0)), speakers)
     parts.append(conferences)
     legs = Table(title="legs (busiest conferences)", title_justify="left", expand=True)
-    for column in ("conference", "leg", "label", "codec", "talk", "jitter ms", "loss %", "rtt ms",
-                   "jb ms", "MOS", "in", "out"):
-        legs.add_column(column, justify="right" if column not in ("conference", "leg", "label", "codec", "talk") else "left")
-    shown = sorted(snapshot["legs"], key=lambda leg: (not leg["talking"], leg["conference"], leg["label"] or ""))
+    text_columns = ("conference", "leg", "label", "codec", "talk")
+    for column in (*text_columns, "jitter ms", "loss %", "rtt ms", "jb ms", "MOS", "in", "out"):
+        legs.add_column(column, justify="left" if column in text_columns else "right")
+    shown = sorted(snapshot["legs"],
+                   key=lambda leg: (not leg["talking"], leg["conference"], leg["label"] or ""))
     for leg in shown[:MAX_LEGS_SHOWN]:
         mos = leg["mos"]
-        style = None if mos is None else ("green" if mos >= 4.0 else "yellow" if mos >= 3.5 else "red")
-        legs.add_row(leg["conference"], leg["id"], leg["label"] or "", leg["codec"] + (" srtp" if leg["srtp"] else ""),
-                     "*" if leg["talking"] else "", _num(leg["jitter_ms"]), _num(leg["loss_percent"]),
-                     _num(leg["rtt_ms"]), _num(leg["jitter_buffer_ms"], 0),
-                     Text(_num(mos, 2), style=style or ""), str(leg["packets_in"]), str(leg["packets_out"]))
+        style = "" if mos is None else ("green" if mos >= MOS_GOOD else
+                                        "yellow" if mos >= MOS_FAIR else "red")
+        codec = leg["codec"] + (" srtp" if leg["srtp"] else "")
+        legs.add_row(leg["conference"], leg["id"], leg["label"] or "", codec,
+                     "*" if leg["talking"] else "", _num(leg["jitter_ms"]),
+                     _num(leg["loss_percent"]), _num(leg["rtt_ms"]),
+                     _num(leg["jitter_buffer_ms"], 0), Text(_num(mos, 2), style=style),
+                     str(leg["packets_in"]), str(leg["packets_out"]))
     if len(shown) > MAX_LEGS_SHOWN:
         legs.caption = f"{len(shown) - MAX_LEGS_SHOWN} more legs not shown"
     parts.append(legs)
