@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from controller import cdr, media
-from controller.engine_client import EngineClient
+from mixer.engine.client import EngineClient
 from controller.errors import ApiError
 from controller.events import EventHub
 from controller.registry import CallRegistry
@@ -36,7 +36,7 @@ from controller.salvage import SalvageError, salvage_wav
 from controller.settings import ControllerSettings
 from controller.store import Store
 from controller.tokens import Principal
-from mixer.engine.engine import EngineError
+from mixer.engine.client import EngineError
 
 log = logging.getLogger("voicemix.controller")
 

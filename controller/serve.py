@@ -14,7 +14,7 @@ import logging
 import uvloop
 
 from controller.cli import add_common_arguments, settings_from, stop_on_signals
-from controller.engine_client import InProcessEngine
+from mixer.engine.client import InProcessEngine
 from controller.server import ControllerServer
 from controller.settings import ControllerSettings
 from mixer.engine.engine import Engine

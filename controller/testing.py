@@ -25,7 +25,7 @@ import httpx
 import numpy as np
 import uvloop
 
-from controller.engine_client import EngineClient, InProcessEngine
+from mixer.engine.client import EngineClient, InProcessEngine
 from controller.server import ControllerServer
 from controller.settings import ControllerSettings
 from mixer.codec import MIX_RATE

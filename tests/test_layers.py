@@ -21,11 +21,13 @@ RANKS = {
     "mixer.turn.stun": 1,
     "mixer.turn.errors": 1,
     "mixer.turn._wire": 1,
+    "mixer.turn.peers": 1,   # which addresses a relay or a fork may send to (no I/O)
     "mixer.legs": 2,         # one participant's media on one port, used by every mode
-    "mixer.mcu": 3,          # conference modes
-    "mixer.sfu": 3,
-    "mixer.engine": 4,       # the process: registry of conferences, clock, control API
-    "mixer.turn": 4,         # STUN/TURN service beside the engine
+    "mixer.media": 3,        # engine-side media services (players, recordings, forks): no peer
+    "mixer.mcu": 4,          # conference modes
+    "mixer.sfu": 4,
+    "mixer.engine": 5,       # the process: registry of conferences, clock, control API
+    "mixer.turn": 5,         # STUN/TURN service beside the engine
 }
 SIBLINGS = [("mixer.mcu", "mixer.sfu")]
 # Tools that drive the product from outside (test clients, demo, load generator): product code

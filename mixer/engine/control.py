@@ -10,7 +10,8 @@ import json
 
 from aiohttp import web
 
-from mixer.engine.engine import Engine, EngineError
+from mixer.engine.engine import Engine
+from mixer.engine.errors import EngineError
 
 MAX_BODY_BYTES = 64 * 1024  # an SDP offer is a few KB
 
@@ -46,15 +47,20 @@ async def _json_body(request: web.Request) -> dict:
     return body
 
 
-def _field(body: dict, name: str, kind: type, required: bool = False):
+def _field(body: dict, name: str, kind: type | tuple, required: bool = False):
     value = body.get(name)
     if value is None:
         if required:
             raise EngineError(422, "missing_field", f"{name!r} is required")
         return None
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise EngineError(422, "bad_field", f"{name!r} must be {kind.__name__}")
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if not isinstance(value, kinds) or (bool not in kinds and isinstance(value, bool)):
+        names = " or ".join(k.__name__ for k in kinds)
+        raise EngineError(422, "bad_field", f"{name!r} must be {names}")
     return value
+
+
+NUMBER = (int, float)
 
 
 async def start_control_api(engine: Engine, host: str = "127.0.0.1",
@@ -105,6 +111,33 @@ def create_app(engine: Engine) -> web.Application:
     @routes.delete("/conferences/{conference}/legs/{leg}")
     async def remove_leg(request: web.Request) -> web.Response:
         engine.remove_leg(request.match_info["conference"], request.match_info["leg"])
+        return web.Response(status=204)
+
+    @routes.post("/conferences/{conference}/players")
+    async def add_player(request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        result = engine.add_player(
+            request.match_info["conference"], tone=_field(body, "tone", NUMBER),
+            file=_field(body, "file", str), loop=bool(_field(body, "loop", bool)),
+            seconds=_field(body, "seconds", NUMBER), label=_field(body, "label", str),
+            player_id=_field(body, "id", str))
+        return web.json_response(result, status=201)
+
+    @routes.get("/conferences/{conference}/players/{player}")
+    async def get_player(request: web.Request) -> web.Response:
+        return web.json_response(engine.get_player(request.match_info["conference"],
+                                                   request.match_info["player"]))
+
+    @routes.patch("/conferences/{conference}/players/{player}")
+    async def update_player(request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        return web.json_response(engine.update_player(
+            request.match_info["conference"], request.match_info["player"],
+            _field(body, "muted", bool)))
+
+    @routes.delete("/conferences/{conference}/players/{player}")
+    async def remove_player(request: web.Request) -> web.Response:
+        engine.remove_player(request.match_info["conference"], request.match_info["player"])
         return web.Response(status=204)
 
     @routes.get("/stats")

@@ -6,14 +6,18 @@ these methods). All methods run on the engine's event loop.
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import time
+from pathlib import Path
 
 from mixer.engine.clock import TickClock
+from mixer.engine.errors import EngineError
 from mixer.legs.leg import MediaLeg
 from mixer.legs.ports import PortAllocator, PortsExhausted
 from mixer.legs.transport import SendFlusher
 from mixer.mcu.conference import McuConference
+from mixer.media.player import PLAYING, Player, PlayerError, ToneSource, open_file
 from mixer.sdp.offer_answer import DEFAULT_CODECS
 from mixer.sfu.conference import SfuConference
 from mixer.sdp import SdpError, answer_audio, parse
@@ -21,15 +25,7 @@ from mixer.settings import EngineSettings
 
 log = logging.getLogger("voicemix.engine")
 
-
-
-class EngineError(Exception):
-    """A control request the engine refuses; `status` is the HTTP status the control API answers."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
+__all__ = ["Engine", "EngineError"]
 
 
 class Engine:
@@ -87,11 +83,14 @@ class Engine:
             "id": conference.id,
             "mode": conference.mode,
             "legs": [conference.leg_stats(leg_id) for leg_id in conference.voices],
+            "players": [player.stats() for player in getattr(conference, "players", {}).values()],
             "stats": conference.stats(),
         }
 
     def delete_conference(self, conference_id: str) -> None:
         conference = self._conference(conference_id)
+        for player_id in list(getattr(conference, "players", ())):
+            self.remove_player(conference_id, player_id)
         for leg_id in list(conference.voices):
             self.remove_leg(conference_id, leg_id)
         del self.conferences[conference_id]
@@ -164,6 +163,102 @@ class Engine:
         if voice is None:
             raise EngineError(404, "no_such_leg", f"no leg {leg_id} in conference {conference.id}")
         return voice.leg
+
+    # ------------------------------------------------------------------------------------ players
+    def add_player(self, conference_id: str, *, tone: float | None = None, file: str | None = None,
+                   loop: bool = False, seconds: float | None = None, label: str | None = None,
+                   player_id: str | None = None) -> dict:
+        """Play a tone (`tone` Hz) or a WAV/Ogg Opus file (`file`, inside one of the player
+        directories) into the conference, from the next tick. A tone stops after `seconds`
+        (default `player_max_seconds`); a file plays to its end (`loop`: over and over) or for
+        `seconds`. Returns the player's stats; its `state` turns "finished" when it is done."""
+        conference = self._conference(conference_id)
+        if not hasattr(conference, "add_player"):
+            raise EngineError(400, "unsupported_mode", f"a {conference.mode} conference has no players")
+        if (tone is None) == (file is None):
+            raise EngineError(422, "bad_field", "give exactly one of 'tone' (Hz) or 'file'")
+        if seconds is not None and not (isinstance(seconds, (int, float)) and seconds > 0):
+            raise EngineError(422, "bad_field", "'seconds' must be a positive number")
+        player_id = self._new_id(player_id, conference.players, "player")
+        playing = [p for p in conference.players.values() if p.state == PLAYING]
+        if len(playing) >= self.settings.max_players_per_conference:
+            raise EngineError(409, "too_many_players",
+                              f"{len(playing)} players already play in this conference")
+        try:
+            if tone is not None:
+                source = ToneSource(tone, min(seconds or self.settings.player_max_seconds,
+                                              self.settings.player_max_seconds))
+            else:
+                source = open_file(self._playable(file))
+        except PlayerError as exc:
+            status = {"no_such_file": 404, "file_forbidden": 403}.get(exc.code, 422)
+            raise EngineError(status, exc.code, str(exc)) from None
+        player = Player(player_id, source, label=label, loop=loop,
+                        seconds=seconds if file is not None else None)
+        self._forget_finished_players(conference)
+        conference.add_player(player)
+        log.info("player %s plays %s into %s", player_id, source.describe(), conference_id)
+        return player.stats()
+
+    def get_player(self, conference_id: str, player_id: str) -> dict:
+        return self._player(self._conference(conference_id), player_id).stats()
+
+    def update_player(self, conference_id: str, player_id: str, muted: bool | None = None) -> dict:
+        player = self._player(self._conference(conference_id), player_id)
+        if muted is not None:
+            player.muted = muted
+        return player.stats()
+
+    def remove_player(self, conference_id: str, player_id: str) -> dict:
+        """Stop the player (if it still plays) and forget it; returns its last stats."""
+        conference = self._conference(conference_id)
+        player = self._player(conference, player_id)
+        player.stop()
+        conference.remove_player(player_id)
+        return player.stats()
+
+    @staticmethod
+    def _player(conference, player_id: str) -> Player:
+        player = getattr(conference, "players", {}).get(player_id)
+        if player is None:
+            raise EngineError(404, "no_such_player", f"no player {player_id} in {conference.id}")
+        return player
+
+    def _forget_finished_players(self, conference) -> None:
+        """Finished players stay listed (for whoever polls their state) until removed; beyond the
+        per-conference limit the oldest finished ones are forgotten, so a phone tree that plays
+        prompt after prompt never grows the list."""
+        finished = [p for p in conference.players.values() if p.state != PLAYING]
+        for player in finished[:max(0, len(finished) - self.settings.max_players_per_conference + 1)]:
+            conference.remove_player(player.id)
+
+    def _playable(self, file: str) -> Path:
+        """The file a player may read: inside one of the player directories (symbolic links
+        resolved), given absolute or relative to one of them."""
+        if not isinstance(file, str) or not file or "\0" in file:
+            raise PlayerError("bad_field", "'file' must be a path")
+        roots = [Path(os.path.realpath(root)) for root in self.settings.player_paths]
+        requested = Path(file)
+        candidates = [requested] if requested.is_absolute() else [root / requested for root in roots]
+        for candidate in candidates:
+            resolved = Path(os.path.realpath(candidate))
+            if not any(resolved.is_relative_to(root) for root in roots):
+                continue
+            if resolved.exists() or candidate is candidates[-1]:
+                return resolved
+        if requested.is_absolute() or any(".." in part for part in requested.parts):
+            raise PlayerError("file_forbidden", "players read files in the player directories only")
+        raise PlayerError("no_such_file", f"no file {file} in the player directories")
+
+    def _new_id(self, wanted: str | None, existing, what: str) -> str:
+        if wanted is None:
+            return secrets.token_hex(6)
+        if not (isinstance(wanted, str) and 0 < len(wanted) <= 64
+                and wanted.replace("-", "").replace("_", "").isalnum()):
+            raise EngineError(400, "bad_id", f"{what} ids are 1..64 of [A-Za-z0-9_-]")
+        if wanted in existing:
+            raise EngineError(409, f"{what}_exists", f"{what} {wanted} exists")
+        return wanted
 
     def _release(self, port: int, *sockets) -> None:
         for sock in sockets:

@@ -22,6 +22,7 @@ import numpy as np
 from mixer import _jitter, _mix, _rtp
 from mixer.codec import FRAME_MS, FRAME_SAMPLES, FrameDecoder, FrameEncoder, OpusSettings
 from mixer.legs.leg import MediaLeg
+from mixer.media.player import Player
 from mixer.settings import EngineSettings
 
 # Exponential smoothing of levels for ranking talkers (weight of the newest frame).
@@ -159,6 +160,11 @@ class McuConference:
         self._minus = np.zeros((n, FRAME_SAMPLES), dtype=np.int16)
         self._total = np.zeros(FRAME_SAMPLES, dtype=np.int16)
         self.speakers: list[Voice] = []
+        # engine-side media: players mixed into what everyone hears; recordings and forks (the
+        # hub, set by the engine while any is attached) fed with packets and the mix
+        self.players: dict[str, Player] = {}
+        self.media = None
+        self._sum = np.zeros(FRAME_SAMPLES, dtype=np.int32)
         self.created_at = time.time()
         self.ticks = 0
         self.decodes = 0
@@ -176,18 +182,30 @@ class McuConference:
         self.voices[leg.id] = voice
         leg.on_rtp = self._on_rtp
         leg.on_ssrc_change = lambda changed: self.voices[changed.id].reset_stream()
+        if self.media is not None:
+            self.media.leg_added(leg)
 
     def remove_leg(self, leg_id: str) -> MediaLeg:
         voice = self.voices.pop(leg_id)
         if voice in self.speakers:
             self.speakers.remove(voice)
         voice.leg.on_rtp = None
+        if self.media is not None:
+            self.media.leg_removed(voice.leg)
         return voice.leg
+
+    def add_player(self, player: Player) -> None:
+        self.players[player.id] = player
+
+    def remove_player(self, player_id: str) -> Player:
+        return self.players.pop(player_id)
 
     def _on_rtp(self, leg: MediaLeg, packet: _rtp.RtpPacket, arrival_ms: float) -> None:
         voice = self.voices.get(leg.id)
         if voice is not None:
             voice.put_results[voice.jitter_buffer.put(packet, arrival_ms)] += 1
+            if self.media is not None and not leg.muted:
+                self.media.on_packet(leg, packet, arrival_ms)
 
     # --------------------------------------------------------------------------------------- tick
     def tick(self, now_ms: float) -> None:
@@ -231,6 +249,10 @@ class McuConference:
             _mix.mix_minus(self._stack[:count], self._total, self._minus[:count])
         else:
             self._total[:] = 0
+        if self.players:
+            self._mix_players(now_ms, count)
+        if self.media is not None:
+            self.media.on_mix(now_ms, self._total)
         # 5-6: encode once per codec for listeners, once per talker for talkers, and send
         shared: dict[str, bytes] = {}
         wall_s = time.time()
@@ -255,6 +277,20 @@ class McuConference:
             for voice in self.voices.values():
                 voice.leg.maybe_send_rtcp(now_s)
         self.busy_ms += (time.perf_counter() - began) * 1000.0
+
+    def _mix_players(self, now_ms: float, count: int) -> None:
+        """Players are heard by everyone: their frames are added to the total and to every
+        talker's mix-minus (saturating), outside the choice of talkers, so an announcement is never
+        cut by a loud conversation and never changes who is mixed."""
+        frames = [f for p in self.players.values() if (f := p.frame(now_ms)) is not None]
+        if not frames:
+            return
+        extra = self._sum
+        extra[:] = frames[0]
+        for frame in frames[1:]:
+            extra += frame
+        for row in (self._total, *self._minus[:count]):
+            np.clip(extra + row, -32768, 32767, out=row, casting="unsafe")
 
     def _choose_speakers(self) -> list[Voice]:
         candidates = [v for v in self.voices.values() if v.hangover > 0 and not v.leg.muted]
@@ -291,6 +327,7 @@ class McuConference:
     def stats(self) -> dict:
         return {
             "legs": len(self.voices),
+            "players": len(self.players),
             "speakers": [v.leg.id for v in self.speakers],
             "ticks": self.ticks,
             "decodes": self.decodes,

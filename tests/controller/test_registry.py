@@ -6,7 +6,7 @@ import json
 import pytest
 import uvloop
 
-from controller.engine_client import HttpEngine
+from mixer.engine.client import HttpEngine
 from controller.registry import MemoryRegistry, RedisRegistry
 from controller.testing import (
     RestParticipant, continuous_tone, redis_server, running_controller,

@@ -30,7 +30,7 @@ from hypothesis import given, settings as hypothesis_settings, strategies as st
 
 from controller.calls import cancel_and_wait
 from controller.cdr import parse_iso
-from controller.engine_client import HttpEngine
+from mixer.engine.client import HttpEngine
 from controller.registry import MemoryRegistry, RedisRegistry
 from controller.salvage import SalvageError, salvage_wav
 from controller.testing import (

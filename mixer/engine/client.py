@@ -1,18 +1,26 @@
-"""One small interface to a media engine, in-process or remote over its HTTP control API.
+"""The engine client interface: one way to drive a media engine, in-process or over HTTP.
 
-Both implementations answer the same dicts as `mixer.engine.engine.Engine` and raise the same
-`EngineError(status, code, message)`; an engine that cannot be reached is `EngineError(503,
-"engine_unavailable")`.
+This is the only part of `mixer` the signaling controller imports (`tests/test_layers.py` holds
+it to that): whatever the controller asks of media (conferences, legs, players, and later
+recordings and forks) goes through `EngineClient`. Both implementations answer the same dicts as
+`mixer.engine.engine.Engine` and raise the same `EngineError(status, code, message)`; an engine
+that cannot be reached is `EngineError(503, "engine_unavailable")`.
 """
 from __future__ import annotations
 
 import abc
 import asyncio
 import json
+from typing import TYPE_CHECKING
 
 import aiohttp
 
-from mixer.engine.engine import Engine, EngineError
+from mixer.engine.errors import EngineError
+
+if TYPE_CHECKING:  # the in-process client is handed an Engine; the HTTP one never loads it
+    from mixer.engine.engine import Engine
+
+__all__ = ["EngineClient", "EngineError", "HttpEngine", "InProcessEngine"]
 
 REMOTE_TIMEOUT_S = 5.0
 
@@ -42,6 +50,26 @@ class EngineClient(abc.ABC):
 
     @abc.abstractmethod
     async def stats(self) -> dict: ...
+
+    # players: a tone or a WAV/Ogg Opus file played into a conference by the engine
+    @abc.abstractmethod
+    async def add_player(self, conference_id: str, *, tone: float | None = None,
+                         file: str | None = None, loop: bool = False, seconds: float | None = None,
+                         label: str | None = None, player_id: str | None = None) -> dict:
+        """Start playing; the answer is the player (`id`, `state` "playing", ...). Its `state`
+        becomes "finished" (or "failed") when done: poll `get_player` or the conference."""
+
+    @abc.abstractmethod
+    async def get_player(self, conference_id: str, player_id: str) -> dict: ...
+
+    @abc.abstractmethod
+    async def update_player(self, conference_id: str, player_id: str,
+                            muted: bool | None = None) -> dict:
+        """A muted player plays on unheard (its file position keeps moving)."""
+
+    @abc.abstractmethod
+    async def remove_player(self, conference_id: str, player_id: str) -> None:
+        """Stop it (if it still plays) and forget it."""
 
     async def close(self) -> None:
         """Release what the client holds (sessions); the engine itself keeps running."""
@@ -74,6 +102,22 @@ class InProcessEngine(EngineClient):
 
     async def stats(self) -> dict:
         return self.engine.stats()
+
+    async def add_player(self, conference_id: str, *, tone: float | None = None,
+                         file: str | None = None, loop: bool = False, seconds: float | None = None,
+                         label: str | None = None, player_id: str | None = None) -> dict:
+        return self.engine.add_player(conference_id, tone=tone, file=file, loop=loop,
+                                      seconds=seconds, label=label, player_id=player_id)
+
+    async def get_player(self, conference_id: str, player_id: str) -> dict:
+        return self.engine.get_player(conference_id, player_id)
+
+    async def update_player(self, conference_id: str, player_id: str,
+                            muted: bool | None = None) -> dict:
+        return self.engine.update_player(conference_id, player_id, muted)
+
+    async def remove_player(self, conference_id: str, player_id: str) -> None:
+        self.engine.remove_player(conference_id, player_id)
 
 
 class HttpEngine(EngineClient):
@@ -138,6 +182,26 @@ class HttpEngine(EngineClient):
 
     async def stats(self) -> dict:
         return await self._request("GET", "/stats")
+
+    async def add_player(self, conference_id: str, *, tone: float | None = None,
+                         file: str | None = None, loop: bool = False, seconds: float | None = None,
+                         label: str | None = None, player_id: str | None = None) -> dict:
+        body = {"tone": tone, "file": file, "loop": loop, "seconds": seconds, "label": label,
+                "id": player_id}
+        return await self._request("POST", f"/conferences/{conference_id}/players",
+                                   {k: v for k, v in body.items() if v is not None})
+
+    async def get_player(self, conference_id: str, player_id: str) -> dict:
+        return await self._request("GET", f"/conferences/{conference_id}/players/{player_id}")
+
+    async def update_player(self, conference_id: str, player_id: str,
+                            muted: bool | None = None) -> dict:
+        body = {} if muted is None else {"muted": muted}
+        return await self._request("PATCH", f"/conferences/{conference_id}/players/{player_id}",
+                                   body)
+
+    async def remove_player(self, conference_id: str, player_id: str) -> None:
+        await self._request("DELETE", f"/conferences/{conference_id}/players/{player_id}")
 
     async def close(self) -> None:
         if self._session is not None:
