@@ -55,6 +55,16 @@ CREATE TABLE IF NOT EXISTS recordings (
     ended_at REAL,
     duration_s REAL
 );
+-- what the engine says of a recording it made (the format, how it ended, each track's offset
+-- and duration): one row per recording, beside `recordings` so that older stores need no change
+CREATE TABLE IF NOT EXISTS recording_details (
+    id TEXT PRIMARY KEY,
+    format TEXT NOT NULL,
+    tracks_mode TEXT NOT NULL,
+    engine TEXT,
+    state TEXT NOT NULL,
+    tracks TEXT NOT NULL DEFAULT '[]'   -- JSON: [{participant_id, label, kind, offset_s, duration_s, file}]
+);
 """
 
 
@@ -168,34 +178,62 @@ class Store:
 
     # -------------------------------------------------------------------------------- recordings
     async def add_recording(self, recording_id: str, call_id: str, path: str,
-                            members: list[str], started_at: float) -> None:
-        await self.run(lambda db: db.execute(
-            "INSERT INTO recordings (id, call_id, path, members, started_at) VALUES (?, ?, ?, ?, ?)",
-            (recording_id, call_id, path, json.dumps(sorted(members)), started_at)))
+                            members: list[str], started_at: float, *, fmt: str = "wav",
+                            tracks_mode: str = "mix", engine: str | None = None) -> None:
+        def insert(db: sqlite3.Connection) -> None:
+            db.execute("BEGIN")
+            try:
+                db.execute("INSERT INTO recordings (id, call_id, path, members, started_at) "
+                           "VALUES (?, ?, ?, ?, ?)",
+                           (recording_id, call_id, path, json.dumps(sorted(members)), started_at))
+                db.execute("INSERT INTO recording_details (id, format, tracks_mode, engine, state) "
+                           "VALUES (?, ?, ?, ?, 'recording')", (recording_id, fmt, tracks_mode, engine))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        await self.run(insert)
 
     async def finish_recording(self, recording_id: str, members: list[str], ended_at: float,
-                               duration_s: float) -> None:
-        await self.run(lambda db: db.execute(
-            "UPDATE recordings SET members = ?, ended_at = ?, duration_s = ? WHERE id = ?",
-            (json.dumps(sorted(members)), ended_at, duration_s, recording_id)))
+                               duration_s: float, *, state: str = "stopped",
+                               tracks: list[dict] | None = None) -> None:
+        def update(db: sqlite3.Connection) -> None:
+            db.execute("UPDATE recordings SET members = ?, ended_at = ?, duration_s = ? WHERE id = ?",
+                       (json.dumps(sorted(members)), ended_at, duration_s, recording_id))
+            db.execute("UPDATE recording_details SET state = ?, tracks = ? WHERE id = ?",
+                       (state, json.dumps(tracks or []), recording_id))
+        await self.run(update)
+
+    _RECORDING_COLUMNS = ("id", "call_id", "path", "members", "started_at", "ended_at",
+                          "duration_s", "format", "tracks_mode", "engine", "state", "tracks")
+
+    @classmethod
+    def _recording_row(cls, row) -> dict[str, Any]:
+        result = dict(zip(cls._RECORDING_COLUMNS, row))
+        result["members"] = json.loads(result["members"])
+        result["tracks"] = json.loads(result["tracks"] or "[]")
+        result["format"] = result["format"] or "wav"  # recorded before the details were kept
+        result["state"] = result["state"] or ("stopped" if result["ended_at"] else "recording")
+        return result
+
+    _RECORDING_SELECT = ("SELECT r.id, r.call_id, r.path, r.members, r.started_at, r.ended_at, "
+                         "r.duration_s, d.format, d.tracks_mode, d.engine, d.state, d.tracks "
+                         "FROM recordings r LEFT JOIN recording_details d ON d.id = r.id")
 
     async def get_recording(self, recording_id: str) -> dict[str, Any] | None:
         def query(db: sqlite3.Connection):
-            row = db.execute("SELECT id, call_id, path, members, started_at, ended_at, duration_s "
-                             "FROM recordings WHERE id = ?", (recording_id,)).fetchone()
-            if row is None:
-                return None
-            keys = ("id", "call_id", "path", "members", "started_at", "ended_at", "duration_s")
-            result = dict(zip(keys, row))
-            result["members"] = json.loads(result["members"])
-            return result
+            row = db.execute(self._RECORDING_SELECT + " WHERE r.id = ?", (recording_id,)).fetchone()
+            return None if row is None else self._recording_row(row)
+        return await self.run(query)
+
+    async def recordings_of_call(self, call_id: str) -> list[dict[str, Any]]:
+        """The call's recordings with their details, oldest first."""
+        def query(db: sqlite3.Connection):
+            return [self._recording_row(row) for row in db.execute(
+                self._RECORDING_SELECT + " WHERE r.call_id = ? ORDER BY r.started_at, r.rowid",
+                (call_id,))]
         return await self.run(query)
 
     async def leg_cdrs_of_call(self, call_id: str) -> list[dict]:
         return await self.run(lambda db: [json.loads(row[0]) for row in db.execute(
             "SELECT record FROM cdrs WHERE call_id = ? AND kind = 'leg' ORDER BY id", (call_id,))])
-
-    async def recording_ids_of_call(self, call_id: str) -> list[str]:
-        """The call's recordings, oldest first (whichever controller made them)."""
-        return await self.run(lambda db: [row[0] for row in db.execute(
-            "SELECT id FROM recordings WHERE call_id = ? ORDER BY started_at, rowid", (call_id,))])

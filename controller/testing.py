@@ -30,6 +30,7 @@ from controller.server import ControllerServer
 from controller.settings import ControllerSettings
 from mixer.codec import MIX_RATE
 from mixer.engine.engine import Engine
+from mixer.settings import EngineSettings
 from mixer.sim.participant import SimulatedParticipant
 
 
@@ -67,7 +68,7 @@ async def running_controller(data_dir: Path, engines: list[EngineClient] | None 
                              **settings) -> AsyncIterator[RunningController]:
     engine = None
     if engines is None:
-        engine = Engine()
+        engine = Engine(EngineSettings(data_dir=data_dir))
         engine.start()
         engines = [InProcessEngine(engine)]
     config = ControllerSettings(data_dir=data_dir, listen="127.0.0.1:0", **settings)

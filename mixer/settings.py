@@ -57,6 +57,9 @@ class EngineSettings(BaseSettings):
     player_max_seconds: float = Field(3600.0, gt=0, description="a tone plays at most this long")
     max_players_per_conference: int = Field(16, ge=1, le=256,
                                             description="players playing at once in one conference")
+    recording_opus_bitrate: int = Field(32000, ge=6000, le=510000,
+                                        description="Ogg recordings: the mix's Opus bitrate")
+    max_recordings_per_conference: int = Field(4, ge=1, le=64)
 
     @field_validator("media_ports")
     @classmethod

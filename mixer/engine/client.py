@@ -11,6 +11,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import json
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -23,6 +24,20 @@ if TYPE_CHECKING:  # the in-process client is handed an Engine; the HTTP one nev
 __all__ = ["EngineClient", "EngineError", "HttpEngine", "InProcessEngine"]
 
 REMOTE_TIMEOUT_S = 5.0
+CHUNK_BYTES = 64 * 1024
+
+
+def _error_of(status: int, raw: bytes, name: str) -> EngineError:
+    """The engine's error answer (the shared shape) as an EngineError."""
+    try:
+        data = json.loads(raw) if raw else None
+    except ValueError:
+        data = None
+    error = (data or {}).get("error", {}) if isinstance(data, dict) else {}
+    if not isinstance(error, dict):
+        error = {}
+    return EngineError(status, str(error.get("code", "engine_error")),
+                       str(error.get("message", f"engine {name} answered {status}")))
 
 
 class EngineClient(abc.ABC):
@@ -70,6 +85,29 @@ class EngineClient(abc.ABC):
     @abc.abstractmethod
     async def remove_player(self, conference_id: str, player_id: str) -> None:
         """Stop it (if it still plays) and forget it."""
+
+    # recordings: the mix, and per participant tracks, written by the engine
+    @abc.abstractmethod
+    async def start_recording(self, conference_id: str, *, format: str = "ogg",
+                              tracks: str = "mix", recording_id: str | None = None) -> dict:
+        """Start recording (`format` "ogg" | "wav", `tracks` "mix" | "mix+participants");
+        the answer is the recording's metadata, `state` "recording"."""
+
+    @abc.abstractmethod
+    async def get_recording(self, conference_id: str, recording_id: str) -> dict: ...
+
+    @abc.abstractmethod
+    async def stop_recording(self, conference_id: str, recording_id: str) -> dict:
+        """Finish it; the answer is its final metadata: `duration_s`, `path`, and `tracks`
+        (each with `id`, `offset_s` from the mix's start, `duration_s`, `file`)."""
+
+    @abc.abstractmethod
+    async def recording_info(self, recording_id: str) -> dict:
+        """A recording's metadata, also after its conference ended."""
+
+    @abc.abstractmethod
+    def recording_chunks(self, recording_id: str, track: str | None = None) -> AsyncIterator[bytes]:
+        """The bytes of a finished recording's mix (or of one track), as they are read."""
 
     async def close(self) -> None:
         """Release what the client holds (sessions); the engine itself keeps running."""
@@ -119,6 +157,26 @@ class InProcessEngine(EngineClient):
     async def remove_player(self, conference_id: str, player_id: str) -> None:
         self.engine.remove_player(conference_id, player_id)
 
+    async def start_recording(self, conference_id: str, *, format: str = "ogg",
+                              tracks: str = "mix", recording_id: str | None = None) -> dict:
+        return self.engine.start_recording(conference_id, format=format, tracks=tracks,
+                                           recording_id=recording_id)
+
+    async def get_recording(self, conference_id: str, recording_id: str) -> dict:
+        return self.engine.get_recording(conference_id, recording_id)
+
+    async def stop_recording(self, conference_id: str, recording_id: str) -> dict:
+        return self.engine.stop_recording(conference_id, recording_id)
+
+    async def recording_info(self, recording_id: str) -> dict:
+        return self.engine.recording_info(recording_id)
+
+    async def recording_chunks(self, recording_id: str, track: str | None = None) -> AsyncIterator[bytes]:
+        path = self.engine.recording_file(recording_id, track)
+        with open(path, "rb") as handle:
+            while chunk := await asyncio.to_thread(handle.read, CHUNK_BYTES):
+                yield chunk
+
 
 class HttpEngine(EngineClient):
     """An engine in another process, through `mixer/engine/control.py`'s HTTP/JSON API."""
@@ -142,18 +200,15 @@ class HttpEngine(EngineClient):
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             raise EngineError(503, "engine_unavailable",
                               f"engine {self.name} did not answer: {exc!r}") from exc
-        data = None
-        if raw:
-            try:
-                data = json.loads(raw)
-            except ValueError:
-                raise EngineError(502, "engine_bad_answer",
-                                  f"engine {self.name} answered {status} with non-JSON") from None
         if status >= 400:
-            error = (data or {}).get("error", {}) if isinstance(data, dict) else {}
-            raise EngineError(status, error.get("code", "engine_error"),
-                              error.get("message", f"engine answered {status}"))
-        return data
+            raise _error_of(status, raw, self.name)
+        if not raw:
+            return None
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise EngineError(502, "engine_bad_answer",
+                              f"engine {self.name} answered {status} with non-JSON") from None
 
     async def create_conference(self, mode: str, conference_id: str | None = None) -> dict:
         body = {"mode": mode}
@@ -202,6 +257,37 @@ class HttpEngine(EngineClient):
 
     async def remove_player(self, conference_id: str, player_id: str) -> None:
         await self._request("DELETE", f"/conferences/{conference_id}/players/{player_id}")
+
+    async def start_recording(self, conference_id: str, *, format: str = "ogg",
+                              tracks: str = "mix", recording_id: str | None = None) -> dict:
+        body = {"format": format, "tracks": tracks}
+        if recording_id is not None:
+            body["id"] = recording_id
+        return await self._request("POST", f"/conferences/{conference_id}/recordings", body)
+
+    async def get_recording(self, conference_id: str, recording_id: str) -> dict:
+        return await self._request("GET", f"/conferences/{conference_id}/recordings/{recording_id}")
+
+    async def stop_recording(self, conference_id: str, recording_id: str) -> dict:
+        return await self._request("DELETE",
+                                   f"/conferences/{conference_id}/recordings/{recording_id}")
+
+    async def recording_info(self, recording_id: str) -> dict:
+        return await self._request("GET", f"/recordings/{recording_id}")
+
+    async def recording_chunks(self, recording_id: str, track: str | None = None) -> AsyncIterator[bytes]:
+        path = f"/recordings/{recording_id}" + (f"/tracks/{track}" if track else "") + "/file"
+        try:
+            async with self._client().get(self.base_url + path,
+                                          timeout=aiohttp.ClientTimeout(total=None,
+                                                                        sock_read=REMOTE_TIMEOUT_S)) as response:
+                if response.status >= 400:
+                    raise _error_of(response.status, await response.read(), self.name)
+                async for chunk in response.content.iter_chunked(CHUNK_BYTES):
+                    yield chunk
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            raise EngineError(503, "engine_unavailable",
+                              f"engine {self.name} did not answer: {exc!r}") from exc
 
     async def close(self) -> None:
         if self._session is not None:

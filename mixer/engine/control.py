@@ -74,6 +74,14 @@ async def start_control_api(engine: Engine, host: str = "127.0.0.1",
     return runner, site._server.sockets[0].getsockname()[1]
 
 
+AUDIO_TYPES = {".ogg": "audio/ogg", ".wav": "audio/wav"}
+
+
+def _audio_file(path) -> web.FileResponse:
+    return web.FileResponse(path, headers={"Content-Type": AUDIO_TYPES.get(path.suffix,
+                                                                           "application/octet-stream")})
+
+
 def create_app(engine: Engine) -> web.Application:
     app = web.Application(middlewares=[_errors], client_max_size=MAX_BODY_BYTES)
     routes = web.RouteTableDef()
@@ -139,6 +147,37 @@ def create_app(engine: Engine) -> web.Application:
     async def remove_player(request: web.Request) -> web.Response:
         engine.remove_player(request.match_info["conference"], request.match_info["player"])
         return web.Response(status=204)
+
+    @routes.post("/conferences/{conference}/recordings")
+    async def start_recording(request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        result = engine.start_recording(
+            request.match_info["conference"], format=_field(body, "format", str) or "ogg",
+            tracks=_field(body, "tracks", str) or "mix", recording_id=_field(body, "id", str))
+        return web.json_response(result, status=201)
+
+    @routes.get("/conferences/{conference}/recordings/{recording}")
+    async def get_recording(request: web.Request) -> web.Response:
+        return web.json_response(engine.get_recording(request.match_info["conference"],
+                                                      request.match_info["recording"]))
+
+    @routes.delete("/conferences/{conference}/recordings/{recording}")
+    async def stop_recording(request: web.Request) -> web.Response:
+        return web.json_response(engine.stop_recording(request.match_info["conference"],
+                                                       request.match_info["recording"]))
+
+    @routes.get("/recordings/{recording}")
+    async def recording_info(request: web.Request) -> web.Response:
+        return web.json_response(engine.recording_info(request.match_info["recording"]))
+
+    @routes.get("/recordings/{recording}/file")
+    async def recording_file(request: web.Request) -> web.FileResponse:
+        return _audio_file(engine.recording_file(request.match_info["recording"]))
+
+    @routes.get("/recordings/{recording}/tracks/{track}/file")
+    async def track_file(request: web.Request) -> web.FileResponse:
+        return _audio_file(engine.recording_file(request.match_info["recording"],
+                                                 request.match_info["track"]))
 
     @routes.get("/stats")
     async def stats(request: web.Request) -> web.Response:

@@ -11,6 +11,7 @@ import secrets
 import time
 from pathlib import Path
 
+from mixer.codec import FRAME_MS
 from mixer.engine.clock import TickClock
 from mixer.engine.errors import EngineError
 from mixer.legs.leg import MediaLeg
@@ -18,6 +19,10 @@ from mixer.legs.ports import PortAllocator, PortsExhausted
 from mixer.legs.transport import SendFlusher
 from mixer.mcu.conference import McuConference
 from mixer.media.player import PLAYING, Player, PlayerError, ToneSource, open_file
+from mixer.media.recorder import (
+    METADATA_FILE, Recording, RecordingError, read_metadata, repair_recording,
+)
+from mixer.media.services import ConferenceMedia
 from mixer.sdp.offer_answer import DEFAULT_CODECS
 from mixer.sfu.conference import SfuConference
 from mixer.sdp import SdpError, answer_audio, parse
@@ -48,6 +53,7 @@ class Engine:
 
     # ---------------------------------------------------------------------------------- lifecycle
     def start(self) -> None:
+        self.repair_recordings()
         self.clock.start()
         self.started_at = time.time()
 
@@ -84,11 +90,16 @@ class Engine:
             "mode": conference.mode,
             "legs": [conference.leg_stats(leg_id) for leg_id in conference.voices],
             "players": [player.stats() for player in getattr(conference, "players", {}).values()],
+            "recordings": [r.stats() for r in self._recordings(conference)],
             "stats": conference.stats(),
         }
 
     def delete_conference(self, conference_id: str) -> None:
+        """Remove the conference: its recordings are finished (files closed, metadata written),
+        its players stopped, its legs closed."""
         conference = self._conference(conference_id)
+        for recording in self._recordings(conference):
+            self.stop_recording(conference_id, recording.id)
         for player_id in list(getattr(conference, "players", ())):
             self.remove_player(conference_id, player_id)
         for leg_id in list(conference.voices):
@@ -249,6 +260,126 @@ class Engine:
         if requested.is_absolute() or any(".." in part for part in requested.parts):
             raise PlayerError("file_forbidden", "players read files in the player directories only")
         raise PlayerError("no_such_file", f"no file {file} in the player directories")
+
+    # --------------------------------------------------------------------------------- recordings
+    def start_recording(self, conference_id: str, *, format: str = "ogg", tracks: str = "mix",
+                        recording_id: str | None = None) -> dict:
+        """Record the conference from the next tick into `<recordings dir>/<id>/`: its mix, and
+        with `tracks` "mix+participants" one track per participant (and per player). `format`
+        "ogg" (Opus, RFC 7845; participants' Opus packets muxed as received) or "wav" (16-bit
+        48 kHz mono). Returns the recording's metadata (`id`, `state` "recording", `path`, ...)."""
+        conference = self._conference(conference_id)
+        recording_id = self._new_id(recording_id, self.recording_ids(), "recording")
+        if sum(r.active for r in self._recordings(conference)) >= \
+                self.settings.max_recordings_per_conference:
+            raise EngineError(409, "too_many_recordings", "the conference has its maximum of "
+                              "recordings running")
+        try:
+            recording = Recording(
+                recording_id, conference_id, self.settings.recordings_path / recording_id, format,
+                tracks, self.clock.now_ms(), bitrate=self.settings.recording_opus_bitrate,
+                track_delay_ms=self.settings.jitter_min_ms + FRAME_MS / 2)
+        except RecordingError as exc:
+            status = {"recording_exists": 409, "storage_error": 507}.get(exc.code, 422)
+            raise EngineError(status, exc.code, str(exc)) from None
+        self._media(conference).attach(recording_id, recording)
+        log.info("recording %s of %s started (%s, %s) in %s", recording_id, conference_id, format,
+                 tracks, recording.directory)
+        return recording.metadata()
+
+    def get_recording(self, conference_id: str, recording_id: str) -> dict:
+        return self._recording(self._conference(conference_id), recording_id).metadata()
+
+    def stop_recording(self, conference_id: str, recording_id: str) -> dict:
+        """Finish the recording (every file closed, silence up to now, metadata written) and
+        detach it; returns its final metadata with each track's offset and duration."""
+        conference = self._conference(conference_id)
+        recording = self._recording(conference, recording_id)
+        metadata = recording.stop(self.clock.now_ms())
+        self._detach(conference, recording_id)
+        return metadata
+
+    def recording_info(self, recording_id: str) -> dict:
+        """The metadata of any recording in the recordings directory, finished or running."""
+        for conference in self.conferences.values():
+            for recording in self._recordings(conference):
+                if recording.id == recording_id:
+                    return recording.metadata()
+        directory = self._recording_directory(recording_id)
+        try:
+            return read_metadata(directory)
+        except (OSError, ValueError):
+            raise EngineError(404, "no_such_recording", f"no recording {recording_id}") from None
+
+    def recording_file(self, recording_id: str, track: str | None = None) -> Path:
+        """The file of a finished recording's mix, or of one of its tracks (a participant's or
+        player's id)."""
+        info = self.recording_info(recording_id)
+        if info.get("state") == "recording":
+            raise EngineError(409, "recording_active", "the recording is still being made")
+        directory = self._recording_directory(recording_id)
+        if track is None:
+            path = directory / Path(info["path"]).name
+        else:
+            names = {t["id"]: t["file"] for t in info.get("tracks", [])}
+            if track not in names:
+                raise EngineError(404, "no_such_track", f"recording {recording_id} has no track {track}")
+            path = directory / names[track]
+        if not path.is_file():
+            raise EngineError(404, "no_such_file", f"{path.name} is gone from the recordings")
+        return path
+
+    def recording_ids(self) -> set[str]:
+        ids = {r.id for c in self.conferences.values() for r in self._recordings(c)}
+        root = self.settings.recordings_path
+        if root.is_dir():
+            ids.update(p.parent.name for p in root.glob(f"*/{METADATA_FILE}"))
+        return ids
+
+    def repair_recordings(self) -> list[dict]:
+        """At start: recordings a killed engine left unfinished get their files made whole and
+        their metadata marked "interrupted"."""
+        root = self.settings.recordings_path
+        repaired = []
+        if root.is_dir():
+            for metadata_path in sorted(root.glob(f"*/{METADATA_FILE}")):
+                fixed = repair_recording(metadata_path.parent)
+                if fixed is not None:
+                    log.warning("recording %s was interrupted; repaired (%.2f s)", fixed.get("id"),
+                                fixed.get("duration_s") or 0.0)
+                    repaired.append(fixed)
+        return repaired
+
+    def _recording_directory(self, recording_id: str) -> Path:
+        self._new_id(recording_id, (), "recording")  # a safe directory name, or 400
+        return self.settings.recordings_path / recording_id
+
+    @staticmethod
+    def _recordings(conference) -> list[Recording]:
+        media = getattr(conference, "media", None)
+        if media is None:
+            return []
+        return [s for s in media.services.values() if isinstance(s, Recording)]
+
+    def _recording(self, conference, recording_id: str) -> Recording:
+        for recording in self._recordings(conference):
+            if recording.id == recording_id:
+                return recording
+        raise EngineError(404, "no_such_recording",
+                          f"no recording {recording_id} in conference {conference.id}")
+
+    def _media(self, conference) -> ConferenceMedia:
+        if conference.media is None:
+            conference.media = ConferenceMedia(conference, self.settings)
+        return conference.media
+
+    @staticmethod
+    def _detach(conference, service_id: str) -> None:
+        media = conference.media
+        if media is not None:
+            media.detach(service_id)
+            if media.empty:
+                conference.media = None
 
     def _new_id(self, wanted: str | None, existing, what: str) -> str:
         if wanted is None:
