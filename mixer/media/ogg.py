@@ -138,12 +138,26 @@ class OggStreamWriter:
     def pending_packets(self) -> int:
         return len(self._ends)
 
-    def flush(self, eos: bool = False) -> None:
-        """Write every queued packet out (on as many pages as it takes)."""
-        while len(self._segments) > MAX_SEGMENTS:
+    def trim_last(self, granule: int) -> None:
+        """Give the last queued packet a smaller granule position: end trimming (the last page
+        of a stream may end before its last packet's samples do)."""
+        if self._granules:
+            self._granules[-1] = granule
+
+    def flush(self, eos: bool = False, hold: int = 0) -> None:
+        """Write the queued packets out (on as many pages as it takes) but the last `hold` ones,
+        through to the file: a process killed later leaves every page written so far on disk."""
+        end = self._ends[-1 - hold] if len(self._ends) > hold else 0
+        if hold and not end:
+            return
+        if not hold:
+            end = len(self._segments)
+        while end > MAX_SEGMENTS:
             self._write_page(MAX_SEGMENTS, 0)
-        if self._segments or eos:
-            self._write_page(len(self._segments), FLAG_EOS if eos else 0)
+            end -= MAX_SEGMENTS
+        if end or eos:
+            self._write_page(end, FLAG_EOS if eos else 0)
+        self.out.flush()
 
     def _write_page(self, count: int, flags: int) -> None:
         segments = self._segments[:count]
@@ -264,8 +278,13 @@ class OggOpusWriter:
         self.stream.add(packet, self.granule)
         if packet:
             self.last_toc = packet[0]
-        if self.granule - self._page_start >= PAGE_TARGET_SAMPLES:
-            self.stream.flush()
+        self._maybe_flush()
+
+    def _maybe_flush(self) -> None:
+        # a page about every second; the newest packet stays queued, so the last page (with the
+        # end-of-stream flag) always has a packet on it and its granule position
+        if self.granule - self._page_start >= PAGE_TARGET_SAMPLES and self.stream.pending_packets > 1:
+            self.stream.flush(hold=1)
             self._page_start = self.granule
 
     def write_gap(self, samples: int) -> None:
@@ -275,17 +294,19 @@ class OggOpusWriter:
             self.gap_samples += count
             self.granule += count
             self.stream.add(packet, self.granule)
-            if self.granule - self._page_start >= PAGE_TARGET_SAMPLES:
-                self.stream.flush()
-                self._page_start = self.granule
+            self._maybe_flush()
 
-    def close(self) -> None:
+    def close(self, end_granule: int | None = None) -> None:
         """The last page, with the end-of-stream flag (an audio packet is always on it: a stream
-        with none gets 20 ms of concealment, so every reader sees a well-formed end)."""
+        without any gets 20 ms of concealment, so every reader sees a well-formed end).
+        `end_granule`, less than what the packets decode to, trims the end (section 4.4)."""
         if self.stream.closed:
             return
         if self.stream.pending_packets == 0:
             self.write_gap(960)
+        if end_granule is not None and end_granule < self.granule:
+            self.stream.trim_last(end_granule)
+            self.granule = end_granule
         self.stream.flush(eos=True)
         self.stream.closed = True
 

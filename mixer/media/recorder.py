@@ -67,20 +67,23 @@ class RecordingError(ValueError):
 
 # ----------------------------------------------------------------------------------- PCM sinks
 class OpusOggSink:
-    """48 kHz mono PCM in, Ogg Opus out: 20 ms frames encoded by one libopus encoder."""
+    """48 kHz mono PCM in, Ogg Opus out: 20 ms frames encoded by one libopus encoder.
+
+    `samples` counts the PCM written. The encoder delays its output by its lookahead (the
+    pre-skip, RFC 7845 4.2), so `close()` encodes what is still inside it and sets the last
+    granule position to exactly the samples written plus the pre-skip (end trimming, 4.4): a
+    decoder gives back as many samples as went in."""
 
     def __init__(self, out: BinaryIO, bitrate: int, comments: tuple[str, ...] = ()) -> None:
         self.encoder = OpusEncoder(MIX_RATE, 1, "voip", FRAME_MS, bitrate, 5, False, 0, False)
         self.ogg = OggOpusWriter(out, pre_skip=self.encoder.lookahead, comments=comments)
         self._partial = np.zeros(FRAME_SAMPLES, dtype=np.int16)
         self._count = 0
+        self.samples = 0
         self.encodes = 0
 
-    @property
-    def samples(self) -> int:
-        return self.ogg.samples + self._count
-
     def write(self, pcm: np.ndarray) -> None:
+        self.samples += len(pcm)
         offset = 0
         while offset < len(pcm):
             take = min(FRAME_SAMPLES - self._count, len(pcm) - offset)
@@ -108,15 +111,17 @@ class OpusOggSink:
         if count >= 5 * FRAME_SAMPLES:
             whole = count - count % OPUS_GAP_GRANULE
             self.ogg.write_gap(whole)
+            self.samples += whole
             count -= whole
         if count:
             self.write(np.zeros(count, dtype=np.int16))
 
     def close(self) -> None:
-        if self._count:
+        end = self.samples + self.ogg.pre_skip
+        while self.ogg.granule < end:  # what the encoder still holds comes out with zeros
             self._partial[self._count:] = 0
-            self._encode()  # the last partial frame, padded: at most 20 ms of silence more
-        self.ogg.close()
+            self._encode()
+        self.ogg.close(end_granule=end)
 
 
 def _open(path: Path) -> BinaryIO:
@@ -246,6 +251,9 @@ class ParticipantTrack:
             if self._ssrc is not None:
                 self.ssrc_changes += 1
                 self.release(float("inf"))  # what the old SSRC had waiting goes first
+                self._anchor_position = None  # a new stream: its own timestamps, a new anchor
+                if not self.passthrough:
+                    self.decoder = FrameDecoder(self.codec)  # and a decoder from scratch
             self._ssrc = packet.ssrc
             self._highest = (1 << 16) + seq      # extended sequence numbers (RFC 3550 A.1)
             self._released_ext = None

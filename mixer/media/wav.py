@@ -72,6 +72,7 @@ class WavWriter:
         self.out.seek(0)
         self.out.write(wav_header(self.rate, self.channels, self.data_bytes))
         self.out.seek(position)
+        self.out.flush()  # header and data on disk: a killed process leaves a playable file
 
     def close(self) -> None:
         if not self.closed:
