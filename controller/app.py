@@ -135,6 +135,23 @@ class RecordingTracks(BaseModel):
     tracks: list[RecordingTrack]
 
 
+class ForkCreate(BaseModel):
+    source: str = Field(min_length=1, max_length=64, description="'mix' or a participant id")
+    destination: str = Field(min_length=3, max_length=300, description="host:port (RTCP to port+1)")
+    srtp: bool = Field(False, description="SDES-SRTP: the answer's SDP carries the key (a=crypto)")
+    codec: Literal["opus", "PCMU", "PCMA"] | None = Field(
+        None, description="the mix's codec (default opus); a participant's fork keeps its codec")
+
+
+class ForkCreated(BaseModel):
+    id: str
+    sdp: str = Field(description="what a receiver needs: the stream's codec, destination and key")
+    source: str
+    destination: str
+    srtp: bool
+    codec: str
+
+
 class TurnCredentials(BaseModel):
     username: str
     credential: str
@@ -317,6 +334,20 @@ def create_app(settings: ControllerSettings, service: CallService, store: Store,
         need(caller, "voip", "admin")
         found, media_type = await service.recording_download(caller, recording_id, participant_id)
         return audio(found, media_type, f"{recording_id}-{participant_id}")
+
+    # ----------------------------------------------------------------------------------- forks
+    @app.post("/v1/calls/{call_id}/forks", status_code=201, response_model=ForkCreated,
+              tags=["forks"])
+    async def add_fork(call_id: str, body: ForkCreate, caller: Caller) -> dict:
+        need(caller, "voip", "admin")
+        return await service.add_fork(caller, call_id, body.source, body.destination, body.srtp,
+                                      body.codec)
+
+    @app.delete("/v1/calls/{call_id}/forks/{fork_id}", status_code=204, tags=["forks"])
+    async def remove_fork(call_id: str, fork_id: str, caller: Caller) -> Response:
+        need(caller, "voip", "admin")
+        await service.remove_fork(caller, call_id, fork_id)
+        return Response(status_code=204)
 
     # ------------------------------------------------------------------------------------ TURN
     @app.get("/v1/turn/credentials", response_model=TurnCredentials, tags=["turn"])

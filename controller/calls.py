@@ -186,6 +186,9 @@ class CallService:
         if conference is not None:
             speakers = conference.get("stats", {}).get("speakers", [])
             result["speakers"] = [s for s in speakers if s in call["participants"]]
+            result["forks"] = [{k: f.get(k) for k in ("id", "source", "destination", "state",
+                                                       "srtp", "codec", "packets_out")}
+                               for f in conference.get("forks", [])]
             result["engine"] = {k: v for k, v in conference.get("stats", {}).items()
                                 if k != "speakers"}
         return result
@@ -366,6 +369,39 @@ class CallService:
         samples = self._samples.get(call["id"], {}).pop(participant["id"], cdr.LegSamples())
         return cdr.leg_record(call, participant, leg, samples, ended_at, reason)
 
+    # ------------------------------------------------------------------------------------ forks
+    async def add_fork(self, principal: Principal, call_id: str, source: str, destination: str,
+                       srtp: bool = False, codec: str | None = None) -> dict:
+        """Send the mix or a participant's audio to `destination` (the engine sends it and checks
+        the destination against its peer filter: 403 destination_forbidden)."""
+        call = await self.access(principal, call_id)
+        if source != "mix":
+            participant = call["participants"].get(source)
+            if participant is None:
+                raise ApiError(404, "no_such_participant", f"no participant {source}")
+            if participant["kind"] != "voip":
+                raise ApiError(422, "bad_source", "a fork's source is 'mix' or a participant who "
+                                                  "sends audio (not a bot)")
+        try:
+            fork = await self._engine(call).add_fork(call["conference"], source, destination,
+                                                     srtp=srtp, codec=codec)
+        except EngineError as exc:
+            raise _engine_error(exc) from None
+        self.events.publish(call_id, "fork_started", {"fork_id": fork["id"], "source": source,
+                                                      "destination": fork["destination"],
+                                                      "srtp": fork["srtp"]})
+        log.info("call %s: fork %s of %s to %s", call_id, fork["id"], source, fork["destination"])
+        return {"id": fork["id"], "sdp": fork["sdp"], "source": source,
+                "destination": fork["destination"], "srtp": fork["srtp"], "codec": fork["codec"]}
+
+    async def remove_fork(self, principal: Principal, call_id: str, fork_id: str) -> None:
+        call = await self.access(principal, call_id)
+        try:
+            await self._engine(call).remove_fork(call["conference"], fork_id)
+        except EngineError as exc:
+            raise _engine_error(exc) from None
+        self.events.publish(call_id, "fork_stopped", {"fork_id": fork_id, "reason": "removed"})
+
     # -------------------------------------------------------------------------------- recording
     async def recording(self, principal: Principal, call_id: str, action: str,
                         fmt: str = "ogg", tracks: str = "mix") -> dict:
@@ -506,6 +542,7 @@ class CallService:
         speakers: list[str] = []
         dominant: str | None = None
         digits_seen: dict[str, int] | None = None  # leg -> digits published (in the registry)
+        forks_ended: set[str] = set()
         failed_polls = 0
         while True:
             await asyncio.sleep(self.settings.monitor_interval_s)
@@ -574,6 +611,11 @@ class CallService:
                     with contextlib.suppress(ApiError):
                         await self.remove_participant(None, call_id, player["id"], "finished")
             await self._watch_recording(call, engine, conference)
+            for fork in conference.get("forks", []):
+                if fork["state"] == "source_left" and fork["id"] not in forks_ended:
+                    forks_ended.add(fork["id"])
+                    self.events.publish(call_id, "fork_stopped",
+                                        {"fork_id": fork["id"], "reason": "source_left"})
             if digits_seen != digits_before:  # rare (key presses): one write, for a successor
                 with contextlib.suppress(Exception):
                     await self.registry.update(call_id, dtmf_seen=digits_seen)

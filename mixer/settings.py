@@ -63,6 +63,13 @@ class EngineSettings(BaseSettings):
     recording_opus_bitrate: int = Field(32000, ge=6000, le=510000,
                                         description="Ogg recordings: the mix's Opus bitrate")
     max_recordings_per_conference: int = Field(4, ge=1, le=64)
+    # Media forks: the same protection as TURN relays (mixer/turn/peers.py)
+    fork_allow_loopback: bool = Field(
+        False, description="forks may send to loopback addresses (tests turn it on)")
+    fork_allowed_ips: list[str] = Field(
+        default_factory=list, description="CIDRs forks may send to although private or "
+                                          "otherwise refused (e.g. an analytics host on the LAN)")
+    max_forks_per_conference: int = Field(8, ge=1, le=256)
 
     @field_validator("media_ports")
     @classmethod

@@ -109,6 +109,21 @@ class EngineClient(abc.ABC):
     def recording_chunks(self, recording_id: str, track: str | None = None) -> AsyncIterator[bytes]:
         """The bytes of a finished recording's mix (or of one track), as they are read."""
 
+    # forks: a participant's audio or the mix sent as RTP/SRTP to a destination
+    @abc.abstractmethod
+    async def add_fork(self, conference_id: str, source: str, destination: str, *,
+                       srtp: bool = False, codec: str | None = None, label: str | None = None,
+                       fork_id: str | None = None) -> dict:
+        """Start sending `source` ("mix" or a leg id) to `destination` ("host:port"); the answer
+        is the fork with `sdp` describing the stream (`a=crypto` with `srtp`). A refused
+        destination is EngineError(403, "destination_forbidden")."""
+
+    @abc.abstractmethod
+    async def get_fork(self, conference_id: str, fork_id: str) -> dict: ...
+
+    @abc.abstractmethod
+    async def remove_fork(self, conference_id: str, fork_id: str) -> None: ...
+
     async def close(self) -> None:
         """Release what the client holds (sessions); the engine itself keeps running."""
 
@@ -170,6 +185,18 @@ class InProcessEngine(EngineClient):
 
     async def recording_info(self, recording_id: str) -> dict:
         return self.engine.recording_info(recording_id)
+
+    async def add_fork(self, conference_id: str, source: str, destination: str, *,
+                       srtp: bool = False, codec: str | None = None, label: str | None = None,
+                       fork_id: str | None = None) -> dict:
+        return await self.engine.add_fork(conference_id, source, destination, srtp=srtp,
+                                          codec=codec, label=label, fork_id=fork_id)
+
+    async def get_fork(self, conference_id: str, fork_id: str) -> dict:
+        return self.engine.get_fork(conference_id, fork_id)
+
+    async def remove_fork(self, conference_id: str, fork_id: str) -> None:
+        self.engine.remove_fork(conference_id, fork_id)
 
     async def recording_chunks(self, recording_id: str, track: str | None = None) -> AsyncIterator[bytes]:
         path = self.engine.recording_file(recording_id, track)
@@ -274,6 +301,20 @@ class HttpEngine(EngineClient):
 
     async def recording_info(self, recording_id: str) -> dict:
         return await self._request("GET", f"/recordings/{recording_id}")
+
+    async def add_fork(self, conference_id: str, source: str, destination: str, *,
+                       srtp: bool = False, codec: str | None = None, label: str | None = None,
+                       fork_id: str | None = None) -> dict:
+        body = {"source": source, "destination": destination, "srtp": srtp, "codec": codec,
+                "label": label, "id": fork_id}
+        return await self._request("POST", f"/conferences/{conference_id}/forks",
+                                   {k: v for k, v in body.items() if v is not None})
+
+    async def get_fork(self, conference_id: str, fork_id: str) -> dict:
+        return await self._request("GET", f"/conferences/{conference_id}/forks/{fork_id}")
+
+    async def remove_fork(self, conference_id: str, fork_id: str) -> None:
+        await self._request("DELETE", f"/conferences/{conference_id}/forks/{fork_id}")
 
     async def recording_chunks(self, recording_id: str, track: str | None = None) -> AsyncIterator[bytes]:
         path = f"/recordings/{recording_id}" + (f"/tracks/{track}" if track else "") + "/file"

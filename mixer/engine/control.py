@@ -179,6 +179,26 @@ def create_app(engine: Engine) -> web.Application:
         return _audio_file(engine.recording_file(request.match_info["recording"],
                                                  request.match_info["track"]))
 
+    @routes.post("/conferences/{conference}/forks")
+    async def add_fork(request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        result = await engine.add_fork(
+            request.match_info["conference"], _field(body, "source", str, required=True),
+            _field(body, "destination", str, required=True), srtp=bool(_field(body, "srtp", bool)),
+            codec=_field(body, "codec", str), label=_field(body, "label", str),
+            fork_id=_field(body, "id", str))
+        return web.json_response(result, status=201)
+
+    @routes.get("/conferences/{conference}/forks/{fork}")
+    async def get_fork(request: web.Request) -> web.Response:
+        return web.json_response(engine.get_fork(request.match_info["conference"],
+                                                 request.match_info["fork"]))
+
+    @routes.delete("/conferences/{conference}/forks/{fork}")
+    async def remove_fork(request: web.Request) -> web.Response:
+        engine.remove_fork(request.match_info["conference"], request.match_info["fork"])
+        return web.Response(status=204)
+
     @routes.get("/stats")
     async def stats(request: web.Request) -> web.Response:
         return web.json_response(engine.stats())

@@ -5,9 +5,12 @@ these methods). All methods run on the engine's event loop.
 """
 from __future__ import annotations
 
+import asyncio
+import ipaddress
 import logging
 import os
 import secrets
+import socket
 import time
 from pathlib import Path
 
@@ -18,6 +21,8 @@ from mixer.legs.leg import MediaLeg
 from mixer.legs.ports import PortAllocator, PortsExhausted
 from mixer.legs.transport import SendFlusher
 from mixer.mcu.conference import McuConference
+from mixer.codec import OpusSettings
+from mixer.media.fork import MIX, DestinationError, Fork, parse_destination
 from mixer.media.player import PLAYING, Player, PlayerError, ToneSource, open_file
 from mixer.media.recorder import (
     METADATA_FILE, Recording, RecordingError, read_metadata, repair_recording,
@@ -25,8 +30,10 @@ from mixer.media.recorder import (
 from mixer.media.services import ConferenceMedia
 from mixer.sdp.offer_answer import DEFAULT_CODECS
 from mixer.sfu.conference import SfuConference
-from mixer.sdp import SdpError, answer_audio, parse
+from mixer.sdp import AudioAnswer, SdpError, answer_audio, generate_crypto, parse
+from mixer.sdp.stream import STREAM_PAYLOAD_TYPES, describe_stream
 from mixer.settings import EngineSettings
+from mixer.turn.peers import PeerFilter
 
 log = logging.getLogger("voicemix.engine")
 
@@ -91,6 +98,7 @@ class Engine:
             "legs": [conference.leg_stats(leg_id) for leg_id in conference.voices],
             "players": [player.stats() for player in getattr(conference, "players", {}).values()],
             "recordings": [r.stats() for r in self._recordings(conference)],
+            "forks": [f.stats() for f in self._forks(conference)],
             "stats": conference.stats(),
         }
 
@@ -100,6 +108,8 @@ class Engine:
         conference = self._conference(conference_id)
         for recording in self._recordings(conference):
             self.stop_recording(conference_id, recording.id)
+        for fork in self._forks(conference):
+            self.remove_fork(conference_id, fork.id)
         for player_id in list(getattr(conference, "players", ())):
             self.remove_player(conference_id, player_id)
         for leg_id in list(conference.voices):
@@ -368,6 +378,129 @@ class Engine:
         raise EngineError(404, "no_such_recording",
                           f"no recording {recording_id} in conference {conference.id}")
 
+    # -------------------------------------------------------------------------------------- forks
+    async def add_fork(self, conference_id: str, source: str, destination: str, *,
+                       srtp: bool = False, codec: str | None = None, label: str | None = None,
+                       fork_id: str | None = None) -> dict:
+        """Send `source` ("mix", or a leg id) as RTP, or SDES-SRTP with `srtp`, to `destination`
+        ("host:port"; RTCP to port + 1). A participant's packets are forwarded in its own codec;
+        the mix is encoded in `codec` (opus, PCMU or PCMA; default opus). The destination passes
+        the TURN relays' peer filter: loopback, private, link-local, multicast and reserved
+        addresses are refused (403 destination_forbidden) unless `fork_allow_loopback` or
+        `fork_allowed_ips` say otherwise. Returns the fork, with `sdp`: what a receiver needs
+        (the stream's codec and payload type, and the key with SRTP)."""
+        conference = self._conference(conference_id)
+        if not isinstance(source, str) or not source:
+            raise EngineError(422, "bad_field", "'source' is 'mix' or a leg id")
+        if source != MIX and source not in conference.voices:
+            raise EngineError(404, "no_such_leg", f"no leg {source} in conference {conference_id}")
+        if source == MIX:
+            codec = codec or "opus"
+            if codec not in STREAM_PAYLOAD_TYPES:
+                raise EngineError(422, "bad_codec", "a mix fork's codec is opus, PCMU or PCMA")
+        else:
+            source_leg = conference.voices[source].leg
+            if codec not in (None, source_leg.codec):
+                raise EngineError(422, "bad_codec", f"a participant's fork carries its own codec "
+                                  f"({source_leg.codec}): packets are forwarded, not transcoded")
+            codec = source_leg.codec
+        fork_id = self._new_id(fork_id, {f.id for f in self._forks(conference)}, "fork")
+        if sum(f.state == "active" for f in self._forks(conference)) >= \
+                self.settings.max_forks_per_conference:
+            raise EngineError(409, "too_many_forks", "the conference has its maximum of forks")
+        try:
+            host, port = parse_destination(destination)
+        except DestinationError as exc:
+            raise EngineError(422, "bad_destination", str(exc)) from None
+        address = await self._fork_address(host, port)
+        try:
+            rtp_socket, rtcp_socket = self.ports.allocate(self.settings.media_ip, True)
+        except PortsExhausted as exc:
+            raise EngineError(503, "no_ports", str(exc)) from exc
+        local_port = rtp_socket.getsockname()[1]
+        crypto = generate_crypto(1) if srtp else None
+        ptime = 20 if source == MIX else source_leg.ptime_ms
+        sdp = describe_stream(origin_ip=self.settings.media_ip, destination=(address, port),
+                              codec=codec, ptime_ms=ptime, crypto=crypto, name="voicemix fork")
+        answer = AudioAnswer(
+            sdp=sdp, description=parse(sdp), codec=codec, payload_type=STREAM_PAYLOAD_TYPES[codec],
+            clock_rate=48000 if codec == "opus" else 8000, channels=1, fmtp={},
+            telephone_event_pt=None, remote_rtp=(address, port), remote_rtcp=(address, port + 1),
+            rtcp_mux=False, ptime_ms=ptime, direction="sendonly", audio_level_ext_id=None,
+            # the destination sends no media; its SRTCP reports cannot be authenticated (it has
+            # no key of ours to learn), so they are dropped and counted
+            local_crypto=crypto, remote_crypto=generate_crypto(1) if srtp else None)
+        leg = MediaLeg(fork_id, answer, rtp_socket, rtcp_socket, self.settings, label or fork_id,
+                       self.flusher)
+        try:
+            await leg.open()
+        except OSError as exc:
+            self._release(local_port, rtp_socket, rtcp_socket)
+            raise EngineError(503, "socket_error", str(exc)) from exc
+        fork = Fork(fork_id, source, leg, f"{address}:{port}" if ":" not in address
+                    else f"[{address}]:{port}", sdp, self._opus(), label)
+        self._media(conference).attach(fork_id, fork)
+        log.info("fork %s of %s/%s to %s:%d (%s%s)", fork_id, conference_id, source, address, port,
+                 codec, ", SRTP" if srtp else "")
+        return {**fork.stats(), "sdp": sdp}
+
+    def get_fork(self, conference_id: str, fork_id: str) -> dict:
+        fork = self._fork(self._conference(conference_id), fork_id)
+        return {**fork.stats(), "sdp": fork.sdp}
+
+    def remove_fork(self, conference_id: str, fork_id: str) -> dict:
+        """Stop sending (an RTCP BYE goes to the destination) and forget the fork."""
+        conference = self._conference(conference_id)
+        fork = self._fork(conference, fork_id)
+        fork.stop()
+        self.ports.release(fork.leg.local_port)
+        self._detach(conference, fork_id)
+        return fork.stats()
+
+    async def _fork_address(self, host: str, port: int) -> str:
+        """The address a fork sends to: `host` resolved, and every address it resolves to allowed
+        by the peer filter (a name must not reach a refused address through one of its records)."""
+        try:
+            literal = ipaddress.ip_address(host)
+            addresses = [str(literal)]
+        except ValueError:
+            try:
+                found = await asyncio.get_running_loop().getaddrinfo(
+                    host, port, type=socket.SOCK_DGRAM, proto=socket.IPPROTO_UDP)
+            except (socket.gaierror, UnicodeError) as exc:
+                raise EngineError(422, "bad_destination", f"{host} does not resolve: {exc}") from None
+            addresses = list(dict.fromkeys(info[4][0] for info in found))
+        family = socket.AF_INET6 if ":" in self.settings.media_ip else socket.AF_INET
+        addresses = [a for a in addresses if (":" in a) == (family == socket.AF_INET6)]
+        if not addresses:
+            raise EngineError(422, "bad_destination",
+                              f"{host} has no address of the media address's family")
+        peers = PeerFilter(self.settings.fork_allow_loopback, self.settings.fork_allowed_ips)
+        refused = [a for a in addresses if not peers.permits(a)]
+        if refused:
+            raise EngineError(403, "destination_forbidden",
+                              f"forks may not send to {', '.join(refused)} (loopback, private, "
+                              f"link-local, multicast or reserved addresses are refused)")
+        return addresses[0]
+
+    def _opus(self) -> OpusSettings:
+        s = self.settings
+        return OpusSettings(s.opus_bitrate, s.opus_complexity, s.opus_fec,
+                            s.opus_packet_loss_percent, s.opus_dtx)
+
+    @staticmethod
+    def _forks(conference) -> list[Fork]:
+        media = getattr(conference, "media", None)
+        if media is None:
+            return []
+        return [s for s in media.services.values() if isinstance(s, Fork)]
+
+    def _fork(self, conference, fork_id: str) -> Fork:
+        for fork in self._forks(conference):
+            if fork.id == fork_id:
+                return fork
+        raise EngineError(404, "no_such_fork", f"no fork {fork_id} in conference {conference.id}")
+
     def _media(self, conference) -> ConferenceMedia:
         if conference.media is None:
             conference.media = ConferenceMedia(conference, self.settings)
@@ -402,7 +535,11 @@ class Engine:
         packets_in = packets_out = 0
         drops: dict[str, int] = {}
         legs = 0
+        forks = 0
         for conference in self.conferences.values():
+            for fork in self._forks(conference):
+                forks += 1
+                packets_out += fork.leg.packets_out
             for leg in conference.legs.values():
                 legs += 1
                 packets_in += leg.packets_in
@@ -414,6 +551,7 @@ class Engine:
             "uptime_s": round(time.time() - self.started_at, 3) if self.started_at else 0.0,
             "conferences": len(self.conferences),
             "legs": legs,
+            "forks": forks,
             "legs_created": self.legs_created,
             "legs_removed": self.legs_removed,
             "ports_in_use": self.ports.in_use,
