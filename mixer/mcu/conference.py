@@ -155,7 +155,8 @@ class McuConference:
         self.opus = OpusSettings(settings.opus_bitrate, settings.opus_complexity, settings.opus_fec,
                                  settings.opus_packet_loss_percent, settings.opus_dtx)
         self._shared: dict[str, FrameEncoder] = {}
-        n = settings.max_speakers
+        # rows for the talkers, then for players (mixed like talkers who hear nothing)
+        n = settings.max_speakers + settings.max_players_per_conference
         self._stack = np.zeros((n, FRAME_SAMPLES), dtype=np.int16)
         self._minus = np.zeros((n, FRAME_SAMPLES), dtype=np.int16)
         self._total = np.zeros(FRAME_SAMPLES, dtype=np.int16)
@@ -164,7 +165,6 @@ class McuConference:
         # hub, set by the engine while any is attached) fed with packets and the mix
         self.players: dict[str, Player] = {}
         self.media = None
-        self._sum = np.zeros(FRAME_SAMPLES, dtype=np.int32)
         self.created_at = time.time()
         self.ticks = 0
         self.decodes = 0
@@ -250,12 +250,11 @@ class McuConference:
                 mixed.append(voice)
                 voice.in_mix = True
         count = len(mixed)
-        if count:
-            _mix.mix_minus(self._stack[:count], self._total, self._minus[:count])
+        rows = count + self._player_rows(now_ms, count) if self.players else count
+        if rows:
+            _mix.mix_minus(self._stack[:rows], self._total, self._minus[:rows])
         else:
             self._total[:] = 0
-        if self.players:
-            self._mix_players(now_ms, count)
         if self.media is not None:
             self.media.on_mix(now_ms, self._total)
         # 5-6: encode once per codec for listeners, once per talker for talkers, and send
@@ -283,19 +282,18 @@ class McuConference:
                 voice.leg.maybe_send_rtcp(now_s)
         self.busy_ms += (time.perf_counter() - began) * 1000.0
 
-    def _mix_players(self, now_ms: float, count: int) -> None:
-        """Players are heard by everyone: their frames are added to the total and to every
-        talker's mix-minus (saturating), outside the choice of talkers, so an announcement is never
-        cut by a loud conversation and never changes who is mixed."""
-        frames = [f for p in self.players.values() if (f := p.frame(now_ms)) is not None]
-        if not frames:
-            return
-        extra = self._sum
-        extra[:] = frames[0]
-        for frame in frames[1:]:
-            extra += frame
-        for row in (self._total, *self._minus[:count]):
-            np.clip(extra + row, -32768, 32767, out=row, casting="unsafe")
+    def _player_rows(self, now_ms: float, start: int) -> int:
+        """Players are heard by everyone: their frames go into the mix as rows after the talkers'
+        (the same kernel sums them into the total and every talker's mix-minus), outside the
+        choice of talkers, so an announcement is never cut by a loud conversation and never
+        changes who is mixed. Returns how many rows were added."""
+        row = start
+        for player in self.players.values():
+            frame = player.frame(now_ms)
+            if frame is not None and row < len(self._stack):
+                self._stack[row] = frame
+                row += 1
+        return row - start
 
     def _after_stall(self, now_ms: float) -> None:
         """After skipped ticks (`now_ms` jumped), every jitter buffer drops what is now too old, so

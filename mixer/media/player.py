@@ -63,14 +63,26 @@ class ToneSource:
         self._n = np.arange(FRAME_SAMPLES)
         self._phase = 0.0
         self._frame = np.zeros(FRAME_SAMPLES, dtype=np.int16)
+        # a whole number of Hz repeats every 48000 / gcd(48000, hz) samples: one period is
+        # computed once and frames are slices of it (a copy, not 960 sines, per tick)
+        self._period: np.ndarray | None = None
+        if self.hz == int(self.hz):
+            length = MIX_RATE // math.gcd(MIX_RATE, int(self.hz))
+            cycle = (np.sin(np.arange(length) * self._step) * self.amplitude).astype(np.int16)
+            self._period = np.concatenate([cycle] * (FRAME_SAMPLES // length + 2))
+            self._length = length
 
     def read(self) -> np.ndarray | None:
         if self.total is not None and self.position >= self.total:
             return None
-        np.multiply(np.sin(self._phase + self._n * self._step), self.amplitude, out=self._frame,
-                    casting="unsafe")
-        # the phase is kept modulo 2 pi: exact however long the tone plays
-        self._phase = (self._phase + FRAME_SAMPLES * self._step) % (2 * math.pi)
+        if self._period is not None:
+            offset = self.position % self._length
+            self._frame[:] = self._period[offset:offset + FRAME_SAMPLES]
+        else:
+            np.multiply(np.sin(self._phase + self._n * self._step), self.amplitude, out=self._frame,
+                        casting="unsafe")
+            # the phase is kept modulo 2 pi: exact however long the tone plays
+            self._phase = (self._phase + FRAME_SAMPLES * self._step) % (2 * math.pi)
         self.position += FRAME_SAMPLES
         if self.total is not None and self.position > self.total:  # the last frame is partial
             self._frame[FRAME_SAMPLES - (self.position - self.total):] = 0

@@ -54,6 +54,8 @@ _ROUTES = (  # (method, path template); {c} a conference id, {l} a leg id
     ("DELETE", "/conferences/{c}/recordings/{l}"),
     ("GET", "/recordings/{l}"),
     ("GET", "/recordings/{l}/file"),
+    ("POST", "/conferences/{c}/forks"),
+    ("DELETE", "/conferences/{c}/forks/{l}"),
 )
 _IDS = ("c0", "c1", "c2", "")
 
@@ -65,7 +67,9 @@ def _control_seeds() -> list[bytes]:
             bytes([4, 0, 0]) + b'{"muted": true}',
             bytes([6, 0, 0]),
             bytes([8, 0, 0]) + b'{"tone": 440, "seconds": 1}',
-            bytes([11, 0, 0]) + b'{"format": "wav", "tracks": "mix+participants"}']
+            bytes([11, 0, 0]) + b'{"format": "wav", "tracks": "mix+participants"}',
+            # media is bound to loopback: a fork the fuzzer aims at a public address cannot leave
+            bytes([15, 0, 0]) + b'{"source": "mix", "destination": "127.0.0.1:5004", "srtp": true}']
 
 
 class _EngineThread:
