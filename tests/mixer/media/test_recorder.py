@@ -233,3 +233,24 @@ def test_recording_requests_are_checked(tmp_path):
     assert exc.value.code == "no_such_track"
     assert json.loads((tmp_path / "recordings" / "one" / "recording.json").read_text())["id"] == first["id"]
     engine.delete_conference("room")
+
+
+def test_stopping_the_engine_finishes_its_recordings(tmp_path):
+    async def scenario():
+        engine = Engine(EngineSettings(data_dir=tmp_path, media_ports="45200-45299"))
+        engine.start()
+        engine.create_conference("sfu", "room")
+        engine.add_player("room", tone=HZ)
+        recording = engine.start_recording("room", tracks="mix+participants")
+        await asyncio.sleep(0.6)
+        engine.stop()  # SIGTERM's path: every conference deleted, every recording finished
+        return recording
+
+    recording = uvloop.run(scenario())
+    metadata = read_metadata(tmp_path / "recordings" / recording["id"])
+    assert metadata["state"] == "stopped" and 0.4 < metadata["duration_s"] < 0.8
+    pcm = decode(metadata["path"])
+    assert len(pcm) / MIX_RATE == pytest.approx(metadata["duration_s"], abs=0.001)
+    assert tone_levels_db(pcm[4800:], [HZ])[HZ] > -25  # the SFU's player, in the mixdown
+    (player_track,) = metadata["tracks"]
+    assert player_track["kind"] == "player"
