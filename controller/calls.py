@@ -32,9 +32,10 @@ from controller import cdr
 from controller.bots import PlayError, parse_tone
 from controller.errors import ApiError
 from controller.events import EventHub
+from controller.outbox import Outbox
 from controller.registry import CallRegistry
 from controller.settings import ControllerSettings
-from controller.store import Store
+from controller.store import Store, StoreUnavailable
 from controller.tokens import Principal
 from mixer.engine.client import EngineClient, EngineError
 
@@ -66,6 +67,10 @@ class CallService:
         self.engines = {engine.name: engine for engine in engines}
         self.events = events or EventHub()
         self.instance = secrets.token_hex(6)  # this controller, in the calls it monitors
+        # CDRs and finished recordings: committed before the API answers, or (store down)
+        # queued on disk and retried
+        self.outbox = Outbox(store, settings.data_dir / "outbox", self.instance,
+                             settings.outbox_retry_s)
         self._samples: dict[str, dict[str, cdr.LegSamples]] = {}
         self._recording_seen: dict[str, dict] = {}  # call -> its recording as the monitor last saw it
         self._monitors: dict[str, asyncio.Task] = {}
@@ -78,8 +83,10 @@ class CallService:
 
     # -------------------------------------------------------------------------------- lifecycle
     async def start(self) -> None:
-        """With a shared registry: take this controller's lease, adopt the calls of controllers
-        whose lease ran out (now, then every third of the lease)."""
+        """Start the outbox (records a stopped controller left queued are written); with a
+        shared registry: take this controller's lease, adopt the calls of controllers whose
+        lease ran out (now, then every third of the lease)."""
+        await self.outbox.start()
         if not self.registry.shared:
             return  # in memory: one process holds every call, and a restart loses them all
         await self.registry.heartbeat(self.instance, self.settings.controller_lease_s)
@@ -99,6 +106,7 @@ class CallService:
             await self.registry.drop_heartbeat(self.instance)
         for engine in self.engines.values():
             await engine.close()
+        await self.outbox.close()
 
     # ------------------------------------------------------------------------------------ access
     async def access(self, principal: Principal | None, call_id: str, *,
@@ -242,10 +250,7 @@ class CallService:
             if reason == ENGINE_FAILED:  # the leg failed, not left: say so to each listener
                 self.events.publish(call_id, "participant_left",
                                     {"participant_id": participant["id"], "reason": reason})
-        previous = await self.store.leg_cdrs_of_call(call_id)
-        call_record = cdr.call_record(call, previous + records, ended_at, reason,
-                                      await self.store.recordings_of_call(call_id))
-        await self.store.add_cdrs(records + [call_record])
+        await self.outbox.call_ended(call, records, ended_at, reason)
         self._samples.pop(call_id, None)
         self._recording_seen.pop(call_id, None)
         self.events.publish(call_id, "call_ended", {"reason": reason})
@@ -360,7 +365,7 @@ class CallService:
             else:
                 await engine.remove_leg(call["conference"], participant_id)
         record = self._leg_record(call, participant, final, time.time(), reason)
-        await self.store.add_cdrs([record])
+        await self.outbox.cdrs([record])
         self.events.publish(call_id, "participant_left",
                             {"participant_id": participant_id, "reason": reason})
 
@@ -424,9 +429,18 @@ class CallService:
                 if isinstance(exc, EngineError):
                     raise _engine_error(exc) from None
                 raise
-            await self.store.add_recording(recording_id, call_id, started["path"],
-                                           sorted(call["members"]), time.time(), fmt=fmt,
-                                           tracks_mode=tracks, engine=engine.name)
+            try:
+                # indexed before anyone is told it records: a store that is down refuses the
+                # start (503) and the engine stops what it began, instead of recording a file
+                # nobody can find
+                await self.store.add_recording(recording_id, call_id, started["path"],
+                                               sorted(call["members"]), time.time(), fmt=fmt,
+                                               tracks_mode=tracks, engine=engine.name)
+            except BaseException:
+                await self.registry.clear(call_id, "recording")
+                with contextlib.suppress(EngineError):
+                    await engine.stop_recording(call["conference"], recording_id)
+                raise
             self.events.publish(call_id, "recording_started",
                                 {"recording_id": recording_id, "format": fmt, "tracks": tracks})
             return {"id": recording_id, "state": "recording", "format": fmt, "tracks": tracks}
@@ -435,7 +449,7 @@ class CallService:
         recording = await self._finish_recording(call, self.engines.get(call["engine"]), "stopped")
         return {"id": current, "state": "stopped",
                 "duration_s": recording["duration_s"] if recording else None,
-                "format": recording["format"] if recording else None}
+                "format": recording.get("format") if recording else None}
 
     async def _finish_recording(self, call: dict, engine: EngineClient | None,
                                 reason: str) -> dict | None:
@@ -453,26 +467,27 @@ class CallService:
                     log.warning("recording %s: the engine could not stop it: %s", recording_id, exc)
         with contextlib.suppress(Exception):  # the call may be gone from the registry already
             await self.registry.clear(call["id"], "recording")
-        stored = await self.store.get_recording(recording_id)
-        if stored is None:
-            return None
-        if metadata is None and stored["ended_at"] is not None:
-            return stored  # finished already
         if metadata is None:
+            with contextlib.suppress(StoreUnavailable):
+                stored = await self.store.get_recording(recording_id)
+                if stored is not None and stored["ended_at"] is not None:
+                    return stored  # finished already, through another controller
             seen = self._recording_seen.get(call["id"], {})
             metadata = {"state": "interrupted", "duration_s": seen.get("duration_s", 0.0),
-                        "tracks": [], "error": f"the engine did not finish it ({reason})"}
+                        "tracks": []}
         participants = call["participants"]
         tracks = [_track_view(t, participants) for t in metadata.get("tracks", [])]
         duration = float(metadata.get("duration_s") or 0.0)
-        await self.store.finish_recording(recording_id, sorted(call["members"]), time.time(),
-                                          duration, state=metadata.get("state", "stopped"),
-                                          tracks=tracks)
+        state = metadata.get("state", "stopped")
+        # through the outbox: with the store down, the index row waits on disk, not lost
+        await self.outbox.recording_finished(recording_id, sorted(call["members"]), time.time(),
+                                             duration, state=state, tracks=tracks)
         event = {"recording_id": recording_id, "duration_s": round(duration, 3)}
         if reason not in ("stopped",):
             event["reason"] = reason
         self.events.publish(call["id"], "recording_stopped", event)
-        return await self.store.get_recording(recording_id)
+        return {"id": recording_id, "duration_s": duration, "state": state,
+                "format": metadata.get("format"), "tracks": tracks}
 
     @staticmethod
     def _may_read(principal: Principal, recording: dict) -> bool:
@@ -747,7 +762,8 @@ class CallService:
         return {"calls_created": self.calls_created, "calls_ended": self.calls_ended,
                 "calls_local": len(self._monitors), "calls_adopted": self.calls_adopted,
                 "calls_engine_failed": self.calls_engine_failed,
-                "events_published": self.events.published, "events_dropped": self.events.dropped}
+                "events_published": self.events.published, "events_dropped": self.events.dropped,
+                "outbox": self.outbox.stats()}
 
 
 async def cancel_and_wait(task: asyncio.Task, timeout_s: float = 2.0) -> None:

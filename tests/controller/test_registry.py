@@ -14,6 +14,7 @@ from controller.testing import (
 from mixer.analysis import tone_levels_db
 from mixer.engine.control import start_control_api
 from mixer.engine.engine import Engine
+from mixer.settings import EngineSettings
 from mixer.sim.participant import SimulatedParticipant
 
 
@@ -80,7 +81,7 @@ def test_registry_contract(kind, request):
 
 def test_two_controllers_share_calls_through_redis(tmp_path, redis_url):
     async def scenario():
-        engine = Engine()
+        engine = Engine(EngineSettings(data_dir=tmp_path / "engine"))
         engine.start()
         runner, port = await start_control_api(engine)
         engine_url = f"http://127.0.0.1:{port}"
