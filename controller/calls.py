@@ -623,8 +623,13 @@ class CallService:
                     self.events.publish(call_id, "player_finished",
                                         {"participant_id": player["id"], "state": player["state"],
                                          "seconds_played": player.get("seconds_played")})
-                    with contextlib.suppress(ApiError):
-                        await self.remove_participant(None, call_id, player["id"], "finished")
+                    # shielded: the call ending meanwhile cancels this monitor, and the bot's
+                    # record must still be written
+                    task = asyncio.get_running_loop().create_task(
+                        self._remove_quietly(call_id, player["id"], "finished"))
+                    self._cleanups.add(task)
+                    task.add_done_callback(self._cleanups.discard)
+                    await asyncio.shield(task)
             await self._watch_recording(call, engine, conference)
             for fork in conference.get("forks", []):
                 if fork["state"] == "source_left" and fork["id"] not in forks_ended:
@@ -644,6 +649,10 @@ class CallService:
             if loudest is not None and loudest != dominant and loudest in call["participants"]:
                 dominant = loudest
                 self.events.publish(call_id, "dominant_speaker", {"participant_id": dominant})
+
+    async def _remove_quietly(self, call_id: str, participant_id: str, reason: str) -> None:
+        with contextlib.suppress(ApiError):
+            await self.remove_participant(None, call_id, participant_id, reason)
 
     async def _watch_recording(self, call: dict, engine: EngineClient, conference: dict) -> None:
         """Keep what the engine says of the call's recording (its duration so far, for a record

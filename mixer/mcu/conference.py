@@ -201,6 +201,12 @@ class McuConference:
     def add_player(self, player: Player) -> None:
         self.players[player.id] = player
 
+    def playout_delay_ms(self, leg_id: str) -> float | None:
+        """The jitter buffer delay a leg's audio waits before it is mixed (recordings place
+        participant tracks by it, so they line up with the mix)."""
+        voice = self.voices.get(leg_id)
+        return None if voice is None else voice.jitter_buffer.target_delay_ms
+
     def remove_player(self, player_id: str) -> Player:
         return self.players.pop(player_id)
 

@@ -65,6 +65,8 @@ class Mixdown:
         self._sum = np.zeros(FRAME_SAMPLES, dtype=np.int32)
         self.total = np.zeros(FRAME_SAMPLES, dtype=np.int16)
         self.decodes = 0
+        self.stale_frames = 0
+        self._last_ms: float | None = None
 
     def leg_added(self, leg) -> None:
         self.inputs.setdefault(leg.id, MixdownInput(leg, self.settings))
@@ -80,6 +82,12 @@ class Mixdown:
 
     def mix(self, now_ms: float, forwarded: list) -> np.ndarray:
         """The tick's mix of `forwarded` (legs, and players' senders whose frame is ready)."""
+        if self._last_ms is not None and now_ms - self._last_ms > 1.5 * FRAME_MS:
+            # after a stall (skipped ticks) playout resumes at each buffer's target delay, as
+            # in an MCU: what is now too old to play is dropped, not played late
+            for source in self.inputs.values():
+                self.stale_frames += source.jitter_buffer.catch_up(now_ms)
+        self._last_ms = now_ms
         self._sum[:] = 0
         chosen = {sender.id for sender in forwarded}
         for leg_id, source in self.inputs.items():

@@ -50,8 +50,8 @@ FILE_BUFFER = 64 * 1024
 REORDER_MS = 100.0            # a packet waits this long for an earlier one that is still on its way
 REORDER_PACKETS = 64          # and no more than this many wait (a flood cannot grow the buffer)
 MAX_SKEW_MS = 1000.0          # a packet this far from where its timestamp puts it: the sender restarted
-DRIFT_WINDOW_PACKETS = 100    # the earliest arrival over this many packets is the stream's baseline
-DRIFT_LIMIT_SAMPLES = 3 * FRAME_SAMPLES // 2   # re-anchor by a frame when the baseline is this far off
+DRIFT_WINDOW_PACKETS = 25     # the earliest arrival over this many packets (0.5 s) is the baseline
+DRIFT_LIMIT_SAMPLES = 3 * FRAME_SAMPLES // 2   # re-anchor when the baseline is this far off
 WAV_CONCEAL_FRAMES = 3        # a WAV track conceals gaps up to 60 ms; longer ones are silence
 OPUS_GAP_GRANULE = 120        # Ogg gaps are written in 2.5 ms steps (RFC 7845 4.1)
 PREROLL_SAMPLES = 3840        # 80 ms: the decoder pre-roll RFC 7845 4.3 asks for mid-stream starts
@@ -243,7 +243,11 @@ class ParticipantTrack:
         return self.start_position + samples
 
     # ------------------------------------------------------------------------------- arrival
-    def on_packet(self, packet: _rtp.RtpPacket, arrival_ms: float) -> None:
+    def on_packet(self, packet: _rtp.RtpPacket, arrival_ms: float,
+                  delay_ms: float | None = None) -> None:
+        """One packet as it arrived; `delay_ms`, when known, is how long the conference holds
+        this participant's audio before it reaches the mix now (its jitter buffer's delay and
+        the wait for the tick), so the track follows the mix as that delay changes."""
         if self.closed:
             return
         seq = packet.sequence_number
@@ -266,7 +270,8 @@ class ParticipantTrack:
         if len(self._held) >= REORDER_PACKETS:
             self.release(float("inf"))
         self._highest = max(self._highest, ext)
-        position = round((arrival_ms + self.delay_ms - self.origin_ms) * SAMPLES_PER_MS)
+        delay = self.delay_ms if delay_ms is None else delay_ms
+        position = round((arrival_ms + delay - self.origin_ms) * SAMPLES_PER_MS)
         self._held[ext] = _Held(ext, packet.ssrc, packet.timestamp, packet.payload, position,
                                 arrival_ms)
 
@@ -296,7 +301,7 @@ class ParticipantTrack:
         else:
             samples = None
         if self._anchor_position is None:
-            self._new_anchor(held)
+            self._new_anchor(held, self._earliest(held))
         offset = _rtp.timestamp_diff(held.timestamp, self._anchor_ts) * self.ratio
         position = self._anchor_position + offset
         skew = held.arrival_position - position
@@ -320,28 +325,42 @@ class ParticipantTrack:
             self.sink.write(self.decoder.take_samples())
         self.packets += 1
 
-    def _new_anchor(self, held: _Held) -> None:
+    def _earliest(self, held: _Held) -> int:
+        """Where `held` belongs by the least delayed of the packets of its stream waiting now
+        (those that arrived while it waited for the reorder window): a first packet that came
+        late does not push the whole stream late."""
+        best = held.arrival_position
+        for other in self._held.values():
+            if other.ssrc == held.ssrc:
+                offset = _rtp.timestamp_diff(other.timestamp, held.timestamp) * self.ratio
+                if abs(offset) < MAX_SKEW_MS * SAMPLES_PER_MS:
+                    best = min(best, other.arrival_position - offset)
+        return best
+
+    def _new_anchor(self, held: _Held, arrival_position: int | None = None) -> None:
         self._anchor_ts = held.timestamp
         written = self.written
         # in Ogg only whole 2.5 ms steps of time can be left empty: the anchor sits on one
-        ahead = max(held.arrival_position - written, 0)
+        if arrival_position is None:
+            arrival_position = held.arrival_position
+        ahead = max(arrival_position - written, 0)
         self._anchor_position = written + ahead - (ahead % OPUS_GAP_GRANULE if self.passthrough else 0)
         self._skews.clear()
 
     def _follow_drift(self, skew: int) -> None:
         """The earliest arrival over a window is the stream's baseline; when it has moved more
-        than DRIFT_LIMIT from where the anchor puts packets (the sender's clock runs at another
-        rate than ours, or the anchor was set by a late packet), move the anchor one frame."""
+        than DRIFT_LIMIT from where the anchor puts packets (the mix's delay for this talker
+        changed: its jitter buffer grew or shrank; or the sender's clock runs at another rate
+        than ours; or the anchor was set by a late packet), move the anchor by whole frames to
+        it: a gap in the track where the mix rebuffered, a frame dropped where it caught up."""
         self._skews.append(skew)
         if len(self._skews) < DRIFT_WINDOW_PACKETS:
             return
         baseline = min(self._skews)
         self._skews.clear()
-        if baseline > DRIFT_LIMIT_SAMPLES:
-            self._anchor_position += FRAME_SAMPLES   # placed too early: leave a frame's gap
-            self.drift_corrections += 1
-        elif baseline < -DRIFT_LIMIT_SAMPLES:
-            self._anchor_position -= FRAME_SAMPLES   # placed too late: a frame will overlap
+        if abs(baseline) > DRIFT_LIMIT_SAMPLES:
+            frames = max(1, round(abs(baseline) / FRAME_SAMPLES))
+            self._anchor_position += frames * FRAME_SAMPLES * (1 if baseline > 0 else -1)
             self.drift_corrections += 1
 
     def _gap(self, samples: int) -> None:
@@ -450,6 +469,8 @@ class Recording:
         except OSError as exc:
             raise RecordingError("storage_error", f"cannot create {directory}: {exc.strerror}") from None
         self.mix: MixTrack | None = None
+        # how long the conference holds a leg's audio before the mix, now (set by the hub)
+        self.playout_delay = lambda leg: None
         self._write_metadata()
 
     @property
@@ -507,7 +528,7 @@ class Recording:
             return
         track = self.tracks.get(leg.id)
         if track is not None:
-            track.on_packet(packet, arrival_ms)
+            track.on_packet(packet, arrival_ms, self.playout_delay(leg))
 
     def leg_added(self, leg, now_ms: float) -> None:
         if not self.active or not self.with_tracks:

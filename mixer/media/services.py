@@ -20,6 +20,7 @@ import logging
 import numpy as np
 
 from mixer import _rtp
+from mixer.codec import FRAME_MS
 from mixer.media.mixdown import Mixdown
 from mixer.settings import EngineSettings
 
@@ -40,6 +41,8 @@ class ConferenceMedia:
     # ---------------------------------------------------------------------------- services
     def attach(self, service_id: str, service) -> None:
         self.services[service_id] = service
+        if hasattr(service, "playout_delay"):
+            service.playout_delay = self.playout_delay_ms
         if getattr(service, "needs_mix", False) and self.conference.mode == "sfu" \
                 and self._mixdown is None:
             self._mixdown = Mixdown(self.settings)
@@ -106,6 +109,20 @@ class ConferenceMedia:
         players = getattr(self.conference, "players", None)
         for service_id in list(self.services):
             self._call(service_id, "on_mix", now_ms, total, players)
+
+    def playout_delay_ms(self, leg) -> float | None:
+        """How long this conference holds `leg`'s audio before it is in the mix, now: an MCU's
+        jitter buffer for the leg (the conference says), an SFU's mixdown input; plus half a
+        tick, the mean wait for the tick that takes the frame. None when unknown."""
+        delay = None
+        ask = getattr(self.conference, "playout_delay_ms", None)
+        if ask is not None:
+            delay = ask(leg.id)
+        elif self._mixdown is not None:
+            source = self._mixdown.inputs.get(leg.id)
+            if source is not None:
+                delay = source.jitter_buffer.target_delay_ms
+        return None if delay is None else delay + FRAME_MS / 2
 
     def stats(self) -> dict:
         return {"services": len(self.services), "failures": self.failures,
