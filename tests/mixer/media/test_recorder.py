@@ -159,8 +159,9 @@ def test_a_killed_engines_recording_is_repaired_at_the_next_start(tmp_path):
     engine.add_player("room", tone=HZ)
     started = engine.start_recording("room", tracks="mix+participants", recording_id="cut")
     conference = engine.conferences["room"]
+    began = engine.clock.now_ms()
     for tick in range(150):  # 3 s of ticks, then the process "dies": nothing finishes the files
-        conference.tick(engine.clock.now_ms() + 20 * tick)
+        conference.tick(began + 20 * tick)
     directory = tmp_path / "recordings" / "cut"
     assert read_metadata(directory)["state"] == "recording"
     for path in directory.glob("*.ogg"):  # what a SIGKILL leaves: the pages flushed so far
