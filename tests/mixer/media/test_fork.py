@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import subprocess
 import time
 from pathlib import Path
 
@@ -222,7 +221,7 @@ def test_a_fork_keeps_time_through_a_stall_and_ends_with_its_participant(tmp_pat
     async def scenario():
         engine, people, ids = await talking_conference("mcu", tmp_path)
         port, port2 = free_port_pair(), free_port_pair()
-        mix = await engine.add_fork("room", "mix", f"127.0.0.1:{port}")
+        await engine.add_fork("room", "mix", f"127.0.0.1:{port}")
         alice = await engine.add_fork("room", ids[0], f"127.0.0.1:{port2}")
         mixed, transports = await receiver(port)
         forwarded, more = await receiver(port2)

@@ -22,7 +22,7 @@ from mixer.analysis import tone, tone_envelope, tone_levels_db
 from mixer.codec import FRAME_SAMPLES, MIX_RATE
 from mixer.engine.engine import Engine
 from mixer.media.recorder import (
-    FAILED, INTERRUPTED, MixTrack, ParticipantTrack, Recording, read_metadata, repair_recording,
+    FAILED, INTERRUPTED, MixTrack, ParticipantTrack, Recording, read_metadata,
 )
 from mixer.settings import EngineSettings
 

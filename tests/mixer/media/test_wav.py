@@ -2,7 +2,6 @@
 and the repair of a file whose writer was killed (what the engine runs at start)."""
 from __future__ import annotations
 
-import io
 import struct
 import wave
 from pathlib import Path
