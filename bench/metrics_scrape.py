@@ -34,7 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mixer.engine.engine import Engine  # noqa: E402
-from mixer.engine.metrics import engine_registry, exposition  # noqa: E402
+from mixer.engine.metrics import engine_registry  # noqa: E402
+from mixer.metrics import exposition  # noqa: E402
 from mixer.sdp import offer_audio  # noqa: E402
 from mixer.settings import EngineSettings  # noqa: E402
 

@@ -4,7 +4,7 @@ listener (meant for loopback, where a local Prometheus agent scrapes it).
 
 `ControllerCollector` reads counters the controller keeps anyway (the call service's, the API's
 authentication failures, responses by status) when scraped. In `voicemix serve` the registry also
-holds the in-process engine's and the TURN server's collectors, so one scrape shows the whole
+holds the in-process engine's and the TURN server's collectors (added by `controller/serve.py`), so one scrape shows the whole
 process.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -20,7 +20,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
-from mixer.engine.metrics import CONTENT_TYPE, EngineCollector, exposition, serve_metrics
+from mixer.metrics import CONTENT_TYPE, exposition, serve_metrics  # noqa: F401 (CONTENT_TYPE: app)
 
 log = logging.getLogger("voicemix.controller")
 
@@ -134,22 +134,20 @@ class ControllerMetrics:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self.collector)
         ProcessCollector(registry=self.registry)
-        self.engines = []
-        for engine in service.engines.values():
-            inner = getattr(engine, "engine", None)  # InProcessEngine: the Engine itself
-            if inner is not None:
-                self.engines.append(inner)
-                self.registry.register(EngineCollector(inner))
+        self._before: list[Callable[[], Awaitable[None]]] = []
         self._listener: web.AppRunner | None = None
 
-    def add(self, collector: Collector) -> None:
-        """Another in-process service's families (the embedded TURN server's)."""
+    def add(self, collector: Collector, before: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Another in-process service's families (`voicemix serve`: the engine's, TURN's);
+        `before` is awaited before each scrape (the engine's: wait for the gap after a tick)."""
         self.registry.register(collector)
+        if before is not None:
+            self._before.append(before)
 
     async def exposition(self) -> bytes:
         await self.collector.refresh()
-        for engine in self.engines:  # build it in the gap after a tick (see EngineCollector)
-            await engine.clock.after_tick()
+        for before in self._before:
+            await before()
         return exposition(self.registry)
 
     async def listen(self, address: str) -> int:

@@ -18,8 +18,10 @@ import uvloop
 
 from controller.cli import add_common_arguments, settings_from, stop_on_signals
 from mixer.engine.cli import until_stopped
+from mixer.engine.metrics import EngineCollector
+from mixer.turn.metrics import TurnCollector
+from mixer.engine.client import InProcessEngine
 from mixer.logs import configure_logging
-from controller.engine_client import InProcessEngine
 from controller.server import ControllerServer
 from controller.settings import ControllerSettings
 from mixer.engine.engine import Engine
@@ -57,7 +59,9 @@ async def start_turn(settings: ControllerSettings, media_ip: str | None = None):
 
 async def serve(settings: ControllerSettings) -> None:
     early_stop = stop_on_signals()  # a signal while starting stops at once
-    engine = Engine(EngineSettings())
+    # the engine records into the controller's data directory unless told otherwise
+    engine = Engine(EngineSettings(data_dir=settings.data_dir,
+                                   recordings_dir=settings.recordings_path))
     engine.start()
     log.info("engine started in-process: media %s ports %s", engine.settings.media_ip,
              engine.settings.media_ports)
@@ -66,8 +70,8 @@ async def serve(settings: ControllerSettings) -> None:
     try:
         await controller.start()
         turn = await start_turn(controller.settings, engine.settings.media_ip)
+        controller.metrics.add(EngineCollector(engine), before=engine.clock.after_tick)
         if turn is not None:
-            from mixer.turn.metrics import TurnCollector
             controller.metrics.add(TurnCollector(turn))
         gc.freeze()  # start-up objects live as long as the process (see mixer.engine.cli)
         if not early_stop.is_set():

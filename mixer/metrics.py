@@ -5,15 +5,27 @@ Nothing here touches a packet. A `FixedHistogram` is observed where the value is
 tick, once per encode, once per leg every half second); the collectors of `mixer/engine/metrics.py`
 and `controller/metrics.py` read it, and every object's plain counters, only when scraped.
 
+`exposition()` and `serve_metrics()` are shared by every process that serves metrics (engine,
+controller, TURN); `serve_metrics` is the one piece here that does I/O, a listener on the caller's
+event loop.
+
 Counters of objects that go away (a leg that left, a conference that ended) are added into a
 `RetiredCounters` when they go, so that a scrape, which sums what is alive plus what retired, never
 sees a counter go down (Prometheus would take that for a restart).
 """
 from __future__ import annotations
 
+import ipaddress
+import logging
 from bisect import bisect_left
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+
+from prometheus_client import CollectorRegistry, generate_latest
+
+log = logging.getLogger("voicemix.metrics")
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # Prometheus' text format
 
 # Bucket bounds (seconds) for the engine's timing histograms.
 TICK_LATENESS_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32)
@@ -83,3 +95,37 @@ class RetiredCounters:
             self.histograms[(family, labels)] = histogram.copy()
         else:
             mine.merge(histogram)
+
+
+def exposition(registry: CollectorRegistry) -> bytes:
+    """The registry in Prometheus' text format."""
+    return generate_latest(registry)
+
+
+async def serve_metrics(text: Callable[[], Awaitable[bytes]], address: str):
+    """Serve `GET /metrics` (the bytes `text()` gives) without authentication on HOST:PORT, on
+    this event loop (never a thread: collectors read objects the loop changes). Returns the
+    runner (`cleanup()` stops it) and the bound port. A non-loopback address is logged."""
+    from aiohttp import web  # only the processes that serve metrics need it
+
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback:
+        log.warning("metrics listener on %s: not loopback, and it has no authentication", address)
+
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(body=await text(), headers={"Content-Type": CONTENT_TYPE})
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, int(port))
+    await site.start()
+    bound = site._server.sockets[0].getsockname()[1]
+    log.info("metrics listener started: http://%s:%d/metrics", host, bound)
+    return runner, bound

@@ -12,24 +12,17 @@ scrape runs in the idle gap between ticks.
 """
 from __future__ import annotations
 
-import ipaddress
-import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 
-from aiohttp import web
-
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from mixer.metrics import FixedHistogram
 
-log = logging.getLogger("voicemix.metrics")
-
 PREFIX = "voicemix_engine_"
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 # counter rows of legs and conferences: name (without the prefix and "_total") -> help
 FAMILIES = {
@@ -82,6 +75,8 @@ class EngineCollector(Collector):
         conferences: Counter[str] = Counter()
         speakers: Counter[str] = Counter()
         groups: dict[tuple, list] = {}
+        players: Counter[str] = Counter()
+        services: Counter[tuple[str, str]] = Counter()
         for conference in engine.conferences.values():
             mode = conference.mode
             conferences[mode] += 1
@@ -97,6 +92,15 @@ class EngineCollector(Collector):
                     histograms[key] = histogram.copy()
             for leg in conference.legs.values():
                 groups.setdefault((mode, leg.transport, type(leg)), []).append(leg)
+            # media services (mixer/media): forks send through a leg of their own
+            players[mode] += len(getattr(conference, "players", ()) or ())
+            media = getattr(conference, "media", None)
+            for service in (media.services.values() if media is not None else ()):
+                kind = type(service).__name__.lower()   # fork, recording
+                services[(mode, kind)] += 1
+                leg = getattr(service, "leg", None)
+                if kind == "fork" and leg is not None:
+                    groups.setdefault((mode, "fork", type(leg)), []).append(leg)
         # sum each kind of leg column by column: one tuple per leg, no per-counter dict updates
         for (mode, transport, kind), members in groups.items():
             legs[(mode, transport)] += len(members)
@@ -105,6 +109,14 @@ class EngineCollector(Collector):
             for (family, extra), value in zip(kind.COUNTERS, sums):
                 counters[(family, labels + extra)] += value
         yield from self._state(engine, conferences, legs, speakers)
+        family = GaugeMetricFamily(PREFIX + "media_services",
+                                   "engine-side media services attached now (players, recordings, forks)",
+                                   labels=["mode", "service"])
+        for mode in sorted(players):
+            family.add_metric([mode, "player"], players[mode])
+        for (mode, kind), count in sorted(services.items()):
+            family.add_metric([mode, kind], count)
+        yield family
         yield from _counter_families(counters)
         clock = engine.clock
         yield _histogram(PREFIX + "tick_lateness_seconds",
@@ -190,33 +202,3 @@ def engine_registry(engine, process: bool = True) -> CollectorRegistry:
     return registry
 
 
-def exposition(registry: CollectorRegistry) -> bytes:
-    """The registry in Prometheus' text format."""
-    return generate_latest(registry)
-
-
-async def serve_metrics(text: Callable[[], Awaitable[bytes]], address: str) -> tuple[web.AppRunner, int]:
-    """Serve `GET /metrics` (the bytes `text()` gives) without authentication on HOST:PORT, on
-    this event loop (never a thread: collectors read objects the loop changes). Returns the
-    runner (`cleanup()` stops it) and the bound port. A non-loopback address is logged."""
-    host, _, port = address.rpartition(":")
-    host = host.strip("[]") or "127.0.0.1"
-    try:
-        loopback = ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = host == "localhost"
-    if not loopback:
-        log.warning("metrics listener on %s: not loopback, and it has no authentication", address)
-
-    async def metrics(request: web.Request) -> web.Response:
-        return web.Response(body=await text(), headers={"Content-Type": CONTENT_TYPE})
-
-    app = web.Application()
-    app.router.add_get("/metrics", metrics)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, host, int(port))
-    await site.start()
-    bound = site._server.sockets[0].getsockname()[1]
-    log.info("metrics listener started: http://%s:%d/metrics", host, bound)
-    return runner, bound

@@ -11,8 +11,8 @@ import uvloop
 from prometheus_client import CollectorRegistry
 from prometheus_client.process_collector import ProcessCollector
 
-from mixer.engine.metrics import exposition, serve_metrics
 from mixer.logs import LogSettings, configure_logging
+from mixer.metrics import exposition, serve_metrics
 from mixer.turn.metrics import TurnCollector
 from mixer.turn.server import TurnServer
 from mixer.turn.settings import TurnSettings

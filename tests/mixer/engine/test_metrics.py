@@ -10,6 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from mixer.engine.control import start_control_api
 from mixer.engine.engine import Engine
 from mixer.metrics import FixedHistogram
+from mixer.settings import EngineSettings
 from mixer.sim.participant import SimulatedParticipant, talk_signal
 
 
@@ -54,10 +55,12 @@ async def scrape(http) -> dict:
 
 def test_a_scrape_during_a_call_shows_its_media():
     async def scenario():
-        engine = Engine()
+        engine = Engine(EngineSettings(fork_allow_loopback=True))
         engine.start()
         runner, port = await start_control_api(engine)
         people = []
+        fork_sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        fork_sink.bind(("127.0.0.1", 0))
         try:
             async with ClientSession(f"http://127.0.0.1:{port}") as http:
                 assert (await http.post("/conferences", json={"id": "room", "mode": "mcu"})).status == 201
@@ -68,6 +71,11 @@ def test_a_scrape_during_a_call_shows_its_media():
                 dave, _ = await join(http, "fwd", "dave", 500)
                 erin, _ = await join(http, "fwd", "erin", 700)
                 people = [alice, bob, carol, dave, erin]
+                # media services: a tone player and a fork of the mix to a UDP sink
+                assert (await http.post("/conferences/room/players", json={"tone": 300})).status == 201
+                fork = await http.post("/conferences/room/forks", json={
+                    "source": "mix", "destination": f"127.0.0.1:{fork_sink.getsockname()[1]}"})
+                assert fork.status == 201, await fork.text()
                 # a stranger's garbage at one leg's port: dropped and counted by reason
                 leg_port = engine.conferences["room"].legs[alice_leg].local_port
                 with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stranger:
@@ -91,7 +99,11 @@ def test_a_scrape_during_a_call_shows_its_media():
                                  mode=mode, transport=transport) > 40
                 assert total(during, "voicemix_engine_packets_dropped_total", reason="malformed") \
                     + total(during, "voicemix_engine_packets_dropped_total", reason="stranger") >= 5
-                assert value(during, "voicemix_engine_ports_in_use") == 5
+                assert value(during, "voicemix_engine_ports_in_use") == 6  # 5 legs and the fork
+                assert value(during, "voicemix_engine_media_services", mode="mcu", service="player") == 1
+                assert value(during, "voicemix_engine_media_services", mode="mcu", service="fork") == 1
+                assert value(during, "voicemix_engine_legs", mode="mcu", transport="fork") == 1
+                assert value(during, "voicemix_engine_packets_sent_total", mode="mcu", transport="fork") > 40
                 assert value(during, "voicemix_engine_draining") == 0
                 ticks = value(during, "voicemix_engine_ticks_total")
                 assert ticks > 50
@@ -122,6 +134,7 @@ def test_a_scrape_during_a_call_shows_its_media():
         finally:
             for person in people:
                 person.close()
+            fork_sink.close()
             engine.stop()
             await runner.cleanup()
 
