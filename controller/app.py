@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from controller import cdr
 from controller.calls import CallService
 from controller.errors import ApiError
+from controller.metrics import CONTENT_TYPE, ControllerMetrics, ResponseCounter
 from controller.settings import ControllerSettings
 from controller.store import Store, StoreUnavailable
 from controller.tokens import ADMIN_KEY_PRINCIPAL, Principal, TokenAuthority
@@ -170,12 +171,18 @@ _bearer = HTTPBearer(auto_error=False, description="a user token, or the admin k
 async def authenticate(request: Request, credentials: Annotated[
         HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Principal:
     """The caller: the admin key, or a valid token (401 with the reason otherwise)."""
+    failures = request.app.state.metrics.auth_failures
     if credentials is None or not credentials.credentials:
+        failures["token_missing"] += 1
         raise ApiError(401, "token_missing", "send 'Authorization: Bearer <token>'")
     token = credentials.credentials
     if hmac.compare_digest(token.encode(), request.app.state.settings.admin_key.encode()):
         return ADMIN_KEY_PRINCIPAL
-    return await request.app.state.tokens.verify(token)
+    try:
+        return await request.app.state.tokens.verify(token)
+    except ApiError as exc:
+        failures[exc.code] += 1
+        raise
 
 
 Caller = Annotated[Principal, Depends(authenticate)]
@@ -183,18 +190,21 @@ Caller = Annotated[Principal, Depends(authenticate)]
 
 # ------------------------------------------------------------------------------------------- app
 def create_app(settings: ControllerSettings, service: CallService, store: Store,
-               tokens: TokenAuthority) -> FastAPI:
+               tokens: TokenAuthority, metrics: ControllerMetrics | None = None) -> FastAPI:
     app = FastAPI(title="voicemix signaling controller", version="1",
                   description="Calls, participants, tokens, TURN credentials, CDRs, recordings.",
                   responses=ERRORS)
     app.state.settings = settings
     app.state.tokens = tokens
+    app.state.metrics = metrics = metrics or ControllerMetrics(service)
     install_error_handlers(app)
 
     app.add_middleware(BodyLimit)
+    app.add_middleware(ResponseCounter, counts=metrics.responses)
 
     def need(caller: Principal, *scopes: str) -> None:
         if not any(scope in caller.scopes for scope in scopes):
+            metrics.auth_failures["insufficient_scope"] += 1
             raise ApiError(403, "insufficient_scope", f"this needs the {' or '.join(scopes)} scope")
 
     # -------------------------------------------------------------------------------- health
@@ -205,14 +215,24 @@ def create_app(settings: ControllerSettings, service: CallService, store: Store,
     @app.get("/v1/stats", tags=["service"])
     async def stats(caller: Caller) -> dict:
         need(caller, "admin")
-        engines = {}
+        engines, calls = {}, []
         for name, engine in service.engines.items():
             try:
                 engines[name] = await engine.stats()
+                # every conference is a call (same id): the live view's list
+                calls.extend({**c, "engine": name} for c in await engine.list_conferences())
             except Exception as exc:  # an engine down is a value here, not an error
                 engines[name] = {"error": repr(exc)}
         return {"controller": service.stats(), "store": store.stats(),
-                "tokens": tokens.cache.stats(), "engines": engines}
+                "tokens": tokens.cache.stats(), "engines": engines, "calls": calls}
+
+    @app.get("/metrics", tags=["service"], response_class=PlainTextResponse,
+             responses={200: {"content": {"text/plain": {}}}})
+    async def prometheus_metrics(caller: Caller) -> Response:
+        """Prometheus text format: this controller's families (and, in `voicemix serve`, the
+        in-process engine's and TURN's). Admin key; or VOICEMIX_METRICS_LISTEN without auth."""
+        need(caller, "admin")
+        return Response(await metrics.exposition(), media_type=CONTENT_TYPE)
 
     # ---------------------------------------------------------------------------- identities
     @app.post("/v1/identities", status_code=201, response_model=IdentityCreated, tags=["identities"])

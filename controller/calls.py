@@ -25,6 +25,7 @@ import contextlib
 import logging
 import secrets
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -46,6 +47,10 @@ RECORDING_FORMATS = {"ogg": "audio/ogg", "wav": "audio/wav"}
 
 
 ENGINE_FAILED = "engine_failed"
+ENGINE_DRAINED = "engine_drained"
+# a call on a draining engine is ended by the controller this long before the engine's deadline
+# (plus two monitor polls), so its records are complete and not salvaged from samples
+DRAIN_MARGIN_S = 1.0
 
 
 def _engine_error(exc: EngineError) -> ApiError:
@@ -80,6 +85,11 @@ class CallService:
         self.calls_ended = 0
         self.calls_adopted = 0
         self.calls_engine_failed = 0
+        self.calls_by_mode: Counter[str] = Counter()          # calls set up, by mode
+        self.calls_ended_by_reason: Counter[str] = Counter()
+        self.call_failures: Counter[str] = Counter()          # set-ups refused, by engine code
+        self.participants_added: Counter[str] = Counter()     # by kind
+        self.participant_failures: Counter[str] = Counter()   # joins refused, by engine code
 
     # -------------------------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -129,41 +139,53 @@ class CallService:
                            f"call {call['id']} is on engine {call['engine']}, not configured here")
         return engine
 
-    async def _place(self) -> EngineClient:
-        """The engine with the fewest legs (the only one, without asking, when there is one)."""
+    async def _place(self) -> list[EngineClient]:
+        """Engines to try for a new call, fewest legs first; draining engines are left out (the
+        only one is tried without asking: it answers 503 `draining` itself if it is)."""
         if len(self.engines) == 1:
-            return next(iter(self.engines.values()))
+            return list(self.engines.values())
 
-        async def load(engine: EngineClient) -> tuple[int, EngineClient] | None:
+        async def load(engine: EngineClient) -> tuple[int, str, EngineClient] | None:
             try:
-                return (await engine.stats())["legs"], engine
+                stats = await engine.stats()
             except EngineError:
                 return None
+            if stats.get("draining"):
+                return None
+            return stats["legs"], engine.name, engine
         loads = [x for x in await asyncio.gather(*map(load, self.engines.values())) if x]
         if not loads:
-            raise ApiError(503, "engine_unavailable", "no engine answers")
-        return min(loads, key=lambda x: x[0])[1]
+            raise ApiError(503, "engine_unavailable", "no engine answers or takes new calls "
+                           "(draining)")
+        return [engine for _, _, engine in sorted(loads, key=lambda x: x[:2])]
 
     # ------------------------------------------------------------------------------------- calls
     async def create_call(self, principal: Principal, mode: str, expected: int | None,
                           invite: list[str]) -> dict:
         if principal.identity is None:
             raise ApiError(403, "identity_required", "calls are made by identities: use a user token")
-        engine = await self._place()
+        candidates = await self._place()
         call_id = secrets.token_hex(8)
-        chosen = mode
+        wanted = mode
         if mode == "auto":
-            chosen = "sfu" if (expected or 0) > self.settings.auto_sfu_threshold else "mcu"
-        try:
-            created = await engine.create_conference(chosen, call_id)
-        except EngineError as exc:
-            if mode != "auto" or exc.code != "unsupported_mode":
-                raise _engine_error(exc) from None
-            chosen = "mcu"  # this engine has no SFU: auto falls back to mixing
+            wanted = "sfu" if (expected or 0) > self.settings.auto_sfu_threshold else "mcu"
+        for index, engine in enumerate(candidates):
+            chosen = wanted
             try:
-                created = await engine.create_conference(chosen, call_id)
-            except EngineError as exc2:
-                raise _engine_error(exc2) from None
+                try:
+                    created = await engine.create_conference(chosen, call_id)
+                except EngineError as exc:
+                    if mode != "auto" or exc.code != "unsupported_mode":
+                        raise
+                    chosen = "mcu"  # this engine has no SFU: auto falls back to mixing
+                    created = await engine.create_conference(chosen, call_id)
+                break
+            except EngineError as exc:
+                # began draining since it was asked: the next engine, if any
+                if exc.code == "draining" and index + 1 < len(candidates):
+                    continue
+                self.call_failures[exc.code] += 1
+                raise _engine_error(exc) from None
         call = {"id": call_id, "owner": principal.identity, "mode": created["mode"],
                 "requested_mode": mode, "engine": engine.name, "conference": created["id"],
                 "created_at": time.time(), "type": ONE_TO_ONE, "controller": self.instance}
@@ -172,8 +194,10 @@ class CallService:
         self._samples[call_id] = {}
         self._monitors[call_id] = asyncio.get_running_loop().create_task(self._monitor(call_id))
         self.calls_created += 1
-        log.info("call %s created by %s (%s on %s)", call_id, principal.identity, call["mode"],
-                 engine.name)
+        self.calls_by_mode[call["mode"]] += 1
+        log.info("call created", extra={"event": "call_created", "call_id": call_id,
+                                        "identity": principal.identity, "mode": call["mode"],
+                                        "engine": engine.name})
         return self.view(await self.registry.get(call_id))
 
     def view(self, call: dict, conference: dict | None = None) -> dict:
@@ -256,7 +280,10 @@ class CallService:
         self.events.publish(call_id, "call_ended", {"reason": reason})
         self.events.close(call_id)
         self.calls_ended += 1
-        log.info("call %s ended (%s)", call_id, reason)
+        self.calls_ended_by_reason[reason] += 1
+        log.info("call ended", extra={"event": "call_ended", "call_id": call_id, "reason": reason,
+                                      "duration_s": round(ended_at - call["created_at"], 3),
+                                      "participants": len(call["participants"])})
 
     # ------------------------------------------------------------------------------ participants
     async def add_participant(self, principal: Principal, call_id: str, body: dict) -> dict:
@@ -278,6 +305,7 @@ class CallService:
         try:
             answer = await self._engine(call).add_leg(call["conference"], sdp, label or identity)
         except EngineError as exc:
+            self.participant_failures[exc.code] += 1
             raise _engine_error(exc) from None
         participant = {"id": answer["id"], "kind": "voip", "identity": identity,
                        "label": label or identity, "muted": False, "joined_at": time.time(),
@@ -307,6 +335,7 @@ class CallService:
             player = await self._engine(call).add_player(call["conference"], label=label,
                                                          loop=bool(body.get("loop")), **source)
         except EngineError as exc:
+            self.participant_failures[exc.code] += 1
             raise _engine_error(exc) from None
         participant = {"id": player["id"], "kind": "bot", "identity": None,
                        "added_by": principal.identity, "label": label, "play": play,
@@ -316,6 +345,11 @@ class CallService:
 
     async def _admit(self, call: dict, participant: dict) -> None:
         await self.registry.put_participant(call["id"], participant)
+        self.participants_added[participant["kind"]] += 1
+        log.info("participant joined", extra={
+            "event": "participant_joined", "call_id": call["id"], "participant_id": participant["id"],
+            "leg_id": participant["id"], "kind": participant["kind"],
+            "identity": participant.get("identity"), "codec": participant.get("codec")})
         self.events.publish(call["id"], "participant_joined",
                             {"participant": {**participant, "joined_at": cdr.iso(participant["joined_at"])}})
         fresh = await self.registry.get(call["id"])
@@ -368,6 +402,9 @@ class CallService:
         await self.outbox.cdrs([record])
         self.events.publish(call_id, "participant_left",
                             {"participant_id": participant_id, "reason": reason})
+        log.info("participant left", extra={
+            "event": "participant_left", "call_id": call_id, "participant_id": participant_id,
+            "leg_id": participant_id, "kind": participant["kind"], "reason": reason})
 
     def _leg_record(self, call: dict, participant: dict, leg: dict, ended_at: float,
                     reason: str) -> dict:
@@ -559,6 +596,7 @@ class CallService:
         digits_seen: dict[str, int] | None = None  # leg -> digits published (in the registry)
         forks_ended: set[str] = set()
         failed_polls = 0
+        draining_announced = False
         while True:
             await asyncio.sleep(self.settings.monitor_interval_s)
             try:
@@ -587,6 +625,9 @@ class CallService:
                 if isinstance(exc, asyncio.TimeoutError):
                     exc = EngineError(504, "engine_timeout", f"no answer within "
                                       f"{self.settings.engine_poll_timeout_s} s")
+                if exc.code == "conference_drained":  # the engine's drain deadline came first
+                    await self._end_drained(call_id)
+                    return
                 if exc.status == 404:
                     if await self._conference_missing(call_id):
                         return
@@ -605,6 +646,18 @@ class CallService:
                 log.info("call %s: engine %s answers again after %d failed polls", call_id,
                          engine.name, failed_polls)
                 failed_polls = 0
+            drain = conference.get("drain")
+            if drain is not None:
+                if not draining_announced:
+                    draining_announced = True
+                    self.events.publish(call_id, "engine_draining", {"ends_in_s": drain["ends_in_s"]})
+                    log.info("call on a draining engine", extra={
+                        "event": "call_draining", "call_id": call_id, "engine": engine.name,
+                        "ends_in_s": drain["ends_in_s"]})
+                if drain["ends_in_s"] is not None and drain["ends_in_s"] <= \
+                        DRAIN_MARGIN_S + 2 * self.settings.monitor_interval_s:
+                    await self._end_drained(call_id)
+                    return
             samples = self._samples.setdefault(call_id, {})
             talking = []
             digits_before = dict(digits_seen)
@@ -676,6 +729,13 @@ class CallService:
             await self._forget(call_id)
             return
         self.calls_engine_failed += 1
+
+    async def _end_drained(self, call_id: str) -> None:
+        """The call's engine is draining and its deadline is here: end the call with records."""
+        try:
+            await self.end_call(None, call_id, ENGINE_DRAINED)
+        except ApiError:  # ended through another controller meanwhile
+            await self._forget(call_id)
 
     @staticmethod
     async def _delete_quietly(engine: EngineClient, conference_id: str) -> None:
@@ -769,6 +829,11 @@ class CallService:
 
     def stats(self) -> dict:
         return {"calls_created": self.calls_created, "calls_ended": self.calls_ended,
+                "calls_by_mode": dict(self.calls_by_mode),
+                "calls_ended_by_reason": dict(self.calls_ended_by_reason),
+                "call_failures": dict(self.call_failures),
+                "participants_added": {f"{kind}": n for kind, n in self.participants_added.items()},
+                "participant_failures": dict(self.participant_failures),
                 "calls_local": len(self._monitors), "calls_adopted": self.calls_adopted,
                 "calls_engine_failed": self.calls_engine_failed,
                 "events_published": self.events.published, "events_dropped": self.events.dropped,

@@ -3,6 +3,9 @@
 The one command that gives a working voice backend on embedded defaults: the engine is in-process
 (the controller calls its methods directly), the registry is in memory, the store and certificate
 are in the data directory.
+
+SIGTERM drains the engine (no new calls; current ones are ended by the controller, with their
+records, when the drain deadline comes), then stops; SIGINT or a second SIGTERM stops at once.
 """
 from __future__ import annotations
 
@@ -14,7 +17,11 @@ import logging
 import uvloop
 
 from controller.cli import add_common_arguments, settings_from, stop_on_signals
+from mixer.engine.cli import until_stopped
+from mixer.engine.metrics import EngineCollector
+from mixer.turn.metrics import TurnCollector
 from mixer.engine.client import InProcessEngine
+from mixer.logs import configure_logging
 from controller.server import ControllerServer
 from controller.settings import ControllerSettings
 from mixer.engine.engine import Engine
@@ -51,7 +58,7 @@ async def start_turn(settings: ControllerSettings, media_ip: str | None = None):
 
 
 async def serve(settings: ControllerSettings) -> None:
-    stop = stop_on_signals()
+    early_stop = stop_on_signals()  # a signal while starting stops at once
     # the engine records into the controller's data directory unless told otherwise
     engine = Engine(EngineSettings(data_dir=settings.data_dir,
                                    recordings_dir=settings.recordings_path))
@@ -63,8 +70,12 @@ async def serve(settings: ControllerSettings) -> None:
     try:
         await controller.start()
         turn = await start_turn(controller.settings, engine.settings.media_ip)
+        controller.metrics.add(EngineCollector(engine), before=engine.clock.after_tick)
+        if turn is not None:
+            controller.metrics.add(TurnCollector(turn))
         gc.freeze()  # start-up objects live as long as the process (see mixer.engine.cli)
-        await stop.wait()
+        if not early_stop.is_set():
+            await until_stopped(engine)
     finally:
         await controller.stop()
         if turn is not None:
@@ -75,6 +86,6 @@ async def serve(settings: ControllerSettings) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    configure_logging()
     uvloop.run(serve(settings_from(args)))
     return 0

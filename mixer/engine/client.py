@@ -66,6 +66,13 @@ class EngineClient(abc.ABC):
     @abc.abstractmethod
     async def stats(self) -> dict: ...
 
+    @abc.abstractmethod
+    async def list_conferences(self) -> list[dict]: ...
+
+    @abc.abstractmethod
+    async def drain(self, timeout_s: float | None = None) -> dict:
+        """Stop the engine taking new conferences; current ones end by `timeout_s`."""
+
     # players: a tone or a WAV/Ogg Opus file played into a conference by the engine
     @abc.abstractmethod
     async def add_player(self, conference_id: str, *, tone: float | None = None,
@@ -155,6 +162,12 @@ class InProcessEngine(EngineClient):
 
     async def stats(self) -> dict:
         return self.engine.stats()
+
+    async def list_conferences(self) -> list[dict]:
+        return self.engine.list_conferences()
+
+    async def drain(self, timeout_s: float | None = None) -> dict:
+        return self.engine.drain(timeout_s)
 
     async def add_player(self, conference_id: str, *, tone: float | None = None,
                          file: str | None = None, loop: bool = False, seconds: float | None = None,
@@ -264,6 +277,12 @@ class HttpEngine(EngineClient):
 
     async def stats(self) -> dict:
         return await self._request("GET", "/stats")
+
+    async def list_conferences(self) -> list[dict]:
+        return (await self._request("GET", "/conferences"))["conferences"]
+
+    async def drain(self, timeout_s: float | None = None) -> dict:
+        return await self._request("POST", "/drain", {} if timeout_s is None else {"timeout_s": timeout_s})
 
     async def add_player(self, conference_id: str, *, tone: float | None = None,
                          file: str | None = None, loop: bool = False, seconds: float | None = None,

@@ -394,6 +394,17 @@ class SfuConference:
                            for slot in participant.slots]
         return result
 
+    def counters(self) -> list[tuple[str, tuple, int]]:
+        """Monotonic counters for the engine's metrics (see MediaLeg.counters)."""
+        return [("speaker_switches", (), self.selector.changes),
+                ("dominant_speaker_switches", (), self.selector.dominant_changes),
+                ("sfu_packets_forwarded", (), self.packets_forwarded),
+                ("sfu_packets_not_forwarded", (), self.packets_not_forwarded),
+                ("sfu_packets_stale", (), self.packets_stale),
+                ("sfu_preroll_packets", (), self.preroll_packets),
+                ("sfu_nack_retransmits", (), self.nack_retransmits),
+                ("sfu_nacks_forwarded", (), self.nack_forwarded)]
+
     def stats(self) -> dict:
         dominant = self.selector.dominant
         return {
