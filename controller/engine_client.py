@@ -38,6 +38,10 @@ class EngineClient(abc.ABC):
     async def update_leg(self, conference_id: str, leg_id: str, muted: bool | None = None) -> dict: ...
 
     @abc.abstractmethod
+    async def reoffer_leg(self, conference_id: str, leg_id: str, sdp: str) -> dict:
+        """A new SDP offer on an existing leg (ICE restart, hold, new address) -> {"id", "sdp"}."""
+
+    @abc.abstractmethod
     async def remove_leg(self, conference_id: str, leg_id: str) -> None: ...
 
     @abc.abstractmethod
@@ -68,6 +72,9 @@ class InProcessEngine(EngineClient):
 
     async def update_leg(self, conference_id: str, leg_id: str, muted: bool | None = None) -> dict:
         return self.engine.update_leg(conference_id, leg_id, muted)
+
+    async def reoffer_leg(self, conference_id: str, leg_id: str, sdp: str) -> dict:
+        return await self.engine.reoffer_leg(conference_id, leg_id, sdp)
 
     async def remove_leg(self, conference_id: str, leg_id: str) -> None:
         self.engine.remove_leg(conference_id, leg_id)
@@ -132,6 +139,10 @@ class HttpEngine(EngineClient):
     async def update_leg(self, conference_id: str, leg_id: str, muted: bool | None = None) -> dict:
         body = {} if muted is None else {"muted": muted}
         return await self._request("PATCH", f"/conferences/{conference_id}/legs/{leg_id}", body)
+
+    async def reoffer_leg(self, conference_id: str, leg_id: str, sdp: str) -> dict:
+        return await self._request("PUT", f"/conferences/{conference_id}/legs/{leg_id}",
+                                   {"sdp": sdp})
 
     async def remove_leg(self, conference_id: str, leg_id: str) -> None:
         await self._request("DELETE", f"/conferences/{conference_id}/legs/{leg_id}")
