@@ -107,8 +107,8 @@ class WebRtcLeg(MediaLeg):
     def _connect_timeout(self) -> None:
         self._connect_timer = None
         if self.srtp is None and self.state not in FINAL_STATES:
-            self.dtls.fail("timeout")
             self._fail("ice_timeout" if not self.ice.validated else "dtls_timeout")
+            self.dtls.fail("timeout")
 
     def _fail(self, reason: str) -> None:
         if self.state in FINAL_STATES:
