@@ -259,7 +259,7 @@ class DtlsSrtpTransport:
             self.after_close += 1
             return
         records = split_records(data)
-        if records is None:
+        if not records:  # None: not framed as records; []: empty
             self.malformed += 1
             return
         self.records_in += len(records)
@@ -270,7 +270,11 @@ class DtlsSrtpTransport:
             return
         if self.state == "new":
             self.start()
-        self._ssl.bio_write(data)
+        try:
+            self._ssl.bio_write(data)
+        except SSL.Error:
+            self.malformed += 1
+            return
         if self.state == "connecting":
             self._handshake()
         else:
@@ -354,7 +358,12 @@ class DtlsSrtpTransport:
         timeout = self._ssl.DTLSv1_get_timeout()
         if timeout is None:
             return
-        loop = self._loop or asyncio.get_running_loop()
+        loop = self._loop
+        if loop is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # driven without an event loop (a fuzzer): no retransmissions
+                return
         self._timer = loop.call_later(max(timeout, 0.001), self._on_timer)
 
     def _on_timer(self) -> None:
