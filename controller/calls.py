@@ -27,10 +27,11 @@ import secrets
 import time
 from pathlib import Path
 
-from controller import cdr, media
+from controller import cdr, emodel, media
+from controller.direct import DIRECT, ENGINE, DirectPath, is_direct
 from controller.engine_client import EngineClient
 from controller.errors import ApiError
-from controller.events import EventHub
+from controller.events import EventHub, user_stream
 from controller.registry import CallRegistry
 from controller.salvage import SalvageError, salvage_wav
 from controller.settings import ControllerSettings
@@ -72,6 +73,7 @@ class CallService:
         self._monitors: dict[str, asyncio.Task] = {}
         self._supervisor: asyncio.Task | None = None
         self._cleanups: set[asyncio.Task] = set()  # best-effort deletes on failed engines
+        self.direct = DirectPath(self)   # the seed's direct 1:1 path (controller/direct.py)
         self.calls_created = 0
         self.calls_ended = 0
         self.calls_adopted = 0
@@ -159,9 +161,11 @@ class CallService:
                 raise _engine_error(exc2) from None
         call = {"id": call_id, "owner": principal.identity, "mode": created["mode"],
                 "requested_mode": mode, "engine": engine.name, "conference": created["id"],
-                "created_at": time.time(), "type": ONE_TO_ONE, "controller": self.instance}
+                "created_at": time.time(), "type": ONE_TO_ONE, "controller": self.instance,
+                "media": DIRECT if self.settings.direct_one_to_one else ENGINE}
         invited = {i for i in invite if i != principal.identity}
         await self.registry.create(call, {principal.identity}, invited)
+        self._tell_invited(call, principal.identity, invited)
         self._local[call_id] = {}
         self._samples[call_id] = {}
         self._monitors[call_id] = asyncio.get_running_loop().create_task(self._monitor(call_id))
@@ -169,6 +173,12 @@ class CallService:
         log.info("call %s created by %s (%s on %s)", call_id, principal.identity, call["mode"],
                  engine.name)
         return self.view(await self.registry.get(call_id))
+
+    def _tell_invited(self, call: dict, inviter: str, identities: set[str]) -> None:
+        """A `call_invited` event on each invited identity's own stream (GET /v1/events)."""
+        for identity in sorted(identities):
+            self.events.publish(user_stream(identity), "call_invited",
+                                {"call": call["id"], "from": inviter, "mode": call["mode"]})
 
     def view(self, call: dict, conference: dict | None = None) -> dict:
         legs = {leg["id"]: leg for leg in (conference or {}).get("legs", [])}
@@ -184,6 +194,7 @@ class CallService:
             "invited": sorted(call["invited"]), "created_at": cdr.iso(call["created_at"]),
             "participants": participants,
             "recording": call.get("recording") or None,
+            "media": call.get("media", ENGINE),
         }
         if conference is not None:
             speakers = conference.get("stats", {}).get("speakers", [])
@@ -202,7 +213,9 @@ class CallService:
 
     async def invite(self, principal: Principal, call_id: str, identities: list[str]) -> dict:
         call = await self.access(principal, call_id)
+        new = set(identities) - call["members"] - call["invited"]
         await self.registry.add_invited(call_id, set(identities) - call["members"])
+        self._tell_invited(call, principal.identity or "admin", new)
         return self.view(await self.registry.get(call_id))
 
     async def end_call(self, principal: Principal | None, call_id: str, reason: str = "ended") -> None:
@@ -261,22 +274,59 @@ class CallService:
         if kind == "voip":
             if principal.identity is None:
                 raise ApiError(403, "identity_required", "only identities join by SDP offer")
-            return await self._join(call, principal.identity, body["sdp"], body.get("label"))
+            return await self._join(call, principal, body["sdp"], body.get("label"),
+                                    body.get("replaces"))
         if kind == "bot":
             return await self._add_bot(call, principal, body)
         raise ApiError(422, "bad_field", "a participant needs 'sdp', or 'kind' of bot or pstn")
 
-    async def _join(self, call: dict, identity: str, sdp: str, label: str | None) -> dict:
+    async def _join(self, call: dict, principal: Principal, sdp: str, label: str | None,
+                    replaces: str | None = None) -> dict:
+        """An engine leg for the caller; `replaces`: the caller's direct participant, moving
+        onto the engine (controller/direct.py)."""
+        identity = principal.identity
+        if replaces is None:
+            await self.direct.move_to_engine(call, "engine_participant")
+        elif call.get("media") == DIRECT:
+            raise ApiError(409, "media_direct", "'replaces' is for moving onto the engine, after "
+                                                "a media_moved event")
         try:
             answer = await self._engine(call).add_leg(call["conference"], sdp, label or identity)
         except EngineError as exc:
             raise _engine_error(exc) from None
+        moved = None
+        if replaces is not None:
+            try:
+                moved = await self.direct.replaced(call, replaces, principal)
+            except ApiError:
+                with contextlib.suppress(EngineError):
+                    await self._engine(call).remove_leg(call["conference"], answer["id"])
+                raise
         participant = {"id": answer["id"], "kind": "voip", "identity": identity,
                        "label": label or identity, "muted": False, "joined_at": time.time(),
-                       "codec": _codec_of(answer["sdp"])}
+                       "codec": _codec_of(answer["sdp"]), "media": ENGINE}
+        if moved is not None:
+            participant["replaces"] = moved["id"]
         await self.registry.add_member(call["id"], identity)
         await self._admit(call, participant)
         return {"id": answer["id"], "sdp": answer["sdp"]}
+
+    async def reoffer_participant(self, principal: Principal, call_id: str, participant_id: str,
+                                  sdp: str) -> dict:
+        """A new offer on an engine participant's leg (ICE restart, hold) -> {"id", "sdp"}."""
+        call = await self.access(principal, call_id)
+        participant = call["participants"].get(participant_id)
+        if participant is None:
+            raise ApiError(404, "no_such_participant", f"no participant {participant_id}")
+        if not principal.is_admin and participant.get("identity") != principal.identity:
+            raise ApiError(403, "not_your_participant", "re-offer only your own participant")
+        if is_direct(participant):
+            raise ApiError(409, "direct_participant", "a direct participant re-offers to its peer "
+                                                      "through /signal")
+        try:
+            return await self._engine(call).reoffer_leg(call["conference"], participant_id, sdp)
+        except EngineError as exc:
+            raise _engine_error(exc) from None
 
     async def _add_bot(self, call: dict, principal: Principal, body: dict) -> dict:
         play = body.get("play") or "tone:440"
@@ -305,6 +355,7 @@ class CallService:
 
     async def _attach(self, call: dict, client: media.SimulatedParticipant, participant: dict) -> str:
         """Join a local RTP client (bot or recorder) to the call's conference."""
+        await self.direct.move_to_engine(call, participant["kind"])  # both need the engine's media
         offer = await client.offer()
         try:
             answer = await self._engine(call).add_leg(call["conference"], offer, participant["label"])
@@ -508,6 +559,8 @@ class CallService:
             for leg in conference["legs"]:
                 samples.setdefault(leg["id"], cdr.LegSamples()).add(leg)
                 participant = call["participants"].get(leg["id"])
+                if participant is not None and self._webrtc_ended(call_id, leg):
+                    continue
                 # an MCU says who is mixed ("talking"), an SFU who is forwarded
                 if participant and participant["kind"] != "recorder" and (
                         leg.get("talking") or leg.get("forwarded")):
@@ -526,6 +579,27 @@ class CallService:
             if loudest is not None and loudest != dominant and loudest in call["participants"]:
                 dominant = loudest
                 self.events.publish(call_id, "dominant_speaker", {"participant_id": dominant})
+
+    def _webrtc_ended(self, call_id: str, leg: dict) -> bool:
+        """A WebRTC leg that failed (DTLS, ICE timeout) or whose peer closed DTLS is over: say so
+        (`participant_failed` with the reason) and remove the participant (its CDR says why)."""
+        webrtc = leg.get("webrtc") or {}
+        state = webrtc.get("state")
+        if state not in ("failed", "closed"):
+            return False
+        reason = f"webrtc_{webrtc.get('failure') or state}"
+        if state == "failed":
+            self.events.publish(call_id, "participant_failed",
+                                {"participant_id": leg["id"], "reason": reason})
+        task = asyncio.get_running_loop().create_task(
+            self._remove_quietly(call_id, leg["id"], reason))
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
+        return True
+
+    async def _remove_quietly(self, call_id: str, participant_id: str, reason: str) -> None:
+        with contextlib.suppress(ApiError):
+            await self.remove_participant(None, call_id, participant_id, reason)
 
     async def _engine_failed(self, call_id: str) -> None:
         """The engine stopped answering for this call: end it with what was sampled so far."""
@@ -679,7 +753,7 @@ class CallService:
     def stats(self) -> dict:
         return {"calls_created": self.calls_created, "calls_ended": self.calls_ended,
                 "calls_local": len(self._monitors), "calls_adopted": self.calls_adopted,
-                "calls_engine_failed": self.calls_engine_failed,
+                "calls_engine_failed": self.calls_engine_failed, **self.direct.stats(),
                 "events_published": self.events.published, "events_dropped": self.events.dropped}
 
 
@@ -714,6 +788,11 @@ def _leg_summary(leg: dict | None) -> dict | None:
         return None
     receive = leg.get("receive") or {}
     rtcp = leg.get("rtcp") or {}
+    jitter_buffer_ms = (leg.get("jitter_buffer") or {}).get("target_delay_ms")
+    loss = max(cdr._loss_percent(leg))  # uplink (engine), downlink (the client's RTCP)
+    quality = emodel.quality(leg.get("codec") or "unknown", loss, rtcp.get("rtt_ms"),
+                             float(jitter_buffer_ms or 0.0))
+    webrtc = leg.get("webrtc")
     return {
         "codec": leg.get("codec"), "srtp": leg.get("srtp"), "muted": leg.get("muted"),
         "talking": leg.get("talking"), "level": leg.get("level"),
@@ -721,5 +800,8 @@ def _leg_summary(leg: dict | None) -> dict | None:
         "bytes_in": leg.get("bytes_in"), "bytes_out": leg.get("bytes_out"),
         "jitter_ms": receive.get("jitter_ms"), "loss_percent": receive.get("loss_percent"),
         "rtt_ms": rtcp.get("rtt_ms"), "drops": leg.get("drops"),
-        "jitter_buffer_ms": (leg.get("jitter_buffer") or {}).get("target_delay_ms"),
+        "jitter_buffer_ms": jitter_buffer_ms,
+        "mos": quality.get("mos"), "r_factor": quality.get("r_factor"),
+        "transport": leg.get("kind"),
+        "webrtc_state": webrtc.get("state") if webrtc else None,
     }

@@ -50,16 +50,18 @@ async def start_turn(settings: ControllerSettings, media_ip: str | None = None):
     return server
 
 
-async def serve(settings: ControllerSettings) -> None:
+async def serve(settings: ControllerSettings, announce=print) -> None:
     stop = stop_on_signals()
     engine = Engine(EngineSettings())
     engine.start()
     log.info("engine started in-process: media %s ports %s", engine.settings.media_ip,
              engine.settings.media_ports)
-    controller = ControllerServer(settings, [InProcessEngine(engine)])
+    controller = ControllerServer(settings, [InProcessEngine(engine)], announce=announce)
     turn = None
     try:
         await controller.start()
+        announce(f"voicemix: web client at {controller.url}/"
+                 + (" (development mode: demo identities on)" if settings.dev else ""))
         turn = await start_turn(controller.settings, engine.settings.media_ip)
         gc.freeze()  # start-up objects live as long as the process (see mixer.engine.cli)
         await stop.wait()
@@ -72,7 +74,15 @@ async def serve(settings: ControllerSettings) -> None:
         log.info("engine stopped")
 
 
+def development_settings(settings: ControllerSettings) -> ControllerSettings:
+    """`voicemix serve` is the development setup: demo identities on unless VOICEMIX_DEV (or
+    the config file) says otherwise."""
+    if "dev" not in settings.model_fields_set:
+        settings.dev = True
+    return settings
+
+
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    uvloop.run(serve(settings_from(args)))
+    uvloop.run(serve(development_settings(settings_from(args))))
     return 0
