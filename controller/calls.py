@@ -162,7 +162,8 @@ class CallService:
         call = {"id": call_id, "owner": principal.identity, "mode": created["mode"],
                 "requested_mode": mode, "engine": engine.name, "conference": created["id"],
                 "created_at": time.time(), "type": ONE_TO_ONE, "controller": self.instance,
-                "media": DIRECT if self.settings.direct_one_to_one else ENGINE}
+                # the direct path is for 1:1 calls: an explicit mcu/sfu call is a group call
+                "media": DIRECT if self.settings.direct_one_to_one and mode == "auto" else ENGINE}
         invited = {i for i in invite if i != principal.identity}
         await self.registry.create(call, {principal.identity}, invited)
         self._tell_invited(call, principal.identity, invited)

@@ -7,9 +7,11 @@ are in the data directory.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import importlib.util
 import logging
+from collections.abc import AsyncIterator
 
 import uvloop
 
@@ -50,9 +52,12 @@ async def start_turn(settings: ControllerSettings, media_ip: str | None = None):
     return server
 
 
-async def serve(settings: ControllerSettings, announce=print) -> None:
-    stop = stop_on_signals()
-    engine = Engine(EngineSettings())
+@contextlib.asynccontextmanager
+async def serving(settings: ControllerSettings, engine_settings: EngineSettings | None = None,
+                  announce=print) -> AsyncIterator[tuple[ControllerServer, Engine, object]]:
+    """Engine, controller and STUN/TURN on this loop, as `voicemix serve` runs them (the tests of
+    the web client run exactly this); yields (controller, engine, TURN server or None)."""
+    engine = Engine(engine_settings or EngineSettings())
     engine.start()
     log.info("engine started in-process: media %s ports %s", engine.settings.media_ip,
              engine.settings.media_ports)
@@ -63,8 +68,7 @@ async def serve(settings: ControllerSettings, announce=print) -> None:
         announce(f"voicemix: web client at {controller.url}/"
                  + (" (development mode: demo identities on)" if settings.dev else ""))
         turn = await start_turn(controller.settings, engine.settings.media_ip)
-        gc.freeze()  # start-up objects live as long as the process (see mixer.engine.cli)
-        await stop.wait()
+        yield controller, engine, turn
     finally:
         await controller.stop()
         if turn is not None:
@@ -72,6 +76,13 @@ async def serve(settings: ControllerSettings, announce=print) -> None:
             log.info("TURN stopped")
         engine.stop()
         log.info("engine stopped")
+
+
+async def serve(settings: ControllerSettings, announce=print) -> None:
+    stop = stop_on_signals()
+    async with serving(settings, announce=announce):
+        gc.freeze()  # start-up objects live as long as the process (see mixer.engine.cli)
+        await stop.wait()
 
 
 def development_settings(settings: ControllerSettings) -> ControllerSettings:

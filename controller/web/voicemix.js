@@ -563,10 +563,11 @@
     /** Leave the call (the call goes on for the others). */
     async leave() {
       const id = this.participantId;
-      this._end("left");
-      if (id) {
+      if (id && !this.ended) {
+        // first: the controller records "removed", not the DTLS close that follows
         try { await this.client.request("DELETE", `/v1/calls/${this.id}/participants/${id}`); } catch (error) { /* gone already */ }
       }
+      this._end("left");
     }
 
     /** End the call for everyone. */

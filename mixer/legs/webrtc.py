@@ -66,6 +66,7 @@ class WebRtcLeg(MediaLeg):
         self._slot_ssrcs = list(answer.slot_ssrcs)
         self._slots_made = 0
         self._dtls_peer: tuple | None = None
+        self._disconnected_s = 0.0
         self._connect_timer: asyncio.TimerHandle | None = None
         for reason in WEBRTC_DROP_REASONS:
             self.drops[reason] = 0
@@ -225,7 +226,13 @@ class WebRtcLeg(MediaLeg):
                     self.on_state(self)
         elif not ready and self.state == "connected":
             self.state = "disconnected"
+            self._disconnected_s = now
             log.warning("leg %s: ICE consent lost, not sending", self.id)
+        elif (self.state == "disconnected" and now - self._disconnected_s
+              > self.settings.webrtc_connect_timeout_s):
+            # a peer gone without a goodbye (a closed tab): consent lost, no check since
+            self._fail("ice_disconnected")
+            return
         if ready != self._ready:
             self._ready = ready
             for slot in self._slots:

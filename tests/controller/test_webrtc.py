@@ -284,14 +284,20 @@ def test_direct_path_refusals(tmp_path) -> None:
     assert reoffer_direct.status_code == 409 and reoffer_direct.json()["error"]["code"] == "direct_participant"
 
 
-def test_direct_path_off_anchors_every_call_on_the_engine(tmp_path) -> None:
+def test_direct_path_is_for_auto_calls_and_can_be_turned_off(tmp_path) -> None:
     async def run():
         async with running_controller(tmp_path, direct_one_to_one=False) as c:
             alice = await c.user("alice")
             call = (await c.client.post("/v1/calls", json={}, headers=alice)).json()
             refused = await c.client.post(f"/v1/calls/{call['id']}/direct", json={}, headers=alice)
-            return call, refused
-    call, refused = uvloop.run(run())
+        async with running_controller(tmp_path / "on") as c:
+            alice = await c.user("alice")
+            group = (await c.client.post("/v1/calls", json={"mode": "sfu"}, headers=alice)).json()
+            one_to_one = (await c.client.post("/v1/calls", json={}, headers=alice)).json()
+        return call, refused, group, one_to_one
+    call, refused, group, one_to_one = uvloop.run(run())
+    assert group["media"] == "engine"        # an explicit mcu/sfu call is a group call
+    assert one_to_one["media"] == "direct"
     assert call["media"] == "engine"
     assert refused.status_code == 409 and refused.json()["error"]["code"] == "media_on_engine"
 

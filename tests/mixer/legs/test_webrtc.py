@@ -179,3 +179,44 @@ def test_reoffer_with_new_ice_credentials_restarts_ice_and_media_keeps_flowing()
     assert after["webrtc"]["dtls_restarts"] == 0
     assert after["ssrc"] == before["ssrc"]
     assert after["webrtc"]["state"] == "connected"
+
+
+async def _consent() -> tuple[int, str, str, int, str, dict]:
+    engine = _engine(ice_consent_timeout_s=0.6, webrtc_connect_timeout_s=1.2)
+    client = ScriptedWebRtcClient()
+    sim = _sim("p660", 660.0, 6.0)
+    try:
+        conference = engine.create_conference("mcu")["id"]
+        await client.open()
+        answer = await engine.add_leg(conference, client.offer(), "scripted")
+        client.accept(answer["sdp"])
+        await join(engine, conference, sim)
+        sim.start()
+        await client.connect()
+        await asyncio.sleep(1.2)           # no consent check since the first: consent lapses
+        leg = engine.get_conference(conference)["legs"][0]
+        lapsed = leg["webrtc"]["state"]
+        count = len(client.rtp)
+        await asyncio.sleep(0.4)
+        silent = len(client.rtp) - count   # nothing sent without consent (RFC 7675)
+        await client.check(use_candidate=False)  # a consent check brings it back
+        await asyncio.sleep(0.3)
+        restored = engine.get_conference(conference)["legs"][0]["webrtc"]["state"]
+        count = len(client.rtp)
+        await asyncio.sleep(0.3)
+        flowing = len(client.rtp) - count
+        await asyncio.sleep(2.6)           # then gone for good: the leg fails
+        final = engine.get_conference(conference)["legs"][0]["webrtc"]
+    finally:
+        client.close()
+        sim.close()
+        engine.stop()
+    return silent, lapsed, restored, flowing, final["state"], final
+
+
+def test_consent_lapses_without_checks_stops_media_comes_back_and_finally_fails() -> None:
+    silent, lapsed, restored, flowing, state, final = uvloop.run(_consent())
+    assert lapsed == "disconnected" and silent == 0
+    assert restored == "connected" and flowing > 5
+    assert state == "failed" and final["failure"] == "ice_disconnected"
+    assert final["ice"]["consent_losses"] == 2
