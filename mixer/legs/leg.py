@@ -50,9 +50,11 @@ class TokenBucket:
         self.updated = time.monotonic()
 
     def take(self, now: float) -> bool:
-        """`now` is time.monotonic() (passed in: the caller already read the clock)."""
-        self.tokens = min(self.rate, self.tokens + (now - self.updated) * self.rate)
-        self.updated = now
+        """`now` is on the time.monotonic() clock (passed in: the caller already has it; packets'
+        kernel arrival times from two sockets may come slightly out of order, hence the max)."""
+        if now > self.updated:
+            self.tokens = min(self.rate, self.tokens + (now - self.updated) * self.rate)
+            self.updated = now
         if self.tokens < 1.0:
             return False
         self.tokens -= 1.0
@@ -105,7 +107,11 @@ class MediaLeg:
         # our outgoing stream (RFC 3550 section 5.1: random initial values)
         self.ssrc = secrets.randbits(32)
         self._seq = secrets.randbits(16)
-        self._ts = secrets.randbits(32)
+        self._ts_base = secrets.randbits(32)
+        self._ts = self._ts_base
+        self._ts_origin_ms: float | None = None   # the tick time that _ts_base stands for
+        self._last_sent_ms: float | None = None   # tick time of our last packet
+        self.send_gaps = 0                        # resumptions after skipped ticks (stalls)
         self.cname = f"voicemix-{self.ssrc:08x}"
         self.sent = SendStatistics()
         # the far end's stream
@@ -211,14 +217,17 @@ class MediaLeg:
         # truncated and dropped it before it got here
         self.drops["oversized"] += count
 
-    def _on_rtp_port(self, data: bytes, addr: tuple) -> None:
-        self._on_datagram(data, addr, False)
+    def _on_rtp_port(self, data: bytes, addr: tuple, arrival_s: float) -> None:
+        self._on_datagram(data, addr, False, arrival_s)
 
-    def _on_rtcp_port(self, data: bytes, addr: tuple) -> None:
-        self._on_datagram(data, addr, True)
+    def _on_rtcp_port(self, data: bytes, addr: tuple, arrival_s: float) -> None:
+        self._on_datagram(data, addr, True, arrival_s)
 
-    def _on_datagram(self, data: bytes, addr: tuple, rtcp_port: bool) -> None:
-        now = time.monotonic()
+    def _on_datagram(self, data: bytes, addr: tuple, rtcp_port: bool, arrival_s: float | None = None) -> None:
+        """One datagram from the socket; `arrival_s` is the kernel's receive time (monotonic
+        seconds): after a stall of this process it is earlier than now, and the jitter buffer and
+        staleness checks need the real time."""
+        now = time.monotonic() if arrival_s is None else arrival_s
         known = addr == self.remote_rtp or addr == self.remote_rtcp
         if not (self._peer_budget if known else self._stranger_budget).take(now):
             self.drops["rate_limited"] += 1
@@ -317,17 +326,30 @@ class MediaLeg:
                     self.on_nack(self, packet)
 
     # ---------------------------------------------------------------------------------------- send
-    def send_payload(self, payload: bytes, wall_s: float, marker: bool = False) -> None:
-        """Send one 20 ms frame's payload as the next packet of this leg's stream; `wall_s` is
-        the tick's time.time(), read once per tick (it dates the stream for RTCP SRs)."""
+    def send_payload(self, payload: bytes, tick_ms: float, wall_s: float, marker: bool = False) -> None:
+        """Send one 20 ms frame's payload as the next packet of this leg's stream.
+
+        `tick_ms` is the tick's time on the engine clock; the RTP timestamp is derived from it, not
+        counted per call (RFC 3550 5.1: the timestamp is the sampling instant). Ticks the clock
+        skipped after a stall are then a gap in timestamps, and the first packet after such a gap
+        carries the marker bit, while sequence numbers stay continuous (nothing was lost in the
+        network). `wall_s` is the tick's time.time(), read once per tick (it dates the stream for
+        RTCP sender reports)."""
+        if self._ts_origin_ms is None:
+            self._ts_origin_ms = tick_ms
+        self._ts = (self._ts_base + round((tick_ms - self._ts_origin_ms) * self.clock_rate / 1000.0)) \
+            & 0xFFFFFFFF
         if self.send_enabled and self._rtp.is_open:
+            if self._last_sent_ms is not None and tick_ms - self._last_sent_ms > 1.5 * FRAME_MS:
+                marker = True
+                self.send_gaps += 1
+            self._last_sent_ms = tick_ms
             packet = _rtp.build_rtp(self.payload_type, self._seq, self._ts, self.ssrc, payload, marker)
             if self.srtp is not None:
                 packet = self.srtp.protect(packet)
             self._rtp.send(packet, self._remote_rtp_packed)
             self.sent.on_sent(len(payload), self._ts, wall_s)
             self._seq = (self._seq + 1) & 0xFFFF
-        self._ts = (self._ts + self.samples_per_frame) & 0xFFFFFFFF
 
     def send_nack(self, media_ssrc: int, lost: list[int]) -> None:
         """Ask the far end to resend `lost` packets of its stream (RFC 4585 generic NACK)."""
@@ -398,6 +420,7 @@ class MediaLeg:
             "packets_out": self.packets_out,
             "bytes_out": self.sent.octets + sum(s.octets for s in self.extra_streams.values()),
             "ssrc_changes": self.ssrc_changes,
+            "send_gaps": self.send_gaps,
             "dtmf_packets": self.dtmf_packets,
             "dtmf": self.dtmf.stats(),
             "nacks_in": self.nacks_in,
