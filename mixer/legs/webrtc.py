@@ -138,8 +138,9 @@ class WebRtcLeg(MediaLeg):
         return slot
 
     # ------------------------------------------------------------------------------------ receive
-    def _on_datagram(self, data: bytes, addr: tuple, rtcp_port: bool) -> None:
-        now = time.monotonic()
+    def _on_datagram(self, data: bytes, addr: tuple, rtcp_port: bool,
+                     arrival_s: float | None = None) -> None:
+        now = time.monotonic() if arrival_s is None else arrival_s
         known = addr == self.remote_rtp
         if not (self._peer_budget if known else self._stranger_budget).take(now):
             self.drops["rate_limited"] += 1
