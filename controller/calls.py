@@ -73,6 +73,7 @@ class CallService:
         self._monitors: dict[str, asyncio.Task] = {}
         self._supervisor: asyncio.Task | None = None
         self._cleanups: set[asyncio.Task] = set()  # best-effort deletes on failed engines
+        self._ending: set[tuple[str, str]] = set()  # (call, participant) being removed by the monitor
         self.direct = DirectPath(self)   # the seed's direct 1:1 path (controller/direct.py)
         self.calls_created = 0
         self.calls_ended = 0
@@ -554,6 +555,7 @@ class CallService:
                 log.info("call %s: engine %s answers again after %d failed polls", call_id,
                          engine.name, failed_polls)
                 failed_polls = 0
+            self.direct.expire_unmoved(call, self._remove_quietly)
             samples = self._samples.setdefault(call_id, {})
             talking = []
             digits_before = dict(digits_seen)
@@ -588,6 +590,9 @@ class CallService:
         state = webrtc.get("state")
         if state not in ("failed", "closed"):
             return False
+        if (call_id, leg["id"]) in self._ending:
+            return True  # being removed already
+        self._ending.add((call_id, leg["id"]))
         reason = f"webrtc_{webrtc.get('failure') or state}"
         if state == "failed":
             self.events.publish(call_id, "participant_failed",
@@ -599,8 +604,11 @@ class CallService:
         return True
 
     async def _remove_quietly(self, call_id: str, participant_id: str, reason: str) -> None:
-        with contextlib.suppress(ApiError):
-            await self.remove_participant(None, call_id, participant_id, reason)
+        try:
+            with contextlib.suppress(ApiError):
+                await self.remove_participant(None, call_id, participant_id, reason)
+        finally:
+            self._ending.discard((call_id, participant_id))
 
     async def _engine_failed(self, call_id: str) -> None:
         """The engine stopped answering for this call: end it with what was sampled so far."""

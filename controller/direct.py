@@ -17,6 +17,7 @@ Flow (docs/webrtc.md has it with the events):
 """
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 
@@ -26,6 +27,7 @@ from controller.errors import ApiError
 DIRECT, ENGINE = "direct", "engine"
 SIGNAL_TYPES = ("offer", "answer", "candidate", "bye")
 MAX_DIRECT_PEERS = 2
+MOVE_DEADLINE_S = 30.0  # a direct participant not moved onto the engine by then is removed
 
 
 def is_direct(participant: dict) -> bool:
@@ -39,6 +41,7 @@ class DirectPath:
         self.service = service
         self.moves = 0
         self.signals_relayed = 0
+        self._expiring: set[str] = set()
 
     async def register(self, principal, call_id: str, label: str | None) -> dict:
         """Register the caller as a direct peer of the call; 409 media_on_engine when the call
@@ -60,9 +63,15 @@ class DirectPath:
                        "muted": False, "joined_at": time.time(), "codec": None, "media": DIRECT}
         await service.registry.add_member(call_id, principal.identity)
         await service._admit(call, participant)
-        role = "offerer" if peers else "answerer"
-        return {"id": participant["id"], "role": role, "peer": peers[0]["id"] if peers else None,
-                "media": DIRECT}
+        # Roles from the registry as it is now, by joining order, so that two clients registering
+        # at the same moment (each having seen no peer) still agree on who offers: the later one.
+        fresh = await service.registry.get(call_id) or call
+        ordered = sorted((p for p in fresh["participants"].values() if is_direct(p)),
+                         key=lambda p: (p["joined_at"], p["id"]))
+        others = [p for p in ordered if p["id"] != participant["id"]]
+        later = bool(others) and ordered[-1]["id"] == participant["id"]
+        return {"id": participant["id"], "role": "offerer" if later else "answerer",
+                "peer": others[0]["id"] if others else None, "media": DIRECT}
 
     async def signal(self, principal, call_id: str, body: dict) -> None:
         """Relay one offer/answer/candidate/bye from one direct peer to the other."""
@@ -108,6 +117,23 @@ class DirectPath:
             raise ApiError(403, "not_your_participant", "'replaces' must be your own participant")
         await self.service.remove_participant(None, call["id"], direct_id, "moved_to_engine")
         return participant
+
+    def expire_unmoved(self, call: dict, remove) -> None:
+        """Direct participants still there MOVE_DEADLINE_S after the call moved (a client that
+        went away without leaving) are removed with reason `direct_not_moved`."""
+        moved_at = call.get("moved_at")
+        if call.get("media") != ENGINE or not moved_at:
+            return
+        if time.time() - cdr.parse_iso(moved_at) < MOVE_DEADLINE_S:
+            return
+        for participant in list(call["participants"].values()):
+            if is_direct(participant) and participant["id"] not in self._expiring:
+                self._expiring.add(participant["id"])
+                task = asyncio.get_running_loop().create_task(
+                    remove(call["id"], participant["id"], "direct_not_moved"))
+                task.add_done_callback(lambda _t, pid=participant["id"]: self._expiring.discard(pid))
+                self.service._cleanups.add(task)
+                task.add_done_callback(self.service._cleanups.discard)
 
     def stats(self) -> dict:
         return {"moves_to_engine": self.moves, "signals_relayed": self.signals_relayed}

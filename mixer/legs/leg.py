@@ -100,6 +100,9 @@ class MediaLeg:
                       if rtcp_socket is not None else None)
         self.srtp: SrtpContext | None = None
         self.retransmits = retransmits
+        # follow authenticated media to a new address (symmetric RTP); a WebRTC leg never does:
+        # it sends only where ICE nominated and consent holds
+        self.latches = settings.latch_remote
         if answer.local_crypto is not None and answer.remote_crypto is not None:
             # an SFU resends cached packets on NACK: the same sequence number protected twice
             self.srtp = SrtpContext(answer.local_crypto.suite, answer.local_crypto.key,
@@ -281,7 +284,7 @@ class MediaLeg:
         self._stream_source = addr
         # interarrival jitter needs only a steady clock: the monotonic one already read
         self.receive.on_rtp(packet.sequence_number, packet.timestamp, len(packet.payload), now)
-        if self.settings.latch_remote and addr != self.remote_rtp and self.srtp is not None:
+        if self.latches and addr != self.remote_rtp and self.srtp is not None:
             # authenticated media moved: follow it (symmetric RTP)
             self._set_remote(addr, addr if self.rtcp_mux else self.remote_rtcp)
         if self.on_rtp is not None:

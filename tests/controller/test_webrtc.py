@@ -368,3 +368,29 @@ def test_web_client_files_info_dev_identities_and_invitations(tmp_path) -> None:
     assert me["scopes"] == ["voip"]
     assert invited[0]["call"] == call["id"] and invited[0]["from"] == "alice"
     assert off.status_code == 404 and off_info["dev"] is False
+
+
+def test_direct_participants_that_never_move_are_removed(tmp_path, monkeypatch) -> None:
+    import controller.direct
+    monkeypatch.setattr(controller.direct, "MOVE_DEADLINE_S", 0.3)
+
+    async def run():
+        async with running_controller(tmp_path, monitor_interval_s=0.1) as c:
+            alice, bob = await c.user("alice"), await c.user("bob")
+            call = (await c.client.post("/v1/calls", json={"invite": ["bob"]}, headers=alice)).json()
+            path = f"/v1/calls/{call['id']}"
+            events = EventReader(c.client, f"{path}/events", alice)
+            await events.opened.wait()
+            first = (await c.client.post(f"{path}/direct", json={}, headers=alice)).json()
+            second = (await c.client.post(f"{path}/direct", json={}, headers=bob)).json()
+            await c.client.post(f"{path}/participants", json={"kind": "bot", "play": "tone:500"},
+                                headers=alice)  # the call moves; neither client follows
+            await events.wait_for("participant_left", 2)
+            view = (await c.client.get(path, headers=alice)).json()
+            await events.close()
+            return first, second, events.of("participant_left"), view
+    first, second, left, view = uvloop.run(run())
+    assert first["role"] == "answerer" and second["role"] == "offerer"
+    assert sorted(e["participant_id"] for e in left) == sorted([first["id"], second["id"]])
+    assert {e["reason"] for e in left} == {"direct_not_moved"}
+    assert [p["kind"] for p in view["participants"]] == ["bot"]
