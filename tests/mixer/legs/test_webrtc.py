@@ -29,8 +29,9 @@ def _engine(**settings) -> Engine:
     return engine
 
 
-def _sim(name: str, freq: float, seconds: float, amplitude: float = 0.2) -> SimulatedParticipant:
-    return SimulatedParticipant(name, freq, tone(freq, seconds, amplitude=amplitude))
+def _sim(name: str, freq: float, seconds: float, amplitude: float = 0.2,
+         srtp: bool = False) -> SimulatedParticipant:
+    return SimulatedParticipant(name, freq, tone(freq, seconds, amplitude=amplitude), srtp=srtp)
 
 
 def _heard(sim: SimulatedParticipant) -> dict[float, float]:
@@ -45,7 +46,8 @@ def _heard(sim: SimulatedParticipant) -> dict[float, float]:
 async def _mcu_call() -> tuple[AiortcPeer, list[SimulatedParticipant], dict, dict]:
     engine = _engine()
     peer = AiortcPeer("browser", 440.0)
-    sims = [_sim("p660", 660.0, 4.0), _sim("p880", 880.0, 4.0)]
+    # one conference, three kinds of leg: WebRTC, plain RTP, SDES-SRTP
+    sims = [_sim("p660", 660.0, 4.0), _sim("p880", 880.0, 4.0, srtp=True)]
     try:
         conference = engine.create_conference("mcu")["id"]
         answer = await engine.add_leg(conference, await peer.offer(), "browser")
@@ -65,8 +67,9 @@ async def _mcu_call() -> tuple[AiortcPeer, list[SimulatedParticipant], dict, dic
     return peer, sims, legs, stats
 
 
-def test_aiortc_in_an_mcu_call_hears_and_is_heard_by_rtp_participants() -> None:
+def test_aiortc_in_an_mcu_call_hears_and_is_heard_by_rtp_and_sdes_participants() -> None:
     peer, sims, legs, stats = uvloop.run(_mcu_call())
+    assert [legs[s.name]["srtp"] for s in sims] == [False, True]
     levels = peer.levels([440.0, 660.0, 880.0])
     assert levels[660.0] > HEARD_DB and levels[880.0] > HEARD_DB, levels
     assert levels[440.0] < HEARD_DB, levels  # mix-minus: not its own voice
