@@ -18,6 +18,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -68,7 +69,14 @@ class BrowserNetwork:
         ns = ("netns", "exec", self.namespace, "ip")
         _ip("netns", "add", self.namespace)
         try:
+            # IPv4 only: an IPv6 link-local address appearing a moment after Chromium starts is a
+            # "network change" that aborts its first navigation (ERR_NETWORK_CHANGED)
+            subprocess.run(["ip", "netns", "exec", self.namespace, "sh", "-c",
+                            "echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6; "
+                            "echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6"],
+                           check=False, capture_output=True)
             _ip("link", "add", self.host_if, "type", "veth", "peer", "name", self.ns_if)
+            Path(f"/proc/sys/net/ipv6/conf/{self.host_if}/disable_ipv6").write_text("1")
             _ip("link", "set", self.ns_if, "netns", self.namespace)
             _ip("addr", "add", f"{self.host_ip}/24", "dev", self.host_if)
             _ip("link", "set", self.host_if, "up")
@@ -77,13 +85,25 @@ class BrowserNetwork:
             _ip(*ns, "link", "set", "lo", "up")
             # Chromium lists no network (and gathers no candidates) without a default route
             _ip(*ns, "route", "add", "default", "via", self.host_ip)
-        except subprocess.CalledProcessError:
+            self._wait_for_carrier()
+        except (subprocess.CalledProcessError, OSError):
             self.close(quiet=True)
             raise
         Path(self.executable).write_text(
             f"#!/bin/sh\nexec ip netns exec {self.namespace} {CHROMIUM} \"$@\"\n")
         os.chmod(self.executable, 0o755)
         return self
+
+    def _wait_for_carrier(self, timeout_s: float = 5.0) -> None:
+        """Both ends up before the browser starts: a link coming up under it is a network change."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            state = subprocess.run(["ip", "netns", "exec", self.namespace, "cat",
+                                    f"/sys/class/net/{self.ns_if}/operstate"],
+                                   capture_output=True, text=True).stdout.strip()
+            if state == "up":
+                return
+            time.sleep(0.05)
 
     def __exit__(self, *exc) -> None:
         self.close()

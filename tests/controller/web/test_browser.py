@@ -33,7 +33,8 @@ from tests.controller.web.browser import (
 )
 
 HEARD_DB = -40.0          # for the RTP participants' decoded audio (dBFS)
-ANALYSER_DB = -60.0       # for the page's AnalyserNode readings (dB, Chrome's scale)
+ANALYSER_DB = -45.0       # the page's AnalyserNode readings (dB): tones read about -30, the floor
+                          # between codec noise and other tones reaches -55
 SCREENSHOT = Path(__file__).resolve().parents[3] / "docs" / "webrtc-page.png"
 
 
@@ -70,7 +71,14 @@ async def _stack(network, tmp_path: Path, **overrides):
 async def _page(browser, controller, tone_hz: int):
     context = await browser.new_context(ignore_https_errors=True)
     page = await context.new_page()
-    await page.goto(controller.url + "/")
+    for attempt in range(3):
+        try:
+            await page.goto(controller.url + "/")
+            break
+        except Exception as exc:  # a network change in the namespace just after start: once more
+            if "ERR_NETWORK_CHANGED" not in str(exc) or attempt == 2:
+                raise
+            await asyncio.sleep(0.5)
     page.tone_hz = tone_hz
     return page
 
