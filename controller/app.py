@@ -242,9 +242,11 @@ def create_app(settings: ControllerSettings, service: CallService, store: Store,
         async def dev_identity(body: DevIdentity | None = None) -> dict:
             """Development only (`VOICEMIX_DEV`): a new identity and a voip token, no admin key.
             Absent (404) in production settings."""
-            identity = (body.name if body and body.name else None) or f"guest-{secrets.token_hex(3)}"
-            if not await store.identity_exists(identity):
-                await store.create_identity(identity)
+            identity = (body.name if body and body.name else None) or f"guest-{secrets.token_hex(4)}"
+            if await store.identity_exists(identity):
+                # new identities only: even in development, no token for someone else's identity
+                raise ApiError(409, "identity_exists", f"identity {identity} exists")
+            await store.create_identity(identity)
             token, _jti, expires_at = tokens.issue(identity, ["voip"], settings.token_default_ttl_s)
             log.info("dev identity %s issued a token", identity)  # never the token itself
             return {"id": identity, "token": token, "expires_at": cdr.iso(expires_at)}

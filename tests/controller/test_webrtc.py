@@ -341,6 +341,8 @@ def test_web_client_files_info_dev_identities_and_invitations(tmp_path) -> None:
             info = (await c.client.get("/v1/info")).json()
             issued = await c.client.post("/v1/dev/identities", json={})
             token = issued.json()["token"]
+            await c.user("alice")
+            taken = await c.client.post("/v1/dev/identities", json={"name": "alice"})
             me = (await c.client.get("/v1/me", headers={"Authorization": f"Bearer {token}"})).json()
             guest = {"Authorization": f"Bearer {token}"}
             stream = EventReader(c.client, "/v1/events", guest)
@@ -353,8 +355,10 @@ def test_web_client_files_info_dev_identities_and_invitations(tmp_path) -> None:
         async with running_controller(tmp_path / "prod") as c:
             off = await c.client.post("/v1/dev/identities", json={})
             off_info = (await c.client.get("/v1/info")).json()
-        return page, library, missing, traversal, info, issued, me, call, invited, off, off_info
-    page, library, missing, traversal, info, issued, me, call, invited, off, off_info = uvloop.run(run())
+        return page, library, missing, traversal, info, issued, me, call, invited, off, off_info, taken
+    (page, library, missing, traversal, info, issued, me, call, invited, off, off_info,
+     taken) = uvloop.run(run())
+    assert taken.status_code == 409  # never a token for an existing identity, even in development
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     html = page.text
     assert "<script src=\"/web/voicemix.js\"" in html and "<style" not in html
