@@ -19,14 +19,18 @@
  * sendrecv audio m-line; in an SFU call plus `receiveStreams` recvonly ones, one per forwarded
  * speaker). In a 1:1 call on the direct path, one RTCPeerConnection to the other client, with
  * signaling relayed by the controller; when the call grows, the `media_moved` event makes the
- * client connect to the engine first and drop the direct connection once its peer has moved
- * too (no gap). STUN/TURN servers come from /v1/turn/credentials.
+ * client connect to the engine first and drop the direct connection once the engine hears its
+ * peer too (no gap). STUN/TURN servers come from /v1/turn/credentials.
  */
 (function (global) {
   "use strict";
 
-  const MOVE_GRACE_MS = 300;         // direct media keeps playing this long after both moved
-  const MOVE_TIMEOUT_MS = 5000;      // ... and is dropped after this long whatever happens
+  // Moving a direct call onto the engine: the direct connection keeps playing until this client's
+  // engine connection is up and the engine hears the peer (a `speakers` event naming the peer's
+  // new leg), then MOVE_GRACE_MS more (the mix crossing our jitter buffer); after MOVE_TIMEOUT_MS
+  // it goes whatever happens (a peer silent all along: nothing to lose).
+  const MOVE_GRACE_MS = 300;
+  const MOVE_TIMEOUT_MS = 5000;
   const STATS_INTERVAL_MS = 2000;
   const DIRECT_LEVEL_INTERVAL_MS = 250;
   const SPEAKING_LEVEL = 0.02;       // RTCInboundRtpStreamStats.audioLevel (0..1) of a talker
@@ -432,8 +436,8 @@
           this.participants.set(p.id, p);
           if (p.replaces) this.participants.delete(p.replaces);
           if (this._moving && p.replaces && p.replaces === this._peerId) {
-            this._moving.peerMoved = true;
-            this._moving.settle();
+            // the peer has an engine leg now; it has moved once the engine hears it (speakers)
+            this._moving.peerEngineId = p.id;
           }
           if (this.media === "direct" && p.media === "direct" && p.id !== this._directId) this._peerId = p.id;
           this.emit("joined", p);
@@ -458,6 +462,10 @@
         }
         case "speakers":
           this.speakers = event.participant_ids;
+          if (this._moving && this._moving.peerEngineId && this.speakers.includes(this._moving.peerEngineId)) {
+            this._moving.peerMoved = true;   // its voice reaches the engine: the mix carries it
+            this._moving.settle();
+          }
           this.emit("speakers", this.speakers);
           break;
         case "dominant_speaker":
