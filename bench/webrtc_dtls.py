@@ -35,7 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 import uvloop  # noqa: E402
 
-from controller.engine_client import HttpEngine  # noqa: E402
+from mixer.engine.client import HttpEngine  # noqa: E402
 from mixer.legs.dtls import DtlsCertificate, DtlsSrtpTransport  # noqa: E402
 from mixer.sdp import offer_audio  # noqa: E402
 from mixer.sim.webrtc_client import ScriptedWebRtcClient  # noqa: E402

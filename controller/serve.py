@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 import uvloop
 
 from controller.cli import add_common_arguments, settings_from, stop_on_signals
-from controller.engine_client import InProcessEngine
+from mixer.engine.client import InProcessEngine
 from controller.server import ControllerServer
 from controller.settings import ControllerSettings
 from mixer.engine.engine import Engine
@@ -56,8 +56,10 @@ async def start_turn(settings: ControllerSettings, media_ip: str | None = None):
 async def serving(settings: ControllerSettings, engine_settings: EngineSettings | None = None,
                   announce=print) -> AsyncIterator[tuple[ControllerServer, Engine, object]]:
     """Engine, controller and STUN/TURN on this loop, as `voicemix serve` runs them (the tests of
-    the web client run exactly this); yields (controller, engine, TURN server or None)."""
-    engine = Engine(engine_settings or EngineSettings())
+    the web client run exactly this); yields (controller, engine, TURN server or None). The
+    engine records into the controller's data directory unless `engine_settings` say otherwise."""
+    engine = Engine(engine_settings or EngineSettings(data_dir=settings.data_dir,
+                                                      recordings_dir=settings.recordings_path))
     engine.start()
     log.info("engine started in-process: media %s ports %s", engine.settings.media_ip,
              engine.settings.media_ports)

@@ -86,6 +86,10 @@ class ControllerSettings(BaseSettings):
                                          "button (POST /v1/dev/identities); on in `voicemix serve` "
                                          "unless set, never on in `voicemix controller` unless set")
 
+    recordings_dir: Path | None = Field(
+        None, description="where an in-process engine (voicemix serve) writes recordings; unset = "
+                          "<data_dir>/recordings. Remote engines have their own setting")
+
     @field_validator("database_url")
     @classmethod
     def _postgresql_only(cls, value: str | None) -> str | None:
@@ -96,8 +100,8 @@ class ControllerSettings(BaseSettings):
         return value
 
     @property
-    def recordings_dir(self) -> Path:
-        return self.data_dir / "recordings"
+    def recordings_path(self) -> Path:
+        return self.recordings_dir or self.data_dir / "recordings"
 
     def derived_turn_urls(self) -> list[str]:
         if self.turn_urls:

@@ -17,6 +17,7 @@ TARGET_MODULES = [
     "tests.fuzz.targets_media",
     "tests.fuzz.targets_engine",
     "tests.fuzz.targets_webrtc",
+    "tests.fuzz.targets_recording",
 ]
 
 
