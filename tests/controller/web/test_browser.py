@@ -6,7 +6,8 @@
 (3) two browsers 1:1 on the direct path, then a bot joins and both move onto the engine: the
     gap each hears is measured;
 (4) a browser limited to TURN over TCP (`iceTransportPolicy: "relay"`, a `?transport=tcp` URL);
-(5) the page itself: sign in with a token, start a call, speaking indicator, mute, quality, leave;
+(5) the page itself: sign in with a token, start a call (an RTP participant talks), speaking
+    indicator, mute, quality, leave;
     its screenshot is docs/webrtc-page.png (VOICEMIX_UPDATE_SCREENSHOT=1 rewrites it).
 
 The browser runs in a network namespace of the test's own (see browser.py); the tone microphone is
@@ -227,7 +228,8 @@ async def _direct_then_engine(network, tmp_path):
         rows = [await page.evaluate("() => window.__heard") for page in (alice, bob)]
         moves = [await page.evaluate("() => window.voicemixApp.call.moveMs") for page in (alice, bob)]
         media = [await page.evaluate("() => window.voicemixApp.call.media") for page in (alice, bob)]
-        legs = engine.get_conference(call_id)["legs"]
+        conference = engine.get_conference(call_id)
+        legs = conference["legs"] + conference.get("players", [])  # the bot is an engine player
         return direct_legs, direct_stats, marks, ends, rows, moves, media, legs
 
 
@@ -320,11 +322,8 @@ async def _page_flow(network, tmp_path):
         await _use_tone(page)
         url_after_sign_in = page.url
         call_id = await _start_call(page, "mcu")
-        bot = await http.post(f"/v1/calls/{call_id}/participants",
-                              json={"kind": "bot", "play": "tone:660", "label": "tone bot"},
-                              headers=admin)
-        bot_id = bot.json()["id"]
-        await _wait(page, f"() => document.querySelector('tr.speaking[data-participant=\"{bot_id}\"]')")
+        other = await _rtp_participant(controller, http, call_id, "erin", 660.0, 30.0)
+        await _wait(page, f"() => document.querySelector('tr.speaking[data-participant=\"{other.id}\"]')")
         await _wait(page, "() => [...document.querySelectorAll('#participants td.num')]"
                           ".some((td) => td.textContent !== '-')")
         await page.click("#mute")
@@ -341,6 +340,7 @@ async def _page_flow(network, tmp_path):
         await page.wait_for_selector("#lobby-panel:not(.hidden)")
         after = (await http.get(f"/v1/calls/{call_id}", headers=admin)).json()
         link = await page.get_attribute("#call-link", "href")
+        other.sim.close()
         return url_after_sign_in, call_view, shot, page_text, after, link, token
 
 
@@ -350,8 +350,8 @@ def test_the_page_signs_in_joins_shows_speakers_and_quality_mutes_and_leaves(tmp
     assert token not in url and token not in text and token not in (link or "")
     browser = next(p for p in call_view["participants"] if p["kind"] == "voip")
     assert browser["muted"] is True
-    assert "tone bot" in text and "MOS" in text
-    assert [p["kind"] for p in after["participants"]] == ["bot"]   # the browser left, the call goes on
+    assert "erin" in text and "MOS" in text
+    assert [p["identity"] for p in after["participants"]] == ["erin"]  # the browser left; the call goes on
     (tmp_path / "webrtc-page.png").write_bytes(shot)
     if os.environ.get("VOICEMIX_UPDATE_SCREENSHOT") == "1":
         SCREENSHOT.write_bytes(shot)
