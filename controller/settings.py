@@ -85,6 +85,14 @@ class ControllerSettings(BaseSettings):
                           "on loopback); unset = only the REST API's /metrics, with the admin key")
     max_participants_per_call: int = Field(500, ge=2, description="more participants answer 409 call_full")
     bot_max_seconds: float = Field(3600.0, gt=0, description="a tone bot stops after this long")
+    direct_one_to_one: bool = Field(
+        True, description="1:1 calls between two WebRTC clients send media directly between them "
+                          "(the controller relays their offer/answer/candidates) until a third "
+                          "participant, a bot or a recording moves both onto the engine; false: "
+                          "media is always anchored on the engine")
+    dev: bool = Field(False, description="development conveniences: the web page's demo-identity "
+                                         "button (POST /v1/dev/identities); on in `voicemix serve` "
+                                         "unless set, never on in `voicemix controller` unless set")
 
     recordings_dir: Path | None = Field(
         None, description="where an in-process engine (voicemix serve) writes recordings; unset = "
