@@ -17,6 +17,7 @@ from typing import Annotated, Literal
 from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -24,6 +25,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from controller import cdr
 from controller.calls import CallService
 from controller.errors import ApiError
+from controller.events import user_stream
+from controller.headers import SecurityHeaders
+from controller.limits import RateLimited, RestLimits
 from controller.metrics import CONTENT_TYPE, ControllerMetrics, ResponseCounter
 from controller.settings import ControllerSettings
 from controller.store import Store, StoreUnavailable
@@ -33,6 +37,12 @@ log = logging.getLogger("voicemix.controller")
 
 MAX_BODY_BYTES = 256 * 1024
 IDENTITY_PATTERN = r"^[A-Za-z0-9_.@+-]{1,64}$"
+WEB_DIR = Path(__file__).resolve().parent / "web"
+# The web client's files (the only ones served): name -> media type. No inline script or style in
+# any of them, so a strict Content-Security-Policy can be set in front of the page.
+WEB_FILES = {"index.html": "text/html; charset=utf-8", "voicemix.js": "text/javascript; charset=utf-8",
+             "app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8",
+             "favicon.svg": "image/svg+xml"}
 STATUS_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
                 405: "method_not_allowed", 406: "not_acceptable", 413: "too_large",
                 415: "unsupported_media_type", 422: "validation_failed"}
@@ -93,6 +103,53 @@ class ParticipantCreate(BaseModel):
                           "mixed (MCU) or sent as Opus (SFU)")
     label: str | None = Field(None, max_length=64)
     number: str | None = Field(None, max_length=32, description="pstn (not built yet)")
+    replaces: str | None = Field(None, max_length=32, description="the caller's direct participant "
+                                 "this engine leg replaces (moving a direct 1:1 call onto the engine)")
+
+
+class Reoffer(BaseModel):
+    sdp: str = Field(min_length=1, max_length=64 * 1024, description="a new SDP offer for the leg")
+
+
+class DirectJoin(BaseModel):
+    label: str | None = Field(None, max_length=64)
+
+
+class DirectJoined(BaseModel):
+    id: str
+    role: Literal["offerer", "answerer"]
+    peer: str | None = None
+    media: str
+
+
+class IceCandidateInit(BaseModel):
+    candidate: str = Field(max_length=1024)
+    sdpMid: str | None = Field(None, max_length=32)
+    sdpMLineIndex: int | None = Field(None, ge=0, le=64)
+
+
+class Signal(BaseModel):
+    from_: str = Field(alias="from", max_length=32)
+    to: str = Field(max_length=32)
+    type: Literal["offer", "answer", "candidate", "bye"]
+    sdp: str | None = Field(None, max_length=64 * 1024)
+    candidate: IceCandidateInit | None = None
+
+
+class DevIdentity(BaseModel):
+    name: str | None = Field(None, pattern=IDENTITY_PATTERN)
+
+
+class DevIdentityIssued(BaseModel):
+    id: str
+    token: str
+    expires_at: str
+
+
+class ServiceInfo(BaseModel):
+    dev: bool
+    direct_one_to_one: bool
+    turn: bool
 
 
 class ParticipantAdded(BaseModel):
@@ -160,7 +217,7 @@ class TurnCredentials(BaseModel):
     urls: list[str]
 
 
-ERRORS = {status: {"model": ErrorBody} for status in (400, 401, 403, 404, 409, 422, 501, 503)}
+ERRORS = {status: {"model": ErrorBody} for status in (400, 401, 403, 404, 409, 422, 429, 501, 503)}
 STORE_RETRY_AFTER_S = 1
 
 
@@ -170,19 +227,31 @@ _bearer = HTTPBearer(auto_error=False, description="a user token, or the admin k
 
 async def authenticate(request: Request, credentials: Annotated[
         HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Principal:
-    """The caller: the admin key, or a valid token (401 with the reason otherwise)."""
+    """The caller: the admin key, or a valid token (401 with the reason otherwise). Each failure
+    counts toward the address's cool-down (controller/limits.py); a user's requests toward its
+    identity's rate (429)."""
     failures = request.app.state.metrics.auth_failures
+    limits: RestLimits = request.app.state.limits
+    address = request.client.host if request.client else ""
     if credentials is None or not credentials.credentials:
         failures["token_missing"] += 1
+        limits.token_failed(address)
         raise ApiError(401, "token_missing", "send 'Authorization: Bearer <token>'")
     token = credentials.credentials
-    if hmac.compare_digest(token.encode(), request.app.state.settings.admin_key.encode()):
+    # both sides hashed first: the compare takes the same time whatever the lengths
+    if hmac.compare_digest(hashlib.sha256(token.encode()).digest(),
+                           request.app.state.admin_key_digest):
+        limits.token_succeeded(address)
         return ADMIN_KEY_PRINCIPAL
     try:
-        return await request.app.state.tokens.verify(token)
+        principal = await request.app.state.tokens.verify(token)
     except ApiError as exc:
         failures[exc.code] += 1
+        limits.token_failed(address)
         raise
+    limits.token_succeeded(address)
+    limits.identity_request(principal.identity)
+    return principal
 
 
 Caller = Annotated[Principal, Depends(authenticate)]
@@ -197,9 +266,21 @@ def create_app(settings: ControllerSettings, service: CallService, store: Store,
     app.state.settings = settings
     app.state.tokens = tokens
     app.state.metrics = metrics = metrics or ControllerMetrics(service)
+    app.state.admin_key_digest = hashlib.sha256(settings.admin_key.encode()).digest()
+    app.state.limits = limits = RestLimits(settings, metrics.limits_hit)
+    service.limits = limits
     install_error_handlers(app)
 
+    # added innermost first: a request meets the response counter, the security headers, the
+    # rate limits (nothing of a refused request is read), CORS if allowed, the body limit
     app.add_middleware(BodyLimit)
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
+                           allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+                           allow_headers=["Authorization", "Content-Type"],
+                           expose_headers=["Retry-After"], allow_credentials=False, max_age=600)
+    app.add_middleware(limits.middleware)
+    app.add_middleware(SecurityHeaders)
     app.add_middleware(ResponseCounter, counts=metrics.responses)
 
     def need(caller: Principal, *scopes: str) -> None:
@@ -211,6 +292,43 @@ def create_app(settings: ControllerSettings, service: CallService, store: Store,
     @app.get("/v1/health", response_model=Health, tags=["service"])
     async def health() -> dict:
         return {"status": "ok"}
+
+    @app.get("/v1/me", tags=["identities"])
+    async def me(caller: Caller) -> dict:
+        """Who the token is: identity, scopes, expiry (a client checks its token with this)."""
+        return {"identity": caller.identity, "scopes": sorted(caller.scopes),
+                "expires_at": cdr.iso(caller.expires_at) if caller.expires_at else None}
+
+    @app.get("/v1/info", response_model=ServiceInfo, tags=["service"])
+    async def info() -> dict:
+        """What a client may use here (public: the web page reads it before sign-in)."""
+        return {"dev": settings.dev, "direct_one_to_one": settings.direct_one_to_one,
+                "turn": settings.turn_enabled}
+
+    # ----------------------------------------------------------------------------- web client
+    @app.get("/", include_in_schema=False)
+    async def web_page() -> FileResponse:
+        return _web_file("index.html")
+
+    @app.get("/web/{name}", include_in_schema=False)
+    async def web_file(name: str) -> FileResponse:
+        if name not in WEB_FILES:
+            raise ApiError(404, "not_found", f"no file {name}")
+        return _web_file(name)
+
+    if settings.dev:
+        @app.post("/v1/dev/identities", status_code=201, response_model=DevIdentityIssued,
+                  tags=["development"])
+        async def dev_identity(body: DevIdentity | None = None) -> dict:
+            """Development only (`VOICEMIX_DEV`): a new identity and a voip token, no admin key.
+            Absent (404) in production settings."""
+            identity = (body.name if body and body.name else None) or f"guest-{secrets.token_hex(4)}"
+            if not await store.create_identity(identity):
+                # new identities only: even in development, no token for someone else's identity
+                raise ApiError(409, "identity_exists", f"identity {identity} exists")
+            token, _jti, expires_at = tokens.issue(identity, ["voip"], settings.token_default_ttl_s)
+            log.info("dev identity %s issued a token", identity)  # never the token itself
+            return {"id": identity, "token": token, "expires_at": cdr.iso(expires_at)}
 
     @app.get("/v1/stats", tags=["service"])
     async def stats(caller: Caller) -> dict:
@@ -303,6 +421,30 @@ def create_app(settings: ControllerSettings, service: CallService, store: Store,
             need(caller, "voip", "admin")
         return await service.add_participant(caller, call_id, body.model_dump(exclude_none=True))
 
+    @app.put("/v1/calls/{call_id}/participants/{participant_id}", response_model=ParticipantAdded,
+             tags=["calls"])
+    async def reoffer_participant(call_id: str, participant_id: str, body: Reoffer,
+                                  caller: Caller) -> dict:
+        """A new offer on your engine leg (ICE restart, hold/resume) -> the engine's answer."""
+        need(caller, "voip", "admin")
+        return await service.reoffer_participant(caller, call_id, participant_id, body.sdp)
+
+    @app.post("/v1/calls/{call_id}/direct", status_code=201, response_model=DirectJoined,
+              response_model_exclude_none=True, tags=["calls"])
+    async def direct_join(call_id: str, caller: Caller, body: DirectJoin | None = None) -> dict:
+        """Join a 1:1 call on the direct path (media between the two clients); 409
+        media_on_engine when the call's media is on the engine (then POST /participants)."""
+        need(caller, "voip")
+        return await service.direct.register(caller, call_id, body.label if body else None)
+
+    @app.post("/v1/calls/{call_id}/signal", status_code=202, tags=["calls"])
+    async def signal(call_id: str, body: Signal, caller: Caller) -> dict:
+        """Relay an offer/answer/candidate/bye to the other direct participant (a `signal`
+        event on the call's stream)."""
+        need(caller, "voip", "admin")
+        await service.direct.signal(caller, call_id, body.model_dump(by_alias=True, exclude_none=True))
+        return {}
+
     @app.patch("/v1/calls/{call_id}/participants/{participant_id}", tags=["calls"])
     async def update_participant(call_id: str, participant_id: str, body: ParticipantUpdate,
                                  caller: Caller) -> dict:
@@ -321,6 +463,16 @@ def create_app(settings: ControllerSettings, service: CallService, store: Store,
         need(caller, "voip", "admin")
         await service.access(caller, call_id, allow_invited=True)
         return StreamingResponse(service.events.stream(call_id), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    @app.get("/v1/events", tags=["calls"], responses={200: {"content": {"text/event-stream": {}}}})
+    async def user_events(caller: Caller) -> StreamingResponse:
+        """Your own events (Server-Sent Events): `call_invited` when someone invites you."""
+        need(caller, "voip")
+        if caller.identity is None:
+            raise ApiError(403, "identity_required", "a user's stream: use a user token")
+        return StreamingResponse(service.events.stream(user_stream(caller.identity)),
+                                 media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     @app.post("/v1/calls/{call_id}/recording", response_model=RecordingState,
@@ -420,6 +572,11 @@ def create_app(settings: ControllerSettings, service: CallService, store: Store,
     return app
 
 
+def _web_file(name: str) -> FileResponse:
+    return FileResponse(WEB_DIR / name, media_type=WEB_FILES[name],
+                        headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"})
+
+
 class BodyLimit:
     """413 for a declared body over MAX_BODY_BYTES, before anything reads it (plain ASGI: the
     decorator-style middleware costs a task group per request)."""
@@ -447,6 +604,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
         return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+
+    @app.exception_handler(RateLimited)
+    async def rate_limited(request: Request, exc: RateLimited) -> JSONResponse:
+        return exc.response()
 
     @app.exception_handler(StoreUnavailable)
     async def store_unavailable(request: Request, exc: StoreUnavailable) -> JSONResponse:

@@ -29,10 +29,12 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from controller import cdr
+from controller import cdr, emodel
 from controller.bots import PlayError, parse_tone
+from controller.direct import DIRECT, ENGINE, DirectPath, is_direct
 from controller.errors import ApiError
-from controller.events import EventHub
+from controller.limits import RateLimited
+from controller.events import EventHub, user_stream
 from controller.outbox import Outbox
 from controller.registry import CallRegistry
 from controller.settings import ControllerSettings
@@ -51,6 +53,7 @@ ENGINE_DRAINED = "engine_drained"
 # a call on a draining engine is ended by the controller this long before the engine's deadline
 # (plus two monitor polls), so its records are complete and not salvaged from samples
 DRAIN_MARGIN_S = 1.0
+CALL_QUOTA_RETRY_AFTER_S = 30.0  # a call quota frees when a call ends: a guess for Retry-After
 
 
 def _engine_error(exc: EngineError) -> ApiError:
@@ -79,8 +82,12 @@ class CallService:
         self._samples: dict[str, dict[str, cdr.LegSamples]] = {}
         self._recording_seen: dict[str, dict] = {}  # call -> its recording as the monitor last saw it
         self._monitors: dict[str, asyncio.Task] = {}
+        self._owners: dict[str, str] = {}  # call made here -> its owner (the per-identity quota)
+        self.limits = None  # controller.limits.RestLimits, set by the app: quota hits counted
         self._supervisor: asyncio.Task | None = None
         self._cleanups: set[asyncio.Task] = set()  # best-effort deletes on failed engines
+        self._ending: set[tuple[str, str]] = set()  # (call, participant) being removed by the monitor
+        self.direct = DirectPath(self)   # the seed's direct 1:1 path (controller/direct.py)
         self.calls_created = 0
         self.calls_ended = 0
         self.calls_adopted = 0
@@ -164,6 +171,7 @@ class CallService:
                           invite: list[str]) -> dict:
         if principal.identity is None:
             raise ApiError(403, "identity_required", "calls are made by identities: use a user token")
+        self._check_call_quota(principal.identity)
         candidates = await self._place()
         call_id = secrets.token_hex(8)
         wanted = mode
@@ -188,17 +196,42 @@ class CallService:
                 raise _engine_error(exc) from None
         call = {"id": call_id, "owner": principal.identity, "mode": created["mode"],
                 "requested_mode": mode, "engine": engine.name, "conference": created["id"],
-                "created_at": time.time(), "type": ONE_TO_ONE, "controller": self.instance}
+                "created_at": time.time(), "type": ONE_TO_ONE, "controller": self.instance,
+                # the direct path is for 1:1 calls: an explicit mcu/sfu call is a group call
+                "media": DIRECT if self.settings.direct_one_to_one and mode == "auto" else ENGINE}
         invited = {i for i in invite if i != principal.identity}
         await self.registry.create(call, {principal.identity}, invited)
+        self._tell_invited(call, principal.identity, invited)
         self._samples[call_id] = {}
         self._monitors[call_id] = asyncio.get_running_loop().create_task(self._monitor(call_id))
+        self._owners[call_id] = principal.identity
         self.calls_created += 1
         self.calls_by_mode[call["mode"]] += 1
         log.info("call created", extra={"event": "call_created", "call_id": call_id,
                                         "identity": principal.identity, "mode": call["mode"],
                                         "engine": engine.name})
         return self.view(await self.registry.get(call_id))
+
+    def _check_call_quota(self, identity: str) -> None:
+        """429 call_quota when `identity` owns `max_calls_per_identity` live calls made by this
+        controller (each controller counts its own: with N controllers the bound is N times)."""
+        limit = self.settings.max_calls_per_identity
+        if limit <= 0:
+            return
+        for call_id in [c for c in self._owners if c not in self._monitors]:
+            del self._owners[call_id]  # ended (or handed over) since
+        if sum(1 for owner in self._owners.values() if owner == identity) >= limit:
+            if self.limits is not None:
+                self.limits.quota_hit("calls_per_identity", identity)
+            raise RateLimited("calls_per_identity", "call_quota",
+                              f"this identity has {limit} calls going on, the most it may; end one "
+                              "first", CALL_QUOTA_RETRY_AFTER_S)
+
+    def _tell_invited(self, call: dict, inviter: str, identities: set[str]) -> None:
+        """A `call_invited` event on each invited identity's own stream (GET /v1/events)."""
+        for identity in sorted(identities):
+            self.events.publish(user_stream(identity), "call_invited",
+                                {"call": call["id"], "from": inviter, "mode": call["mode"]})
 
     def view(self, call: dict, conference: dict | None = None) -> dict:
         legs = _parts_of(conference)
@@ -214,6 +247,7 @@ class CallService:
             "invited": sorted(call["invited"]), "created_at": cdr.iso(call["created_at"]),
             "participants": participants,
             "recording": call.get("recording") or None,
+            "media": call.get("media", ENGINE),
         }
         if conference is not None:
             speakers = conference.get("stats", {}).get("speakers", [])
@@ -235,7 +269,9 @@ class CallService:
 
     async def invite(self, principal: Principal, call_id: str, identities: list[str]) -> dict:
         call = await self.access(principal, call_id)
+        new = set(identities) - call["members"] - call["invited"]
         await self.registry.add_invited(call_id, set(identities) - call["members"])
+        self._tell_invited(call, principal.identity or "admin", new)
         return self.view(await self.registry.get(call_id))
 
     async def end_call(self, principal: Principal | None, call_id: str, reason: str = "ended") -> None:
@@ -296,27 +332,65 @@ class CallService:
         if kind == "voip":
             if principal.identity is None:
                 raise ApiError(403, "identity_required", "only identities join by SDP offer")
-            return await self._join(call, principal.identity, body["sdp"], body.get("label"))
+            return await self._join(call, principal, body["sdp"], body.get("label"),
+                                    body.get("replaces"))
         if kind == "bot":
             return await self._add_bot(call, principal, body)
         raise ApiError(422, "bad_field", "a participant needs 'sdp', or 'kind' of bot or pstn")
 
-    async def _join(self, call: dict, identity: str, sdp: str, label: str | None) -> dict:
+    async def _join(self, call: dict, principal: Principal, sdp: str, label: str | None,
+                    replaces: str | None = None) -> dict:
+        """An engine leg for the caller; `replaces`: the caller's direct participant, moving
+        onto the engine (controller/direct.py)."""
+        identity = principal.identity
+        if replaces is None:
+            await self.direct.move_to_engine(call, "engine_participant")
+        elif call.get("media") == DIRECT:
+            raise ApiError(409, "media_direct", "'replaces' is for moving onto the engine, after "
+                                                "a media_moved event")
         try:
             answer = await self._engine(call).add_leg(call["conference"], sdp, label or identity)
         except EngineError as exc:
             self.participant_failures[exc.code] += 1
             raise _engine_error(exc) from None
+        moved = None
+        if replaces is not None:
+            try:
+                moved = await self.direct.replaced(call, replaces, principal)
+            except ApiError:
+                with contextlib.suppress(EngineError):
+                    await self._engine(call).remove_leg(call["conference"], answer["id"])
+                raise
         participant = {"id": answer["id"], "kind": "voip", "identity": identity,
                        "label": label or identity, "muted": False, "joined_at": time.time(),
-                       "codec": _codec_of(answer["sdp"])}
+                       "codec": _codec_of(answer["sdp"]), "media": ENGINE}
+        if moved is not None:
+            participant["replaces"] = moved["id"]
         await self.registry.add_member(call["id"], identity)
         await self._admit(call, participant)
         return {"id": answer["id"], "sdp": answer["sdp"]}
 
+    async def reoffer_participant(self, principal: Principal, call_id: str, participant_id: str,
+                                  sdp: str) -> dict:
+        """A new offer on an engine participant's leg (ICE restart, hold) -> {"id", "sdp"}."""
+        call = await self.access(principal, call_id)
+        participant = call["participants"].get(participant_id)
+        if participant is None:
+            raise ApiError(404, "no_such_participant", f"no participant {participant_id}")
+        if not principal.is_admin and participant.get("identity") != principal.identity:
+            raise ApiError(403, "not_your_participant", "re-offer only your own participant")
+        if is_direct(participant):
+            raise ApiError(409, "direct_participant", "a direct participant re-offers to its peer "
+                                                      "through /signal")
+        try:
+            return await self._engine(call).reoffer_leg(call["conference"], participant_id, sdp)
+        except EngineError as exc:
+            raise _engine_error(exc) from None
+
     async def _add_bot(self, call: dict, principal: Principal, body: dict) -> dict:
         """A bot is an engine player: a tone, or a finished recording of this service that the
         caller may read (its mix file, which the engine reads from its recordings directory)."""
+        await self.direct.move_to_engine(call, "bot")  # it plays into the engine's conference
         play = body.get("play") or "tone:440"
         try:
             freq = parse_tone(play)
@@ -457,6 +531,7 @@ class CallService:
             recording_id = secrets.token_hex(8)
             if not await self.registry.set_if_absent(call_id, "recording", recording_id):
                 raise ApiError(409, "recording_active", f"call {call_id} is being recorded")
+            await self.direct.move_to_engine(call, "recording")  # the engine records what it mixes
             engine = self._engine(call)
             try:
                 started = await engine.start_recording(call["conference"], format=fmt,
@@ -658,12 +733,15 @@ class CallService:
                         DRAIN_MARGIN_S + 2 * self.settings.monitor_interval_s:
                     await self._end_drained(call_id)
                     return
+            self.direct.expire_unmoved(call, self._remove_quietly)
             samples = self._samples.setdefault(call_id, {})
             talking = []
             digits_before = dict(digits_seen)
             for leg in conference["legs"]:
                 samples.setdefault(leg["id"], cdr.LegSamples()).add(leg)
                 participant = call["participants"].get(leg["id"])
+                if participant is not None and self._webrtc_ended(call_id, leg):
+                    continue
                 # an MCU says who is mixed ("talking"), an SFU who is forwarded
                 if participant and (leg.get("talking") or leg.get("forwarded")):
                     talking.append((leg.get("level", 127), leg["id"]))
@@ -703,9 +781,32 @@ class CallService:
                 dominant = loudest
                 self.events.publish(call_id, "dominant_speaker", {"participant_id": dominant})
 
+    def _webrtc_ended(self, call_id: str, leg: dict) -> bool:
+        """A WebRTC leg that failed (DTLS, ICE timeout) or whose peer closed DTLS is over: say so
+        (`participant_failed` with the reason) and remove the participant (its CDR says why)."""
+        webrtc = leg.get("webrtc") or {}
+        state = webrtc.get("state")
+        if state not in ("failed", "closed"):
+            return False
+        if (call_id, leg["id"]) in self._ending:
+            return True  # being removed already
+        self._ending.add((call_id, leg["id"]))
+        reason = f"webrtc_{webrtc.get('failure') or state}"
+        if state == "failed":
+            self.events.publish(call_id, "participant_failed",
+                                {"participant_id": leg["id"], "reason": reason})
+        task = asyncio.get_running_loop().create_task(
+            self._remove_quietly(call_id, leg["id"], reason))
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
+        return True
+
     async def _remove_quietly(self, call_id: str, participant_id: str, reason: str) -> None:
-        with contextlib.suppress(ApiError):
-            await self.remove_participant(None, call_id, participant_id, reason)
+        try:
+            with contextlib.suppress(ApiError):
+                await self.remove_participant(None, call_id, participant_id, reason)
+        finally:
+            self._ending.discard((call_id, participant_id))
 
     async def _watch_recording(self, call: dict, engine: EngineClient, conference: dict) -> None:
         """Keep what the engine says of the call's recording (its duration so far, for a record
@@ -835,7 +936,7 @@ class CallService:
                 "participants_added": {f"{kind}": n for kind, n in self.participants_added.items()},
                 "participant_failures": dict(self.participant_failures),
                 "calls_local": len(self._monitors), "calls_adopted": self.calls_adopted,
-                "calls_engine_failed": self.calls_engine_failed,
+                "calls_engine_failed": self.calls_engine_failed, **self.direct.stats(),
                 "events_published": self.events.published, "events_dropped": self.events.dropped,
                 "outbox": self.outbox.stats()}
 
@@ -892,6 +993,11 @@ def _leg_summary(leg: dict | None) -> dict | None:
                 "seconds_played": leg.get("seconds_played"), "source": leg.get("source")}
     receive = leg.get("receive") or {}
     rtcp = leg.get("rtcp") or {}
+    jitter_buffer_ms = (leg.get("jitter_buffer") or {}).get("target_delay_ms")
+    loss = max(cdr._loss_percent(leg))  # uplink (engine), downlink (the client's RTCP)
+    quality = emodel.quality(leg.get("codec") or "unknown", loss, rtcp.get("rtt_ms"),
+                             float(jitter_buffer_ms or 0.0))
+    webrtc = leg.get("webrtc")
     return {
         "codec": leg.get("codec"), "srtp": leg.get("srtp"), "muted": leg.get("muted"),
         "talking": leg.get("talking"), "level": leg.get("level"),
@@ -899,5 +1005,8 @@ def _leg_summary(leg: dict | None) -> dict | None:
         "bytes_in": leg.get("bytes_in"), "bytes_out": leg.get("bytes_out"),
         "jitter_ms": receive.get("jitter_ms"), "loss_percent": receive.get("loss_percent"),
         "rtt_ms": rtcp.get("rtt_ms"), "drops": leg.get("drops"),
-        "jitter_buffer_ms": (leg.get("jitter_buffer") or {}).get("target_delay_ms"),
+        "jitter_buffer_ms": jitter_buffer_ms,
+        "mos": quality.get("mos"), "r_factor": quality.get("r_factor"),
+        "transport": leg.get("kind"),
+        "webrtc_state": webrtc.get("state") if webrtc else None,
     }

@@ -10,9 +10,11 @@ records, when the drain deadline comes), then stops; SIGINT or a second SIGTERM 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import importlib.util
 import logging
+from collections.abc import AsyncIterator
 
 import uvloop
 
@@ -57,25 +59,28 @@ async def start_turn(settings: ControllerSettings, media_ip: str | None = None):
     return server
 
 
-async def serve(settings: ControllerSettings) -> None:
-    early_stop = stop_on_signals()  # a signal while starting stops at once
-    # the engine records into the controller's data directory unless told otherwise
-    engine = Engine(EngineSettings(data_dir=settings.data_dir,
-                                   recordings_dir=settings.recordings_path))
+@contextlib.asynccontextmanager
+async def serving(settings: ControllerSettings, engine_settings: EngineSettings | None = None,
+                  announce=print) -> AsyncIterator[tuple[ControllerServer, Engine, object]]:
+    """Engine, controller and STUN/TURN on this loop, as `voicemix serve` runs them (the tests of
+    the web client run exactly this); yields (controller, engine, TURN server or None). The
+    engine records into the controller's data directory unless `engine_settings` say otherwise."""
+    engine = Engine(engine_settings or EngineSettings(data_dir=settings.data_dir,
+                                                      recordings_dir=settings.recordings_path))
     engine.start()
     log.info("engine started in-process: media %s ports %s", engine.settings.media_ip,
              engine.settings.media_ports)
-    controller = ControllerServer(settings, [InProcessEngine(engine)])
+    controller = ControllerServer(settings, [InProcessEngine(engine)], announce=announce)
     turn = None
     try:
         await controller.start()
+        announce(f"voicemix: web client at {controller.url}/"
+                 + (" (development mode: demo identities on)" if settings.dev else ""))
         turn = await start_turn(controller.settings, engine.settings.media_ip)
         controller.metrics.add(EngineCollector(engine), before=engine.clock.after_tick)
         if turn is not None:
             controller.metrics.add(TurnCollector(turn))
-        gc.freeze()  # start-up objects live as long as the process (see mixer.engine.cli)
-        if not early_stop.is_set():
-            await until_stopped(engine)
+        yield controller, engine, turn
     finally:
         await controller.stop()
         if turn is not None:
@@ -85,7 +90,23 @@ async def serve(settings: ControllerSettings) -> None:
         log.info("engine stopped")
 
 
+async def serve(settings: ControllerSettings, announce=print) -> None:
+    early_stop = stop_on_signals()  # a signal while starting stops at once
+    async with serving(settings, announce=announce) as (_controller, engine, _turn):
+        gc.freeze()  # start-up objects live as long as the process (see mixer.engine.cli)
+        if not early_stop.is_set():
+            await until_stopped(engine)  # SIGTERM drains, SIGINT or a second SIGTERM stops
+
+
+def development_settings(settings: ControllerSettings) -> ControllerSettings:
+    """`voicemix serve` is the development setup: demo identities on unless VOICEMIX_DEV (or
+    the config file) says otherwise."""
+    if "dev" not in settings.model_fields_set:
+        settings.dev = True
+    return settings
+
+
 def run(args: argparse.Namespace) -> int:
     configure_logging()
-    uvloop.run(serve(settings_from(args)))
+    uvloop.run(serve(development_settings(settings_from(args))))
     return 0

@@ -95,7 +95,41 @@ class ControllerSettings(BaseSettings):
         None, description="HOST:PORT of a plain-HTTP GET /metrics without authentication (keep it "
                           "on loopback); unset = only the REST API's /metrics, with the admin key")
     max_participants_per_call: int = Field(500, ge=2, description="more participants answer 409 call_full")
+    # Rate limits and quotas of the REST API (controller/limits.py, docs/security.md)
+    rest_rate_per_address: float = Field(
+        50.0, ge=0, description="REST requests per second one client address may make (0: no "
+                                "limit); above it, 429 rate_limited with Retry-After")
+    rest_burst_per_address: float = Field(
+        200.0, ge=1, description="requests an address may make at once above its rate")
+    rest_rate_per_identity: float = Field(
+        20.0, ge=0, description="REST requests per second one user token's identity may make, "
+                                "from any address (0: no limit)")
+    rest_burst_per_identity: float = Field(
+        100.0, ge=1, description="requests an identity may make at once above its rate")
+    auth_failure_limit: int = Field(
+        10, ge=1, description="failed authentications (missing, bad, expired or revoked tokens) "
+                              "from one address within auth_failure_window_s before every request "
+                              "from it is refused (429 too_many_failures) for auth_cooldown_s")
+    auth_failure_window_s: float = Field(60.0, gt=0, description="window of auth_failure_limit")
+    auth_cooldown_s: float = Field(
+        60.0, gt=0, description="how long an address that failed authentication too often is "
+                                "refused, unread")
+    max_calls_per_identity: int = Field(
+        20, ge=0, description="live calls one identity may own on this controller; more answer "
+                              "429 call_quota (0: no limit)")
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="origins (https://app.example.com) whose pages may call the API from the "
+                    "browser (CORS); empty = none, only the controller's own web page")
     bot_max_seconds: float = Field(3600.0, gt=0, description="a tone bot stops after this long")
+    direct_one_to_one: bool = Field(
+        True, description="1:1 calls between two WebRTC clients send media directly between them "
+                          "(the controller relays their offer/answer/candidates) until a third "
+                          "participant, a bot or a recording moves both onto the engine; false: "
+                          "media is always anchored on the engine")
+    dev: bool = Field(False, description="development conveniences: the web page's demo-identity "
+                                         "button (POST /v1/dev/identities); on in `voicemix serve` "
+                                         "unless set, never on in `voicemix controller` unless set")
 
     recordings_dir: Path | None = Field(
         None, description="where an in-process engine (voicemix serve) writes recordings; unset = "

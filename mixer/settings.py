@@ -4,6 +4,7 @@ Defaults run embedded on loopback with no configuration at all.
 """
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
 from pydantic import Field, field_validator
@@ -21,6 +22,10 @@ class EngineSettings(BaseSettings):
         "127.0.0.1", description="address of the media UDP sockets (and the one named in SDP answers)")
     media_ports: str = Field(
         "40000-49999", description="UDP port range for legs (one even/odd pair per leg), LOW-HIGH")
+    media_public_ip: str | None = Field(
+        None, description="address(es) advertised in answers instead of media_ip (comma-separated; "
+                          "the engine behind NAT: its public address); WebRTC legs list a host "
+                          "candidate for each")
     control_listen: str = Field(
         "127.0.0.1:8790", description="HOST:PORT of the HTTP/JSON control API (keep it on loopback or a private network)")
     # Control API security (mixer/engine/control_auth.py)
@@ -81,6 +86,16 @@ class EngineSettings(BaseSettings):
                                      "offer names before media has come from that host (0: "
                                      "nothing until then; see docs/security.md, reflection)")
     rtcp_interval_s: float = Field(5.0, gt=0, description="RFC 3550 6.2 minimum report interval")
+    # WebRTC legs (ICE-lite, DTLS-SRTP)
+    webrtc_srtp_profiles: str = Field(
+        "SRTP_AES128_CM_SHA1_80:SRTP_AEAD_AES_128_GCM",
+        description="DTLS-SRTP protection profiles in the engine's order of preference (RFC 5764 "
+                    "4.1.2, RFC 7714); the first one the browser offers is used")
+    ice_consent_timeout_s: float = Field(
+        30.0, gt=0, description="RFC 7675: stop sending this long after the last valid ICE check")
+    webrtc_connect_timeout_s: float = Field(
+        30.0, gt=0, description="a WebRTC leg not keyed and nominated this long after its answer fails")
+    dtls_mtu: int = Field(1200, ge=576, le=1400, description="largest DTLS datagram sent")
     # Engine-side media services (mixer/media): files the engine reads and writes
     data_dir: Path = Field(Path.home() / ".local" / "share" / "voicemix",
                            description="where recordings go unless recordings_dir says otherwise")
@@ -120,6 +135,22 @@ class EngineSettings(BaseSettings):
         if not (low.isdigit() and high.isdigit() and 1024 <= int(low) < int(high) <= 65535):
             raise ValueError("media_ports must look like 40000-49999 (1024..65535)")
         return value
+
+    @field_validator("media_public_ip")
+    @classmethod
+    def _public_ips(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        for address in value.split(","):
+            ipaddress.ip_address(address.strip())  # ValueError: candidates are IP literals
+        return value
+
+    @property
+    def advertised_addresses(self) -> list[str]:
+        """What answers name as the engine's media address(es): media_public_ip, else media_ip."""
+        if self.media_public_ip:
+            return [a.strip() for a in self.media_public_ip.split(",") if a.strip()]
+        return [self.media_ip]
 
     @property
     def recordings_path(self) -> Path:

@@ -122,6 +122,10 @@ class EngineClient(abc.ABC):
     async def remove_leg(self, conference_id: str, leg_id: str) -> None: ...
 
     @abc.abstractmethod
+    async def reoffer_leg(self, conference_id: str, leg_id: str, sdp: str) -> dict:
+        """A new SDP offer on an existing leg (ICE restart, hold, new address) -> {"id", "sdp"}."""
+
+    @abc.abstractmethod
     async def stats(self) -> dict: ...
 
     @abc.abstractmethod
@@ -217,6 +221,9 @@ class InProcessEngine(EngineClient):
 
     async def remove_leg(self, conference_id: str, leg_id: str) -> None:
         self.engine.remove_leg(conference_id, leg_id)
+
+    async def reoffer_leg(self, conference_id: str, leg_id: str, sdp: str) -> dict:
+        return await self.engine.reoffer_leg(conference_id, leg_id, sdp)
 
     async def stats(self) -> dict:
         return self.engine.stats()
@@ -379,6 +386,10 @@ class HttpEngine(EngineClient):
 
     async def remove_leg(self, conference_id: str, leg_id: str) -> None:
         await self._request("DELETE", f"/conferences/{conference_id}/legs/{leg_id}")
+
+    async def reoffer_leg(self, conference_id: str, leg_id: str, sdp: str) -> dict:
+        return await self._request("PUT", f"/conferences/{conference_id}/legs/{leg_id}",
+                                   {"sdp": sdp})
 
     async def stats(self) -> dict:
         return await self._request("GET", "/stats")

@@ -141,6 +141,13 @@ def create_app(engine: Engine) -> web.Application:
                                       _field(body, "label", str))
         return web.json_response(result, status=201)
 
+    @routes.put("/conferences/{conference}/legs/{leg}")
+    async def reoffer_leg(request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        return web.json_response(await engine.reoffer_leg(
+            request.match_info["conference"], request.match_info["leg"],
+            _field(body, "sdp", str, required=True)))
+
     @routes.patch("/conferences/{conference}/legs/{leg}")
     async def update_leg(request: web.Request) -> web.Response:
         body = await _json_body(request)

@@ -19,6 +19,7 @@ from mixer.codec import FRAME_MS
 from mixer.engine.clock import TickClock
 from mixer.engine.drain import Drain
 from mixer.engine.errors import EngineError
+from mixer.engine.webrtc import WebRtcLegs
 from mixer.legs.leg import MediaLeg
 from mixer.legs.ports import PortAllocator, PortsExhausted
 from mixer.legs.transport import SendFlusher
@@ -32,6 +33,7 @@ from mixer.media.recorder import (
 )
 from mixer.media.services import ConferenceMedia
 from mixer.sdp.offer_answer import DEFAULT_CODECS
+from mixer.sdp.webrtc import is_webrtc_offer
 from mixer.sfu.conference import SfuConference
 from mixer.sdp import AudioAnswer, SdpError, answer_audio, generate_crypto, parse
 from mixer.sdp.stream import STREAM_PAYLOAD_TYPES, describe_stream
@@ -57,6 +59,7 @@ class Engine:
         self.conferences: dict[str, McuConference | SfuConference] = {}
         self.clock = TickClock(self._tick)
         self.flusher = SendFlusher()  # one sendmmsg flush per socket per loop turn, for every leg
+        self.webrtc = WebRtcLegs(self.settings)  # the DTLS certificate, ICE/DTLS answers, counters
         self.started_at: float | None = None
         self.legs_created = 0
         self.legs_removed = 0
@@ -183,6 +186,8 @@ class Engine:
             offer = parse(offer_sdp)
         except SdpError as exc:
             raise EngineError(400, "bad_sdp", str(exc)) from exc
+        if is_webrtc_offer(offer):
+            return await self._add_webrtc_leg(conference, offer, label)
         audio = next((m for m in offer.media if m.media == "audio"), None)
         wants_mux = audio is not None and audio.rtcp_mux
         try:
@@ -191,7 +196,7 @@ class Engine:
             raise EngineError(503, "no_ports", str(exc)) from exc
         port = rtp_socket.getsockname()[1]
         try:
-            answer = answer_audio(offer, local_ip=self.settings.media_ip, local_port=port,
+            answer = answer_audio(offer, local_ip=self.settings.advertised_addresses[0], local_port=port,
                                   codecs=getattr(conference, "codecs", DEFAULT_CODECS),
                                   srtp_required=self.settings.srtp_required)
         except SdpError as exc:
@@ -213,6 +218,75 @@ class Engine:
                                       "leg_id": leg_id, "port": port, "codec": answer.codec,
                                       "transport": leg.transport})
         return {"id": leg_id, "sdp": answer.sdp}
+
+    async def _add_webrtc_leg(self, conference, offer, label: str | None) -> dict:
+        """A WebRTC leg: one port (rtcp-mux) carrying ICE, DTLS and SRTP (`mixer.engine.webrtc`)."""
+        try:
+            rtp_socket, _ = self.ports.allocate(self.settings.media_ip, False)
+        except PortsExhausted as exc:
+            raise EngineError(503, "no_ports", str(exc)) from exc
+        port = rtp_socket.getsockname()[1]
+        leg_id = secrets.token_hex(6)
+        try:
+            leg = self.webrtc.new_leg(leg_id, conference, offer, rtp_socket, label, self.flusher)
+        except SdpError as exc:
+            self._release(port, rtp_socket)
+            code = getattr(exc, "code", "bad_sdp")
+            raise EngineError(488 if code != "bad_sdp" else 400, code, str(exc)) from exc
+        try:
+            await leg.open()
+        except OSError as exc:
+            self._release(port, rtp_socket)
+            raise EngineError(503, "socket_error", str(exc)) from exc
+        conference.add_leg(leg)
+        self.legs_created += 1
+        log.info("leg %s joined %s on %s:%d (%s, WebRTC)", leg_id, conference.id,
+                 self.settings.media_ip, port, leg.codec)
+        return {"id": leg_id, "sdp": leg.answer.sdp}
+
+    async def reoffer_leg(self, conference_id: str, leg_id: str, offer_sdp: str) -> dict:
+        """A new offer on an existing leg (RFC 3264 section 8): ICE restart, a new DTLS
+        fingerprint, a direction change (hold), a new address; the same port, SSRCs and codec.
+        Returns {"id", "sdp": answer}."""
+        conference = self._conference(conference_id)
+        leg = self._leg(conference, leg_id)
+        try:
+            offer = parse(offer_sdp)
+        except SdpError as exc:
+            raise EngineError(400, "bad_sdp", str(exc)) from exc
+        try:
+            if leg.kind == "webrtc":
+                if not is_webrtc_offer(offer):
+                    raise EngineError(488, "transport_change", "a WebRTC leg's re-offer must stay "
+                                      "UDP/TLS/RTP/SAVPF (make a new leg to change transport)")
+                self.webrtc.reoffer(leg, offer)
+            else:
+                if is_webrtc_offer(offer):
+                    raise EngineError(488, "transport_change", "a plain leg cannot become WebRTC "
+                                      "by re-offer (make a new leg)")
+                self._reoffer_plain(conference, leg, offer)
+        except SdpError as exc:
+            code = getattr(exc, "code", "bad_sdp")
+            raise EngineError(488 if code != "bad_sdp" else 400, code, str(exc)) from exc
+        log.info("leg %s of %s re-offered", leg_id, conference_id)
+        return {"id": leg_id, "sdp": leg.answer.sdp}
+
+    def _reoffer_plain(self, conference, leg: MediaLeg, offer) -> None:
+        """Plain/SDES re-offer: new remote address or direction (hold); the codec stays; a new
+        SDES key from the peer re-keys the inbound side, ours is kept (RFC 4568 7.1.4 allows)."""
+        answer = answer_audio(offer, local_ip=self.settings.advertised_addresses[0],
+                              local_port=leg.local_port,
+                              codecs=getattr(conference, "codecs", DEFAULT_CODECS),
+                              srtp_required=self.settings.srtp_required,
+                              local_crypto=leg.answer.local_crypto)
+        if (answer.codec, answer.payload_type) != (leg.codec, leg.payload_type):
+            raise EngineError(488, "codec_change", f"the leg runs {leg.codec}/{leg.payload_type}; a "
+                              "re-offer cannot change it (make a new leg)")
+        if answer.rtcp_mux != leg.rtcp_mux:
+            raise EngineError(488, "rtcp_mux_change", "a re-offer cannot change rtcp-mux")
+        if (answer.remote_crypto is None) != (leg.srtp is None):
+            raise EngineError(488, "srtp_change", "a re-offer cannot turn SRTP on or off")
+        leg.apply_answer(answer)
 
     def update_leg(self, conference_id: str, leg_id: str, muted: bool | None = None) -> dict:
         conference = self._conference(conference_id)
@@ -618,4 +692,5 @@ class Engine:
             "packets_out": packets_out,
             "drops": drops,
             "draining": self.draining,
+            "webrtc": self.webrtc.stats(),
         }

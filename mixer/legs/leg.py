@@ -50,7 +50,12 @@ INBOUND_SSRCS_KEPT = 4
 
 
 class MediaLeg:
-    """A participant's audio leg in a conference, as negotiated by one SDP offer/answer."""
+    """A participant's audio leg in a conference, as negotiated by one SDP offer/answer.
+
+    This class is the plain kind (RTP, or SRTP keyed by SDES); `mixer.legs.webrtc.WebRtcLeg` is
+    the WebRTC kind (ICE-lite, DTLS-SRTP) on the same interface."""
+
+    kind = "plain"
 
     def __init__(self, leg_id: str, answer: AudioAnswer, rtp_socket: socket.socket,
                  rtcp_socket: socket.socket | None, settings: EngineSettings,
@@ -95,6 +100,9 @@ class MediaLeg:
                                   on_oversized=self._on_oversized)
                       if rtcp_socket is not None else None)
         self.srtp: SrtpContext | None = None
+        self.retransmits = retransmits
+        # follow authenticated media to a new address (symmetric RTP); a WebRTC leg never does:
+        # it sends only where ICE nominated and consent holds
         if answer.local_crypto is not None and answer.remote_crypto is not None:
             # an SFU resends cached packets on NACK: the same sequence number protected twice
             self.srtp = SrtpContext(answer.local_crypto.suite, answer.local_crypto.key,
@@ -174,6 +182,45 @@ class MediaLeg:
         slot.enabled = self.send_enabled and self._consented
         self.extra_streams[rewriter.ssrc] = slot
         return slot
+
+    def apply_answer(self, answer: AudioAnswer) -> None:
+        """Take the answer to a re-offer (same codec and rtcp-mux, checked by the engine): the
+        far end's new address, the new direction (hold: sendonly/inactive), and the peer's new
+        SDES key if it changed (ours is kept; the inbound SRTP state starts over)."""
+        self._set_remote(answer.remote_rtp, answer.remote_rtp if answer.rtcp_mux else answer.remote_rtcp)
+        self.send_enabled = answer.direction in ("sendrecv", "sendonly")
+        self.recv_enabled = answer.direction in ("sendrecv", "recvonly")
+        for slot in self.extra_streams.values():
+            if isinstance(slot, SlotSender):
+                slot.enabled = self.send_enabled and self._consented
+        if (self.srtp is not None and answer.remote_crypto is not None
+                and answer.remote_crypto.key != self.answer.remote_crypto.key):
+            self.srtp = SrtpContext(answer.local_crypto.suite, answer.local_crypto.key,
+                                    answer.remote_crypto.key, allow_repeat_tx=self.retransmits)
+            self._inbound_ssrcs.clear()
+            for slot in self.extra_streams.values():
+                if isinstance(slot, SlotSender):
+                    slot.srtp = self.srtp.outbound_calls
+        self.answer = answer
+        if self.symmetric is not None:
+            # the re-offer's address is the offered one now; consent carries over only for the
+            # host media already came from (docs/security.md)
+            self.symmetric.reoffer(self.remote_rtp, self.remote_rtcp)
+            if self.symmetric.consented:
+                self._set_remote(self.symmetric.rtp, self.symmetric.rtcp)
+            self._consented = self.symmetric.consented or time.monotonic() < self.symmetric.start_until
+            self._enable_slots()
+
+    def new_slot_ssrc(self) -> int:
+        """The SSRC of the next further stream (SFU slot) made for this leg: random here; a
+        WebRTC leg hands out the ones its answer announced."""
+        return secrets.randbits(32)
+
+    def slot_capacity(self, wanted: int) -> int:
+        """How many further streams (SFU slots) this leg can carry of the `wanted` ones: all of
+        them here (they share the one RTP stream's port); a WebRTC leg as many as its answer has
+        slot m-lines."""
+        return wanted
 
     # ------------------------------------------------------------------------------ media consent
     def _media_arrived(self, addr: tuple, rtcp: bool) -> None:
@@ -468,6 +515,7 @@ class MediaLeg:
         result = {
             "id": self.id,
             "label": self.label,
+            "kind": self.kind,
             "codec": self.codec,
             "payload_type": self.payload_type,
             "local_port": self.local_port,

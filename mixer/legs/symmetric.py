@@ -93,6 +93,18 @@ class SymmetricRtp:
             return True
         return False
 
+    def reoffer(self, offered_rtp: tuple, offered_rtcp: tuple) -> None:
+        """A re-offer names new addresses. Consent given by the offered host holds for the new
+        address only if it is on that host; a latched source stays latched (a client behind NAT
+        re-offers its private address again)."""
+        old_host = self.offered_rtp[0]
+        self.offered_rtp, self.offered_rtcp = offered_rtp, offered_rtcp
+        if self.state == OFFERED:
+            if offered_rtp[0] == old_host:
+                self.rtp, self.rtcp = offered_rtp, offered_rtcp
+            else:
+                self.state, self.rtp, self.rtcp = WAITING, None, None
+
     def stats(self) -> dict:
         return {"state": self.state, "latches": self.latches,
                 "destination": None if self.rtp is None else f"{self.rtp[0]}:{self.rtp[1]}"}
