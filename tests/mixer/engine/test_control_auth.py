@@ -20,7 +20,9 @@ import time
 import pytest
 import uvloop
 from aiohttp import ClientSession
+from hypothesis import given, settings, strategies as st
 
+from mixer.certificates import normalize_fingerprint
 from mixer.engine.client import EnginePins, EngineError, HttpEngine, engine_url
 from mixer.engine.control import start_control_api
 from mixer.engine.control_auth import (
@@ -240,3 +242,32 @@ def test_an_engine_on_every_interface_serves_https_and_wants_the_secret(tmp_path
     assert stat.S_IMODE(tmp_path.stat().st_mode) == 0o700
     assert stat.S_IMODE((tmp_path / "engine-control-key.pem").stat().st_mode) == 0o600
     assert SECRET not in "".join(lines)
+
+
+@given(st.text(max_size=200))
+@settings(max_examples=300, deadline=None)
+def test_engine_urls_and_fingerprints_raise_only_value_error(text):
+    """The two parsers of what an operator configures: any text is parsed or refused clearly."""
+    for candidate in (text, "https://10.0.0.5:8790#" + text, "https://10.0.0.5:8790#sha256=" + text):
+        try:
+            base, pin = engine_url(candidate)
+        except ValueError:
+            continue
+        assert base.startswith(("http://", "https://")) and "#" not in base
+        assert pin is None or len(pin) == 95
+    try:
+        normalize_fingerprint(text)
+    except ValueError:
+        pass
+
+
+def test_the_guard_parses_any_authorization_header():
+    guard = ControlGuard(SECRET, failure_limit=10**9)
+
+    @given(st.text(max_size=300))
+    @settings(max_examples=300, deadline=None)
+    def check(header):
+        refused = guard.check("fuzz", header, now=0.0)
+        assert refused is None or refused[0] == 401
+
+    check()
