@@ -271,15 +271,16 @@ def create_app(settings: ControllerSettings, service: CallService, store: Store,
     service.limits = limits
     install_error_handlers(app)
 
-    # added innermost first: a request meets the response counter, the security headers, the
-    # rate limits (nothing of a refused request is read), CORS if allowed, the body limit
+    # added innermost first: a request meets the response counter, the security headers, CORS
+    # if allowed (so an embedding page can read a 429's Retry-After), the rate limits (nothing
+    # of a refused request is read), the body limit
     app.add_middleware(BodyLimit)
+    app.add_middleware(limits.middleware)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
                            allow_headers=["Authorization", "Content-Type"],
                            expose_headers=["Retry-After"], allow_credentials=False, max_age=600)
-    app.add_middleware(limits.middleware)
     app.add_middleware(SecurityHeaders)
     app.add_middleware(ResponseCounter, counts=metrics.responses)
 

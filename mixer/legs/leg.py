@@ -276,9 +276,9 @@ class MediaLeg:
         seconds): after a stall of this process it is earlier than now, and the jitter buffer and
         staleness checks need the real time."""
         now = time.monotonic() if arrival_s is None else arrival_s
-        # the participant's budget: where we send, and where its stream comes from (another port
-        # of its host, as a separate sender process uses)
-        known = addr == self.remote_rtp or addr == self.remote_rtcp or addr == self._stream_source
+        # the participant's budget is for where we send; a separate sender process on another
+        # port of its host shares the strangers' (docs/security.md)
+        known = addr == self.remote_rtp or addr == self.remote_rtcp
         if not (self._peer_budget if known else self._stranger_budget).take(now):
             self.drops["rate_limited"] += 1
             return

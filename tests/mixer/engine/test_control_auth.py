@@ -271,3 +271,12 @@ def test_the_guard_parses_any_authorization_header():
         assert refused is None or refused[0] == 401
 
     check()
+
+
+def test_a_controller_refuses_plain_http_to_an_engine_off_loopback(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VOICEMIX_")}
+    result = subprocess.run([sys.executable, "-m", "mixer.cli", "controller", "--data-dir",
+                             str(tmp_path), "--engine", "http://192.0.2.7:8790"],
+                            env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "https://" in result.stderr and "192.0.2.7" in result.stderr
