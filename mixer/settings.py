@@ -4,6 +4,8 @@ Defaults run embedded on loopback with no configuration at all.
 """
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -45,6 +47,12 @@ class EngineSettings(BaseSettings):
     latch_remote: bool = Field(
         False, description="send to where authenticated media comes from (symmetric RTP, RFC 4961)")
     rtcp_interval_s: float = Field(5.0, gt=0, description="RFC 3550 6.2 minimum report interval")
+    dtmf_bridge: Literal["two_party", "off"] = Field(
+        "two_party", description="keys pressed on one leg of a two-leg conference are sent to the "
+                                 "other (RFC 4733, or in-band to a G.711 leg without it)")
+    inband_dtmf: Literal["auto", "always", "off"] = Field(
+        "auto", description="Goertzel DTMF detection in the audio of G.711 legs: auto = on legs "
+                            "that negotiated no telephone-event (RFC 4733)")
 
     @field_validator("media_ports")
     @classmethod

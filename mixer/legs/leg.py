@@ -15,14 +15,15 @@ import socket
 import time
 from collections.abc import Callable
 
-from mixer import _rtp
+from mixer import _g711, _rtp
+from mixer._dtmf_detect import DtmfDetector
 from mixer._forward import SlotSender, StreamRewriter
 from mixer.codec import CODECS, FRAME_MS
 from mixer.rtp.rtcp import (
     RtcpBye, RtcpError, RtcpNack, RtcpReceiverReport, RtcpSdes, SdesChunk, SDES_CNAME,
     is_rtcp, parse_compound, serialize_compound,
 )
-from mixer.rtp.dtmf import Digit, DtmfReceiver
+from mixer.rtp.dtmf import Digit, DtmfError, DtmfReceiver, DtmfSender, InbandDtmfSender
 from mixer.rtp.srtp import SrtpContext
 from mixer.rtp.stats import (
     ReceiveStatistics, RoundTrip, SendStatistics, learn_from_reports, sender_report,
@@ -74,7 +75,8 @@ class MediaLeg:
         self.payload_type = answer.payload_type
         self.clock_rate = CODECS[answer.codec].clock_rate
         self.samples_per_frame = self.clock_rate * FRAME_MS // 1000
-        self.ptime_ms = answer.ptime_ms
+        self.ptime_ms = answer.ptime_ms            # what the peer sends
+        self.send_ptime_ms = answer.send_ptime_ms  # what we send
         self.telephone_event_pt = answer.telephone_event_pt
         self.audio_level_ext_id = answer.audio_level_ext_id
         # further streams this leg sends, by SSRC (an SFU subscriber's slots); each gets its own SR
@@ -109,6 +111,12 @@ class MediaLeg:
         self.ssrc_changes = 0
         self.dtmf_packets = 0
         self.dtmf = DtmfReceiver(self.clock_rate)  # RFC 4733 digits, for the controller to poll
+        # keys heard in the audio of a G.711 leg that negotiated no telephone-event
+        self.inband_detector: DtmfDetector | None = None
+        self._dtmf_out: DtmfSender | InbandDtmfSender | None = None
+        self._pack = bytearray()   # G.711 samples waiting for a ptime other than 20 ms
+        self._pack_ts = 0
+        self._configure_dtmf()
         self.nacks_in = 0
         self.nacks_out = 0
         self.remote_bye = False
@@ -128,6 +136,55 @@ class MediaLeg:
         self.on_ssrc_change: Callable[[MediaLeg], None] | None = None
         self.on_nack: Callable[[MediaLeg, RtcpNack], None] | None = None
         self.on_dtmf: Callable[[MediaLeg, Digit], None] | None = None
+
+    def _configure_dtmf(self) -> None:
+        g711 = self.codec in ("PCMU", "PCMA")
+        mode = self.settings.inband_dtmf
+        wanted = g711 and (mode == "always" or (mode == "auto" and self.telephone_event_pt is None))
+        if wanted and self.inband_detector is None:
+            self.inband_detector = DtmfDetector()
+        elif not wanted:
+            self.inband_detector = None
+
+    def renegotiate(self, answer: AudioAnswer) -> None:
+        """Apply a new offer/answer on this leg's port (a re-INVITE: hold, resume, new address).
+        The codec and SRTP keys stay (the engine refuses offers that would change them)."""
+        ptime_changed = answer.ptime_ms != self.ptime_ms
+        self.answer = answer
+        self.ptime_ms = answer.ptime_ms
+        self.send_ptime_ms = answer.send_ptime_ms
+        self.telephone_event_pt = answer.telephone_event_pt
+        self.send_enabled = answer.direction in ("sendrecv", "sendonly")
+        self.recv_enabled = answer.direction in ("sendrecv", "recvonly")
+        for slot in self.extra_streams.values():
+            if isinstance(slot, SlotSender):
+                slot.enabled = self.send_enabled
+        remote_rtcp = answer.remote_rtp if answer.rtcp_mux else answer.remote_rtcp
+        if (answer.remote_rtp, remote_rtcp) != (self.remote_rtp, self.remote_rtcp):
+            self._set_remote(answer.remote_rtp, remote_rtcp)
+            self._stream_source = None   # the new address is the participant's now
+        self._pack.clear()
+        self._configure_dtmf()
+        if self._dtmf_out is not None and not self._dtmf_out.active:
+            self._dtmf_out = None
+        if ptime_changed and self.on_ssrc_change is not None:
+            self.on_ssrc_change(self)   # the playout of a new packet size starts afresh
+
+    def send_dtmf(self, keys: str) -> str:
+        """Queue keys to send: RFC 4733 events when telephone-event was negotiated, else Q.23
+        tones in the audio of a G.711 leg. Returns "rfc4733" or "inband"; DtmfError if neither
+        is possible (an Opus leg without telephone-event) or a key is not a DTMF key."""
+        if self.telephone_event_pt is not None:
+            if not isinstance(self._dtmf_out, DtmfSender):
+                self._dtmf_out = DtmfSender(self.samples_per_frame, self.clock_rate)
+            self._dtmf_out.add(keys)
+            return "rfc4733"
+        if self.codec in ("PCMU", "PCMA"):
+            if not isinstance(self._dtmf_out, InbandDtmfSender):
+                self._dtmf_out = InbandDtmfSender(self.samples_per_frame)
+            self._dtmf_out.add(keys)
+            return "inband"
+        raise DtmfError(f"leg {self.id} ({self.codec}) negotiated no telephone-event")
 
     # ----------------------------------------------------------------------------------- lifecycle
     async def open(self) -> None:
@@ -220,6 +277,11 @@ class MediaLeg:
         if packet.payload_type != self.payload_type:
             self.drops["payload_type"] += 1
             return
+        if self.inband_detector is not None:
+            keys = self.inband_detector.feed_g711(packet.payload, self.codec == "PCMA")
+            if keys:
+                self._report_digits([self.dtmf.add_inband(key, round(self.inband_detector.min_tone_ms),
+                                                          packet.timestamp) for key in keys])
         if packet.ssrc != self.remote_ssrc:
             first = self.remote_ssrc is None
             self._remember_inbound_ssrc(packet.ssrc)
@@ -282,15 +344,53 @@ class MediaLeg:
     # ---------------------------------------------------------------------------------------- send
     def send_payload(self, payload: bytes, wall_s: float, marker: bool = False) -> None:
         """Send one 20 ms frame's payload as the next packet of this leg's stream; `wall_s` is
-        the tick's time.time(), read once per tick (it dates the stream for RTCP SRs)."""
+        the tick's time.time(), read once per tick (it dates the stream for RTCP SRs).
+
+        While keys are being sent, this tick's audio is replaced: by the telephone-event packet
+        (RFC 4733 2.5.1: the event, not audio, represents the tone) or by the tone itself. A
+        G.711 leg whose peer asked for another ptime gets packets of that many ms."""
+        if self._dtmf_out is not None:
+            event = self._dtmf_out.next(self._ts) if isinstance(self._dtmf_out, DtmfSender) \
+                else self._dtmf_out.next()
+            if event is None:
+                if not self._dtmf_out.active:
+                    self._dtmf_out = None
+            elif isinstance(event, tuple):
+                event_payload, event_ts, first = event
+                self._pack.clear()
+                self._send(self.telephone_event_pt, event_ts, event_payload, first, wall_s)
+                self._ts = (self._ts + self.samples_per_frame) & 0xFFFFFFFF
+                return
+            else:
+                payload = (_g711.ulaw_encode(event) if self.codec == "PCMU"
+                           else _g711.alaw_encode(event))
+        if self.send_ptime_ms != FRAME_MS:
+            self._send_packed(payload, wall_s)
+        else:
+            self._send(self.payload_type, self._ts, payload, marker, wall_s)
+        self._ts = (self._ts + self.samples_per_frame) & 0xFFFFFFFF
+
+    def _send(self, payload_type: int, timestamp: int, payload: bytes, marker: bool,
+              wall_s: float) -> None:
         if self.send_enabled and self._rtp.is_open:
-            packet = _rtp.build_rtp(self.payload_type, self._seq, self._ts, self.ssrc, payload, marker)
+            packet = _rtp.build_rtp(payload_type, self._seq, timestamp, self.ssrc, payload, marker)
             if self.srtp is not None:
                 packet = self.srtp.protect(packet)
             self._rtp.send(packet, self._remote_rtp_packed)
-            self.sent.on_sent(len(payload), self._ts, wall_s)
+            self.sent.on_sent(len(payload), timestamp, wall_s)
             self._seq = (self._seq + 1) & 0xFFFF
-        self._ts = (self._ts + self.samples_per_frame) & 0xFFFFFFFF
+
+    def _send_packed(self, payload: bytes, wall_s: float) -> None:
+        """G.711 carries one octet per sample: gather ticks into packets of ptime_ms (30 ms is
+        one packet on two ticks of three, 10 ms two packets a tick)."""
+        if not self._pack:
+            self._pack_ts = self._ts
+        self._pack += payload
+        size = self.clock_rate * self.send_ptime_ms // 1000
+        while len(self._pack) >= size:
+            self._send(self.payload_type, self._pack_ts, bytes(self._pack[:size]), False, wall_s)
+            del self._pack[:size]
+            self._pack_ts = (self._pack_ts + size) & 0xFFFFFFFF
 
     def send_nack(self, media_ssrc: int, lost: list[int]) -> None:
         """Ask the far end to resend `lost` packets of its stream (RFC 4585 generic NACK)."""
@@ -362,6 +462,11 @@ class MediaLeg:
             "ssrc_changes": self.ssrc_changes,
             "dtmf_packets": self.dtmf_packets,
             "dtmf": self.dtmf.stats(),
+            "dtmf_inband": self.inband_detector.stats() if self.inband_detector is not None else None,
+            "dtmf_sending": self._dtmf_out is not None and self._dtmf_out.active,
+            "ptime_ms": self.ptime_ms,
+            "send_ptime_ms": self.send_ptime_ms,
+            "direction": self.answer.direction,
             "nacks_in": self.nacks_in,
             "nacks_out": self.nacks_out,
             "remote_bye": self.remote_bye,
