@@ -41,7 +41,9 @@ from mixer.engine.engine import EngineError
 log = logging.getLogger("voicemix.controller")
 
 ONE_TO_ONE, GROUP = "one_to_one", "group"
-LOCAL_KINDS = ("bot", "recorder")
+# participants whose client lives in one controller's process (bots and the recorder are RTP
+# clients there; a PSTN participant's SIP dialog is held by that controller's user agent)
+LOCAL_KINDS = ("bot", "recorder", "pstn")
 
 
 ENGINE_FAILED = "engine_failed"
@@ -72,6 +74,8 @@ class CallService:
         self._monitors: dict[str, asyncio.Task] = {}
         self._supervisor: asyncio.Task | None = None
         self._cleanups: set[asyncio.Task] = set()  # best-effort deletes on failed engines
+        self.pstn = None        # the PSTN side (controller.pstn.PstnService), when SIP runs
+        self.observers: list = []   # objects with async participant_joined / call_ended
         self.calls_created = 0
         self.calls_ended = 0
         self.calls_adopted = 0
@@ -249,15 +253,20 @@ class CallService:
         self.events.close(call_id)
         self.calls_ended += 1
         log.info("call %s ended (%s)", call_id, reason)
+        for observer in list(self.observers):
+            await observer.call_ended(call_id, reason)
 
     # ------------------------------------------------------------------------------ participants
     async def add_participant(self, principal: Principal, call_id: str, body: dict) -> dict:
         kind = body.get("kind") or ("voip" if body.get("sdp") is not None else None)
         call = await self.access(principal, call_id, allow_invited=(kind == "voip"))
-        if kind == "pstn":
-            raise ApiError(501, "not_implemented", "PSTN participants are not built yet")
         if len(call["participants"]) >= self.settings.max_participants_per_call:
             raise ApiError(409, "call_full", "the call has its maximum of participants")
+        if kind == "pstn":
+            if self.pstn is None:
+                raise ApiError(503, "pstn_unavailable", "this controller runs no SIP side "
+                                                        "(VOICEMIX_SIP_LISTEN)")
+            return await self.pstn.dial(call, principal, body)
         if kind == "voip":
             if principal.identity is None:
                 raise ApiError(403, "identity_required", "only identities join by SDP offer")
@@ -276,7 +285,22 @@ class CallService:
                        "codec": _codec_of(answer["sdp"])}
         await self.registry.add_member(call["id"], identity)
         await self._admit(call, participant)
+        for observer in list(self.observers):
+            await observer.participant_joined(call, participant)
         return {"id": answer["id"], "sdp": answer["sdp"]}
+
+    async def admit_local(self, call: dict, participant: dict, client, announce: bool = True) -> None:
+        """Admit a participant whose engine leg the caller made and whose client lives in this
+        controller (a SIP dialog): it is closed when the participant is removed or the call
+        ends here, and removed by an adopting controller if this one dies. With `announce`
+        False it is only registered (an outbound call still ringing): no participant_joined."""
+        participant = {**participant, "controller": self.instance}
+        if announce:
+            await self._admit(call, participant)
+        else:
+            await self.registry.put_participant(call["id"], participant)
+        client.attached_at = time.monotonic()
+        self._local.setdefault(call["id"], {})[participant["id"]] = client
 
     async def _add_bot(self, call: dict, principal: Principal, body: dict) -> dict:
         play = body.get("play") or "tone:440"
@@ -352,16 +376,16 @@ class CallService:
         return {**participant, "joined_at": cdr.iso(participant["joined_at"])}
 
     async def remove_participant(self, principal: Principal | None, call_id: str,
-                                 participant_id: str, reason: str = "removed") -> None:
+                                 participant_id: str, reason: str = "removed",
+                                 details: dict | None = None) -> None:
         call = await self.access(principal, call_id)
         participant = await self.registry.remove_participant(call_id, participant_id)
         if participant is None:
             raise ApiError(404, "no_such_participant", f"no participant {participant_id}")
         engine = self._engine(call)
         leg = {}
-        with contextlib.suppress(EngineError):
-            conference = await engine.get_conference(call["conference"])
-            leg = next((x for x in conference["legs"] if x["id"] == participant_id), {})
+        with contextlib.suppress(EngineError):   # this leg's final stats, for its record
+            leg = await engine.get_leg(call["conference"], participant_id)
         with contextlib.suppress(EngineError):
             await engine.remove_leg(call["conference"], participant_id)
         await self._close_local(call, participant_id)
@@ -370,7 +394,7 @@ class CallService:
         record = self._leg_record(call, participant, leg, time.time(), reason)
         await self.store.add_cdrs([record])
         self.events.publish(call_id, "participant_left",
-                            {"participant_id": participant_id, "reason": reason})
+                            {"participant_id": participant_id, "reason": reason, **(details or {})})
 
     def _leg_record(self, call: dict, participant: dict, leg: dict, ended_at: float,
                     reason: str) -> dict:

@@ -116,6 +116,7 @@ def leg_record(call: dict, participant: dict, leg: dict, samples: LegSamples,
         "jitter_buffer_ms": jitter_buffer_ms,
         **quality,
         "recording_id": call.get("recording") or None,
+        **({"pstn": participant["pstn"]} if participant.get("pstn") else {}),
         "_started": started_at,
         "_ended": ended_at,
     }

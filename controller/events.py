@@ -18,8 +18,14 @@ from collections.abc import AsyncIterator
 log = logging.getLogger("voicemix.controller")
 
 QUEUE_LIMIT = 256
+USER_CHANNEL_PREFIX = "user:"
 KEEPALIVE_S = 15.0
 _END = object()
+
+
+def user_channel(identity: str) -> str:
+    """The stream of one identity's own events (incoming calls), beside the per-call streams."""
+    return USER_CHANNEL_PREFIX + identity
 
 
 class EventHub:

@@ -21,10 +21,14 @@ from mixer.engine.engine import Engine
 from mixer.settings import EngineSettings
 
 log = logging.getLogger("voicemix.serve")
+# `voicemix serve` answers SIP here unless VOICEMIX_SIP_LISTEN says otherwise ('off': no SIP)
+SERVE_SIP_LISTEN = "127.0.0.1:5060"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_common_arguments(parser)
+    parser.add_argument("--sip-listen", help=f"HOST:PORT for SIP (UDP and TCP; default "
+                        f"{SERVE_SIP_LISTEN}, 'off' for none)")
 
 
 async def start_turn(settings: ControllerSettings, media_ip: str | None = None):
@@ -52,6 +56,8 @@ async def start_turn(settings: ControllerSettings, media_ip: str | None = None):
 
 async def serve(settings: ControllerSettings) -> None:
     stop = stop_on_signals()
+    if settings.sip_listen is None:
+        settings.sip_listen = SERVE_SIP_LISTEN
     engine = Engine(EngineSettings())
     engine.start()
     log.info("engine started in-process: media %s ports %s", engine.settings.media_ip,
@@ -74,5 +80,5 @@ async def serve(settings: ControllerSettings) -> None:
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    uvloop.run(serve(settings_from(args)))
+    uvloop.run(serve(settings_from(args, sip_listen=args.sip_listen)))
     return 0

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl
 from pathlib import Path
 
 import uvicorn
@@ -62,6 +63,7 @@ class ControllerServer:
         self.tokens = TokenAuthority(settings.token_secret, self.store, settings.token_leeway_s)
         self.events = EventHub(settings.redis_url)
         self.calls = CallService(settings, self.store, self.registry, engines, self.events)
+        self.pstn = None   # the SIP side (controller.pstn.PstnService), made at start()
         self.app = create_app(settings, self.calls, self.store, self.tokens)
         self.cert_path: Path | None = None
         self.key_path: Path | None = None
@@ -99,6 +101,8 @@ class ControllerServer:
             self._tls()
         await self.events.start()
         await self.calls.start()  # with Redis: this controller's lease, adoption of orphaned calls
+        if self.settings.sip_listen and self.settings.sip_listen.lower() != "off":
+            await self._start_sip()
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -121,8 +125,24 @@ class ControllerServer:
         log.info("controller started: %s (engines %s, registry %s)", self.url,
                  ", ".join(self.calls.engines), "redis" if self.settings.redis_url else "memory")
 
+    async def _start_sip(self) -> None:
+        from controller.pstn.service import PstnService   # noqa: PLC0415 (only with SIP on)
+        tls = None
+        if "tls" in [t.lower() for t in self.settings.sip_transports]:
+            if self.cert_path is None:   # plain-HTTP controller: SIP TLS still needs a certificate
+                self.cert_path, self.key_path, _ = self_signed(self.settings.data_dir, [self.host])
+            tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            tls.load_cert_chain(str(self.cert_path), str(self.key_path))
+        self.pstn = PstnService(self.settings, self.calls, self.store, self.events, tls)
+        await self.pstn.start()
+        self.app.state.pstn = self.pstn
+        self.announce(f"voicemix controller: SIP on {self.pstn.listening}")
+
     async def stop(self) -> None:
         await self.calls.close()
+        if self.pstn is not None:
+            await self.pstn.stop()
+            self.pstn = None
         self.calls.events.close_all()  # open event streams end, so connections can close
         if self._server is not None:
             self._server.should_exit = True
