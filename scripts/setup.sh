@@ -7,8 +7,10 @@ cd "$(dirname "$0")/.."
 # libopus-dev: the Cython core links libopus. pkg-config: finds it. ffmpeg: the interop peer of the
 # end-to-end tests. redis-server: the shared call registry's peer in the controller tests.
 # coturn: turnutils_* clients and turnserver, the TURN interop peers and benchmark baseline.
+# sip-tester (sipp) and baresip-core: the SIP interop peers (a load generator and scenario player,
+# and a real softphone) of the PSTN tests and the calls-per-second benchmark.
 # python3-venv: only if this Python cannot make a virtualenv by itself.
-APT_PACKAGES=(libopus-dev libopus0 pkg-config ffmpeg redis-server coturn)
+APT_PACKAGES=(libopus-dev libopus0 pkg-config ffmpeg redis-server coturn sip-tester baresip-core)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
