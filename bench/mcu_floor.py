@@ -42,7 +42,7 @@ class IoFloorConference(RecvFloorConference):
         now_s, wall_s = time.monotonic(), time.time()
         for voice in self.voices.values():
             leg = voice.leg
-            leg.send_payload(_PAYLOAD, wall_s)
+            leg.send_payload(_PAYLOAD, now_ms, wall_s)
             leg.maybe_send_rtcp(now_s)
         self.busy_ms += (time.perf_counter() - began) * 1000.0
 

@@ -70,7 +70,7 @@ class NaiveMcuConference(McuConference):
             leg = voice.leg
             payload = voice.own_encoder(self.opus).encode(self._all_minus[index])
             self.own_encodes += 1
-            leg.send_payload(payload, wall_s)
+            leg.send_payload(payload, now_ms, wall_s)
             leg.maybe_send_rtcp(now_s)
         self.busy_ms += (time.perf_counter() - began) * 1000.0
 

@@ -29,7 +29,7 @@ class TickBench:
     """A conference of N real legs whose jitter buffers are fed directly, one frame per tick."""
 
     def __init__(self, conference_type: type, n: int, settings: EngineSettings | None = None,
-                 ports: tuple[int, int] = (31000, 38999)) -> None:
+                 ports: tuple[int, int] = (31000, 38999), talkers: int = TALKERS) -> None:
         self.loop = uvloop.new_event_loop()
         self.settings = settings or EngineSettings()
         self.sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -49,18 +49,20 @@ class TickBench:
             self.loop.run_until_complete(leg.open())
             self.conference.add_leg(leg)
             self.legs.append(leg)
-        self.tones, self.tone_exts, self.silence, self.silent_ext = encode_cycles(TALKERS)
+        self.talkers = talkers
+        self.tones, self.tone_exts, self.silence, self.silent_ext = encode_cycles(talkers)
         self.k = 0
         self.now_ms = 1_000_000.0
         self.received = 0
         self._buf = bytearray(4096)
 
     def wires(self) -> list[bytes]:
-        """This frame's wire packet for every leg (3 talkers: tone, level V=1; others: 127 V=0)."""
+        """This frame's wire packet for every leg (`talkers` of them: tone, level V=1; the others:
+        comfort noise, level 127 V=0)."""
         f = self.k % CYCLE_FRAMES
         result = []
         for i, leg in enumerate(self.legs):
-            if i < TALKERS:
+            if i < self.talkers:
                 payload, ext = self.tones[i][f], self.tone_exts[i][f]
             else:
                 payload, ext = self.silence[f], self.silent_ext

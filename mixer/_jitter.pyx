@@ -2,11 +2,9 @@
 """The adaptive jitter buffer: reorders one stream's RTP packets and decides, once per frame
 tick, what to play (see `JitterBuffer`).
 """
-from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t
-from libc.stdlib cimport malloc, free, calloc
-from libc.string cimport memcpy, memset
-from libc.math cimport sqrt, log10, ceil, lround
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_FromStringAndSize
+from libc.stdint cimport int32_t, int64_t, uint32_t
+from libc.stdlib cimport free, calloc
+from libc.math cimport ceil
 
 from mixer._rtp cimport RtpPacket, c_seq_diff
 
@@ -46,6 +44,8 @@ cdef double PEAK_DECAY = 0.9930925
 cdef double JITTER_SLACK_MS = 5.0
 # The minimum transit follows slow clock drift upward by this much per packet (ms).
 cdef double TRANSIT_LEAK_MS = 0.02
+# catch_up() acts only on playout this far behind its target (ms): less is left to SHRINK_AFTER.
+cdef double CATCH_UP_EXCESS_MS = 60.0
 
 
 cdef class JitterBuffer:
@@ -92,7 +92,7 @@ cdef class JitterBuffer:
     cdef double _jitter
     # stats
     cdef readonly int64_t received, lost, late, duplicates, reordered, underruns, discarded, resets
-    cdef readonly int64_t played
+    cdef readonly int64_t played, stale
     cdef double _wait_sum
 
     def __cinit__(self, int clock_rate=48000, double frame_ms=20.0, double min_delay_ms=20.0,
@@ -320,6 +320,43 @@ cdef class JitterBuffer:
         self.lost += 1
         return _LOSS_NONE
 
+    cpdef int catch_up(self, double now_ms):
+        """Skip what is too old to play, after the caller stalled (the process was paused or
+        starved of CPU and did not pop for a while, while packets kept arriving): when the head of
+        the queue has waited more than CATCH_UP_EXCESS_MS beyond the target delay, drop frames (and
+        pass over missing ones) until the head has waited no longer than the target, keeping at
+        least one packet. Returns how many packets were dropped (counted in `stale`).
+
+        Only the caller knows it stalled, so it asks; a burst released by the network is left to
+        the gradual shrink. With the packets' real (kernel) arrival times a stall does not look
+        like network jitter either: the target stays where the network put it, and playout resumes
+        there, not at the stall's delay."""
+        cdef double target_ms = self._target * self.frame_ms
+        cdef int idx
+        cdef bint catching = False
+        cdef object packet
+        cdef int64_t before = self.stale
+        if not self._has_base:
+            return 0
+        while self._count > 1:
+            idx = <int>(self._next & self._mask)
+            packet = self._slots[idx]
+            if packet is None:
+                if not catching:
+                    break
+                self._next += 1
+                self.lost += 1
+                continue
+            if now_ms - self._arrival[idx] <= (target_ms + CATCH_UP_EXCESS_MS if not catching else target_ms):
+                break
+            catching = True
+            self._slots[idx] = None
+            self._count -= 1
+            self._next += 1
+            self._advanced = True
+            self.stale += 1
+        return <int>(self.stale - before)
+
     cdef void _maybe_shrink(self, double waited_ms):
         cdef int idx
         if waited_ms > (self.target_frames() + 1) * self.frame_ms:
@@ -366,6 +403,7 @@ cdef class JitterBuffer:
             "reordered": self.reordered,
             "underruns": self.underruns,
             "discarded": self.discarded,
+            "stale": self.stale,
             "resets": self.resets,
             "buffered_ms": self.buffered_ms,
             "target_delay_ms": self.target_delay_ms,

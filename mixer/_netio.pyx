@@ -11,6 +11,7 @@ from libc.string cimport memset, memcpy
 from libc.errno cimport errno, EAGAIN, EINTR  # EWOULDBLOCK == EAGAIN on Linux
 from libc.stdlib cimport malloc, free
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
+from posix.time cimport CLOCK_MONOTONIC, CLOCK_REALTIME, clock_gettime, timespec
 
 cdef extern from "<sys/socket.h>" nogil:
     ctypedef unsigned int socklen_t
@@ -33,6 +34,18 @@ cdef extern from "<sys/socket.h>" nogil:
     struct mmsghdr:
         msghdr msg_hdr
         unsigned int msg_len
+    struct cmsghdr:
+        size_t cmsg_len
+        int cmsg_level
+        int cmsg_type
+    cmsghdr *CMSG_FIRSTHDR(msghdr *msgh)
+    cmsghdr *CMSG_NXTHDR(msghdr *msgh, cmsghdr *cmsg)
+    unsigned char *CMSG_DATA(cmsghdr *cmsg)
+    size_t CMSG_SPACE(size_t length)
+    int setsockopt(int sockfd, int level, int optname, const void *optval, socklen_t optlen)
+    enum: SOL_SOCKET
+    enum: SO_TIMESTAMPNS
+    enum: SCM_TIMESTAMPNS
     int recvmmsg(int sockfd, mmsghdr *msgvec, unsigned int vlen, int flags, void *timeout)
     int sendmmsg(int sockfd, mmsghdr *msgvec, unsigned int vlen, int flags)
     enum: MSG_DONTWAIT
@@ -63,6 +76,7 @@ cdef extern from "<arpa/inet.h>" nogil:
 
 DEF MAX_BATCH = 256
 DEF MAX_DATAGRAM = 2048     # RTP/RTCP/STUN on the media ports; larger datagrams are truncated and dropped
+DEF CONTROL_SPACE = 64      # room for one SCM_TIMESTAMPNS control message (CMSG_SPACE(16) == 32)
 
 
 class NetIoError(OSError):
@@ -105,7 +119,13 @@ cdef tuple _unpack(sockaddr_storage *storage):
 
 
 cdef class BatchReceiver:
-    """Reusable receive buffers for one socket: `receive(fd)` returns [(data, (host, port)), ...].
+    """Reusable receive buffers for one socket: `receive(fd)` returns [(data, (host, port)), ...],
+    or with `timestamps=True` [(data, (host, port), arrival_s), ...].
+
+    `arrival_s` is when the kernel received the datagram (SO_TIMESTAMPNS), on the `time.monotonic()`
+    clock. A process that was stalled (paused, starved of CPU) finds its packets queued in the socket;
+    the time it reads them says nothing about when they came, so jitter estimates and staleness
+    decisions need the kernel's time. The receiver turns SO_TIMESTAMPNS on for the sockets it reads.
 
     The buffers live as long as the receiver, so a receive allocates only the returned bytes and
     tuples. Datagrams larger than MAX_DATAGRAM are truncated by the kernel (MSG_TRUNC): they are
@@ -116,18 +136,24 @@ cdef class BatchReceiver:
     cdef iovec *_iovs
     cdef sockaddr_storage *_names
     cdef char *_buffers
+    cdef char *_controls
     cdef readonly int batch
+    cdef readonly bint timestamps
     cdef readonly long long calls, packets, truncated
+    cdef int _stamped_fd
 
-    def __cinit__(self, int batch=64):
+    def __cinit__(self, int batch=64, bint timestamps=False):
         if not 1 <= batch <= MAX_BATCH:
             raise ValueError(f"batch must be 1..{MAX_BATCH}")
         self.batch = batch
+        self.timestamps = timestamps
+        self._stamped_fd = -1
         self._msgs = <mmsghdr *>malloc(batch * sizeof(mmsghdr))
         self._iovs = <iovec *>malloc(batch * sizeof(iovec))
         self._names = <sockaddr_storage *>malloc(batch * sizeof(sockaddr_storage))
         self._buffers = <char *>malloc(batch * MAX_DATAGRAM)
-        if not (self._msgs and self._iovs and self._names and self._buffers):
+        self._controls = <char *>malloc(batch * CONTROL_SPACE)
+        if not (self._msgs and self._iovs and self._names and self._buffers and self._controls):
             raise MemoryError()
 
     def __dealloc__(self):
@@ -135,11 +161,18 @@ cdef class BatchReceiver:
         free(self._iovs)
         free(self._names)
         free(self._buffers)
+        free(self._controls)
 
     def receive(self, int fd) -> list:
         """Every datagram waiting on `fd`, up to `batch`; [] when none (EAGAIN)."""
-        cdef int i, n
+        cdef int i, n, one = 1
         cdef list out = []
+        cdef timespec real_now, mono_now
+        cdef double offset_s = 0.0, mono_s = 0.0
+        cdef object arrival
+        if self.timestamps and fd != self._stamped_fd:
+            if setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof(one)) == 0:
+                self._stamped_fd = fd
         for i in range(self.batch):
             self._iovs[i].iov_base = self._buffers + i * MAX_DATAGRAM
             self._iovs[i].iov_len = MAX_DATAGRAM
@@ -148,6 +181,9 @@ cdef class BatchReceiver:
             self._msgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_storage)
             self._msgs[i].msg_hdr.msg_iov = &self._iovs[i]
             self._msgs[i].msg_hdr.msg_iovlen = 1
+            if self.timestamps:
+                self._msgs[i].msg_hdr.msg_control = self._controls + i * CONTROL_SPACE
+                self._msgs[i].msg_hdr.msg_controllen = CONTROL_SPACE
         with nogil:
             n = recvmmsg(fd, self._msgs, self.batch, MSG_DONTWAIT, NULL)
         self.calls += 1
@@ -155,15 +191,35 @@ cdef class BatchReceiver:
             if errno == EAGAIN or errno == EINTR:
                 return out
             raise NetIoError(errno, "recvmmsg failed")
+        if self.timestamps:
+            # kernel stamps are CLOCK_REALTIME: map them onto the monotonic clock once per batch
+            clock_gettime(CLOCK_REALTIME, &real_now)
+            clock_gettime(CLOCK_MONOTONIC, &mono_now)
+            mono_s = mono_now.tv_sec + mono_now.tv_nsec * 1e-9
+            offset_s = mono_s - (real_now.tv_sec + real_now.tv_nsec * 1e-9)
         for i in range(n):
             if self._msgs[i].msg_hdr.msg_flags & 0x20:  # MSG_TRUNC
                 self.truncated += 1
                 continue
-            out.append((PyBytes_FromStringAndSize(self._buffers + i * MAX_DATAGRAM,
-                                                  self._msgs[i].msg_len),
-                        _unpack(&self._names[i])))
+            data = PyBytes_FromStringAndSize(self._buffers + i * MAX_DATAGRAM, self._msgs[i].msg_len)
+            if self.timestamps:
+                arrival = min(mono_s, self._kernel_time(&self._msgs[i].msg_hdr, mono_s - offset_s) + offset_s)
+                out.append((data, _unpack(&self._names[i]), arrival))
+            else:
+                out.append((data, _unpack(&self._names[i])))
         self.packets += len(out)
         return out
+
+    cdef double _kernel_time(self, msghdr *header, double default_s) noexcept:
+        """The SCM_TIMESTAMPNS stamp of one received message (realtime seconds), or `default_s`."""
+        cdef cmsghdr *cmsg = CMSG_FIRSTHDR(header)
+        cdef timespec *stamp
+        while cmsg != NULL:
+            if cmsg.cmsg_level == SOL_SOCKET and cmsg.cmsg_type == SCM_TIMESTAMPNS:
+                stamp = <timespec *>CMSG_DATA(cmsg)
+                return stamp.tv_sec + stamp.tv_nsec * 1e-9
+            cmsg = CMSG_NXTHDR(header, cmsg)
+        return default_s
 
 
 def send_batch(int fd, list datagrams, list addresses) -> int:

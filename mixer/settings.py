@@ -19,7 +19,7 @@ class EngineSettings(BaseSettings):
     media_ports: str = "40000-49999"
     control_listen: str = "127.0.0.1:8790"
     # Conference mixing (MCU)
-    max_speakers: int = Field(3, ge=1, le=16, description="loudest speakers kept in the mix")
+    max_speakers: int = Field(8, ge=1, le=32, description="talkers mixed at once; above this many, the loudest")
     speaker_level_threshold: int = Field(
         60, ge=0, le=127, description="RFC 6464 level (-dBov) at or below which a sender is talking")
     speaker_hangover_ms: int = Field(300, ge=0, description="how long a speaker stays after going quiet")
@@ -28,6 +28,9 @@ class EngineSettings(BaseSettings):
     sfu_preroll_ms: int = Field(100, ge=0, le=400,
                                 description="SFU: a newly chosen speaker's last packets sent from the cache "
                                             "so the switch does not clip their first syllable")
+    sfu_max_packet_age_ms: float = Field(
+        100.0, ge=20.0, description="SFU: packets older than this when read (they waited in the socket "
+                                    "while the engine stalled) are dropped, not forwarded in a burst")
     sfu_packet_cache: int = Field(128, ge=16, le=1024,
                                   description="SFU: recent packets kept per sender to answer NACKs")
     opus_bitrate: int = Field(32000, ge=6000, le=510000)

@@ -4,6 +4,11 @@ Scheduling each tick at `start + n * period` (not "now + period") means a late t
 following ones back, so the media clock never drifts from wall time. When the loop falls more than a
 few ticks behind (overload, a stalled process) the missed ticks are skipped and counted rather than
 run in a burst that would flood the network.
+
+Each tick hands its deadline to the conferences (`on_tick(deadline_ms)`). Everything that keeps
+media time derives it from that value, never from counting ticks: after skipped ticks the next
+deadline has jumped by the time that passed, so outgoing RTP timestamps, recordings and jitter
+buffers all see the stall as the gap in time it was.
 """
 from __future__ import annotations
 
@@ -20,9 +25,11 @@ LATENESS_WINDOW = 3000  # last 60 s of 20 ms ticks
 class TickClock:
     """Calls `on_tick(now_ms)` every `period_ms` on the running loop."""
 
-    def __init__(self, on_tick: Callable[[float], None], period_ms: float = 20.0) -> None:
+    def __init__(self, on_tick: Callable[[float], None], period_ms: float = 20.0,
+                 time_ms: Callable[[], float] | None = None) -> None:
         self.on_tick = on_tick
         self.period_ms = period_ms
+        self._time_ms = time_ms or self.now_ms  # injectable, so tests can drive time themselves
         self.ticks = 0
         self.skipped = 0
         self._lateness = np.zeros(LATENESS_WINDOW, dtype=np.float32)
@@ -38,9 +45,13 @@ class TickClock:
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._start = self.now_ms() + self.period_ms
-        self._index = 0
+        self.reset(self._time_ms())
         self._schedule()
+
+    def reset(self, now_ms: float) -> None:
+        """Start the grid one period after `now_ms` (done by `start()`; tests call it directly)."""
+        self._start = now_ms + self.period_ms
+        self._index = 0
 
     def stop(self) -> None:
         if self._handle is not None:
@@ -57,16 +68,7 @@ class TickClock:
         self._handle = self._loop.call_at(deadline_ms / 1000.0, self._fire)
 
     def _fire(self) -> None:
-        now = self.now_ms()
-        deadline = self._start + self._index * self.period_ms
-        behind = int((now - deadline) // self.period_ms)
-        if behind > MAX_CATCH_UP_TICKS:
-            self.skipped += behind
-            self._index += behind
-            deadline = self._start + self._index * self.period_ms
-        self._lateness[self.ticks % LATENESS_WINDOW] = now - deadline
-        self.ticks += 1
-        self._index += 1
+        deadline = self.advance(self._time_ms())
         began = time.perf_counter()
         try:
             self.on_tick(deadline)
@@ -74,6 +76,24 @@ class TickClock:
             self.busy_ms += (time.perf_counter() - began) * 1000.0
             if self._handle is not None:
                 self._schedule()
+
+    def advance(self, now_ms: float) -> float:
+        """The deadline of the tick to run on a wake-up at `now_ms`, skipping (and counting) the
+        missed ticks when more than MAX_CATCH_UP_TICKS behind; moves the grid on by one."""
+        deadline = self._start + self._index * self.period_ms
+        behind = int((now_ms - deadline) // self.period_ms)
+        if behind > MAX_CATCH_UP_TICKS:
+            self.skipped += behind
+            self._index += behind
+            deadline = self._start + self._index * self.period_ms
+        self._lateness[self.ticks % LATENESS_WINDOW] = now_ms - deadline
+        self.ticks += 1
+        self._index += 1
+        return deadline
+
+    @property
+    def next_deadline_ms(self) -> float:
+        return self._start + self._index * self.period_ms
 
     def lateness_ms(self, percentile: float) -> float:
         n = min(self.ticks, LATENESS_WINDOW)

@@ -51,9 +51,11 @@ class TokenBucket:
         self.updated = time.monotonic()
 
     def take(self, now: float) -> bool:
-        """`now` is time.monotonic() (passed in: the caller already read the clock)."""
-        self.tokens = min(self.rate, self.tokens + (now - self.updated) * self.rate)
-        self.updated = now
+        """`now` is on the time.monotonic() clock (passed in: the caller already has it; packets'
+        kernel arrival times from two sockets may come slightly out of order, hence the max)."""
+        if now > self.updated:
+            self.tokens = min(self.rate, self.tokens + (now - self.updated) * self.rate)
+            self.updated = now
         if self.tokens < 1.0:
             return False
         self.tokens -= 1.0
@@ -101,7 +103,11 @@ class MediaLeg:
         # our outgoing stream (RFC 3550 section 5.1: random initial values)
         self.ssrc = secrets.randbits(32)
         self._seq = secrets.randbits(16)
-        self._ts = secrets.randbits(32)
+        self._ts_base = secrets.randbits(32)
+        self._ts = self._ts_base
+        self._ts_origin_ms: float | None = None   # the tick time that _ts_base stands for
+        self._last_sent_ms: float | None = None   # tick time of our last packet
+        self.send_gaps = 0                        # resumptions after skipped ticks (stalls)
         self.cname = f"voicemix-{self.ssrc:08x}"
         self.sent = SendStatistics()
         # the far end's stream
@@ -116,6 +122,7 @@ class MediaLeg:
         self._dtmf_out: DtmfSender | InbandDtmfSender | None = None
         self._pack = bytearray()   # G.711 samples waiting for a ptime other than 20 ms
         self._pack_ts = 0
+        self._last_tick_ms: float | None = None
         self._configure_dtmf()
         self.nacks_in = 0
         self.nacks_out = 0
@@ -231,14 +238,17 @@ class MediaLeg:
         # truncated and dropped it before it got here
         self.drops["oversized"] += count
 
-    def _on_rtp_port(self, data: bytes, addr: tuple) -> None:
-        self._on_datagram(data, addr, False)
+    def _on_rtp_port(self, data: bytes, addr: tuple, arrival_s: float) -> None:
+        self._on_datagram(data, addr, False, arrival_s)
 
-    def _on_rtcp_port(self, data: bytes, addr: tuple) -> None:
-        self._on_datagram(data, addr, True)
+    def _on_rtcp_port(self, data: bytes, addr: tuple, arrival_s: float) -> None:
+        self._on_datagram(data, addr, True, arrival_s)
 
-    def _on_datagram(self, data: bytes, addr: tuple, rtcp_port: bool) -> None:
-        now = time.monotonic()
+    def _on_datagram(self, data: bytes, addr: tuple, rtcp_port: bool, arrival_s: float | None = None) -> None:
+        """One datagram from the socket; `arrival_s` is the kernel's receive time (monotonic
+        seconds): after a stall of this process it is earlier than now, and the jitter buffer and
+        staleness checks need the real time."""
+        now = time.monotonic() if arrival_s is None else arrival_s
         known = addr == self.remote_rtp or addr == self.remote_rtcp
         if not (self._peer_budget if known else self._stranger_budget).take(now):
             self.drops["rate_limited"] += 1
@@ -342,13 +352,26 @@ class MediaLeg:
                     self.on_nack(self, packet)
 
     # ---------------------------------------------------------------------------------------- send
-    def send_payload(self, payload: bytes, wall_s: float, marker: bool = False) -> None:
-        """Send one 20 ms frame's payload as the next packet of this leg's stream; `wall_s` is
-        the tick's time.time(), read once per tick (it dates the stream for RTCP SRs).
+    def send_payload(self, payload: bytes, tick_ms: float, wall_s: float, marker: bool = False) -> None:
+        """Send one 20 ms frame's payload as the next packet of this leg's stream.
+
+        `tick_ms` is the tick's time on the engine clock; the RTP timestamp is derived from it, not
+        counted per call (RFC 3550 5.1: the timestamp is the sampling instant). Ticks the clock
+        skipped after a stall are then a gap in timestamps, and the first packet after such a gap
+        carries the marker bit, while sequence numbers stay continuous (nothing was lost in the
+        network). `wall_s` is the tick's time.time(), read once per tick (it dates the stream for
+        RTCP sender reports).
 
         While keys are being sent, this tick's audio is replaced: by the telephone-event packet
         (RFC 4733 2.5.1: the event, not audio, represents the tone) or by the tone itself. A
         G.711 leg whose peer asked for another ptime gets packets of that many ms."""
+        if self._ts_origin_ms is None:
+            self._ts_origin_ms = tick_ms
+        self._ts = (self._ts_base + round((tick_ms - self._ts_origin_ms) * self.clock_rate / 1000.0)) \
+            & 0xFFFFFFFF
+        if self._last_tick_ms is not None and tick_ms - self._last_tick_ms > 1.5 * FRAME_MS:
+            self._pack.clear()   # ticks were skipped: a half-filled packet would span the gap
+        self._last_tick_ms = tick_ms
         if self._dtmf_out is not None:
             event = self._dtmf_out.next(self._ts) if isinstance(self._dtmf_out, DtmfSender) \
                 else self._dtmf_out.next()
@@ -358,21 +381,25 @@ class MediaLeg:
             elif isinstance(event, tuple):
                 event_payload, event_ts, first = event
                 self._pack.clear()
-                self._send(self.telephone_event_pt, event_ts, event_payload, first, wall_s)
-                self._ts = (self._ts + self.samples_per_frame) & 0xFFFFFFFF
+                self._send(self.telephone_event_pt, event_ts, event_payload, first, tick_ms, wall_s)
                 return
             else:
                 payload = (_g711.ulaw_encode(event) if self.codec == "PCMU"
                            else _g711.alaw_encode(event))
         if self.send_ptime_ms != FRAME_MS:
-            self._send_packed(payload, wall_s)
+            self._send_packed(payload, tick_ms, wall_s, marker)
         else:
-            self._send(self.payload_type, self._ts, payload, marker, wall_s)
-        self._ts = (self._ts + self.samples_per_frame) & 0xFFFFFFFF
+            self._send(self.payload_type, self._ts, payload, marker, tick_ms, wall_s)
 
     def _send(self, payload_type: int, timestamp: int, payload: bytes, marker: bool,
-              wall_s: float) -> None:
+              tick_ms: float, wall_s: float) -> None:
         if self.send_enabled and self._rtp.is_open:
+            # a gap longer than this leg's packet interval (skipped ticks, or the end of a hold)
+            if self._last_sent_ms is not None and \
+                    tick_ms - self._last_sent_ms > 1.5 * max(FRAME_MS, self.send_ptime_ms):
+                marker = True
+                self.send_gaps += 1
+            self._last_sent_ms = tick_ms
             packet = _rtp.build_rtp(payload_type, self._seq, timestamp, self.ssrc, payload, marker)
             if self.srtp is not None:
                 packet = self.srtp.protect(packet)
@@ -380,15 +407,17 @@ class MediaLeg:
             self.sent.on_sent(len(payload), timestamp, wall_s)
             self._seq = (self._seq + 1) & 0xFFFF
 
-    def _send_packed(self, payload: bytes, wall_s: float) -> None:
-        """G.711 carries one octet per sample: gather ticks into packets of ptime_ms (30 ms is
-        one packet on two ticks of three, 10 ms two packets a tick)."""
+    def _send_packed(self, payload: bytes, tick_ms: float, wall_s: float, marker: bool) -> None:
+        """G.711 carries one octet per sample: gather ticks into packets of send_ptime_ms (30 ms
+        is one packet on two ticks of three, 10 ms two packets a tick)."""
         if not self._pack:
             self._pack_ts = self._ts
         self._pack += payload
         size = self.clock_rate * self.send_ptime_ms // 1000
         while len(self._pack) >= size:
-            self._send(self.payload_type, self._pack_ts, bytes(self._pack[:size]), False, wall_s)
+            self._send(self.payload_type, self._pack_ts, bytes(self._pack[:size]), marker,
+                       tick_ms, wall_s)
+            marker = False
             del self._pack[:size]
             self._pack_ts = (self._pack_ts + size) & 0xFFFFFFFF
 
@@ -460,6 +489,7 @@ class MediaLeg:
             "packets_out": self.packets_out,
             "bytes_out": self.sent.octets + sum(s.octets for s in self.extra_streams.values()),
             "ssrc_changes": self.ssrc_changes,
+            "send_gaps": self.send_gaps,
             "dtmf_packets": self.dtmf_packets,
             "dtmf": self.dtmf.stats(),
             "dtmf_inband": self.inband_detector.stats() if self.inband_detector is not None else None,

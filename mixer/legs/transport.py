@@ -51,10 +51,12 @@ class SendFlusher:
 
 
 class UdpEndpoint:
-    """One non-blocking UDP socket: `handler(data, (host, port))` per datagram received, and
-    `send(data, packed_address)` queued until the flusher runs (or `flush()` now)."""
+    """One non-blocking UDP socket: `handler(data, (host, port), arrival_s)` per datagram received
+    (`arrival_s`: when the kernel received it, on the `time.monotonic()` clock, so a stalled process
+    still knows how old what it reads is), and `send(data, packed_address)` queued until the flusher
+    runs (or `flush()` now)."""
 
-    def __init__(self, sock: socket.socket, handler: Callable[[bytes, tuple], None],
+    def __init__(self, sock: socket.socket, handler: Callable[[bytes, tuple, float], None],
                  flusher: SendFlusher, batch: int = 64,
                  on_oversized: Callable[[int], None] | None = None) -> None:
         sock.setblocking(False)
@@ -62,7 +64,7 @@ class UdpEndpoint:
         self.fd = sock.fileno()
         self.handler = handler
         self.flusher = flusher
-        self._receiver = _netio.BatchReceiver(batch)
+        self._receiver = _netio.BatchReceiver(batch, timestamps=True)
         self._batch = batch
         self._on_oversized = on_oversized  # told how many datagrams were too big for a media packet
         self._truncated_seen = 0
@@ -100,8 +102,8 @@ class UdpEndpoint:
                 if self._on_oversized is not None:
                     self._on_oversized(self._receiver.truncated - self._truncated_seen)
                 self._truncated_seen = self._receiver.truncated
-            for data, address in datagrams:
-                self.handler(data, address)
+            for data, address, arrival_s in datagrams:
+                self.handler(data, address, arrival_s)
             if len(datagrams) < self._batch:
                 return
 

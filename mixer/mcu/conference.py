@@ -165,6 +165,10 @@ class McuConference:
         self.shared_encodes = 0
         self.own_encodes = 0
         self.busy_ms = 0.0
+        self._last_tick_ms: float | None = None
+        self.stalls = 0            # ticks that came after skipped ones (the process stalled)
+        self.stalled_ms = 0.0      # media time those stalls skipped
+        self.stale_frames = 0      # frames too old to play after a stall, dropped by jitter buffers
 
     # --------------------------------------------------------------------------------------- legs
     @property
@@ -193,6 +197,7 @@ class McuConference:
     def tick(self, now_ms: float) -> None:
         began = time.perf_counter()
         self.ticks += 1
+        self._after_stall(now_ms)
         frames: dict[Voice, np.ndarray] = {}
         # 1-2: playout decisions; levels from RFC 6464 where present, else from decoded audio
         for voice in self.voices.values():
@@ -237,7 +242,7 @@ class McuConference:
         for index, voice in enumerate(mixed):
             payload = voice.own_encoder(self.opus).encode(self._minus[index])
             self.own_encodes += 1
-            voice.leg.send_payload(payload, wall_s)
+            voice.leg.send_payload(payload, now_ms, wall_s)
         for voice in self.voices.values():
             if voice.in_mix:
                 voice.in_mix = False
@@ -249,12 +254,24 @@ class McuConference:
             if payload is None:
                 payload = shared[codec] = self._shared_encoder(codec).encode(self._total)
                 self.shared_encodes += 1
-            voice.leg.send_payload(payload, wall_s)
+            voice.leg.send_payload(payload, now_ms, wall_s)
         if self.ticks % RTCP_CHECK_TICKS == 0:
             now_s = time.monotonic()
             for voice in self.voices.values():
                 voice.leg.maybe_send_rtcp(now_s)
         self.busy_ms += (time.perf_counter() - began) * 1000.0
+
+    def _after_stall(self, now_ms: float) -> None:
+        """After skipped ticks (`now_ms` jumped), every jitter buffer drops what is now too old, so
+        playout resumes at its target delay instead of the stall's; the legs' timestamps follow
+        `now_ms` on their own (MediaLeg.send_payload)."""
+        last, self._last_tick_ms = self._last_tick_ms, now_ms
+        if last is None or now_ms - last <= 1.5 * FRAME_MS:
+            return
+        self.stalls += 1
+        self.stalled_ms += now_ms - last - FRAME_MS
+        for voice in self.voices.values():
+            self.stale_frames += voice.jitter_buffer.catch_up(now_ms)
 
     def _choose_speakers(self) -> list[Voice]:
         candidates = [v for v in self.voices.values() if v.hangover > 0 and not v.leg.muted]
@@ -296,6 +313,9 @@ class McuConference:
             "decodes": self.decodes,
             "shared_encodes": self.shared_encodes,
             "own_encodes": self.own_encodes,
+            "stalls": self.stalls,
+            "stalled_ms": round(self.stalled_ms, 1),
+            "stale_frames": self.stale_frames,
             "tick_busy_ms_mean": round(self.busy_ms / self.ticks, 3) if self.ticks else 0.0,
         }
 

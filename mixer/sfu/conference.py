@@ -72,6 +72,7 @@ class Participant:
         self.newest_seq: int | None = None
         self.tick_level: int | None = None   # loudest level this tick (lower is louder)
         self.forwarded = False               # in the selector's last-N
+        self.stale = False                   # its packets are arriving too old (after a stall)
         self.carries_level = False
         self.trusts_level = True
         self._forged_packets = 0
@@ -176,6 +177,7 @@ class SfuConference:
         self.nack_retransmits = 0
         self.nack_forwarded = 0
         self.preroll_packets = 0
+        self.packets_stale = 0
         self.busy_ms = 0.0
 
     # --------------------------------------------------------------------------------------- legs
@@ -224,6 +226,10 @@ class SfuConference:
             participant.newest_seq = seq
         if leg.muted:
             return
+        if time.monotonic() * 1000.0 - arrival_ms > self.settings.sfu_max_packet_age_ms:
+            self._drop_stale(participant)
+            return
+        participant.stale = False
         # every sender's level is needed to choose who is forwarded: a header read with RFC 6464,
         # a decode without it (counted in level_decodes)
         level = participant.level_of(packet)
@@ -236,6 +242,18 @@ class SfuConference:
             participant.targets, participant.source_key | packet.ssrc, packet.sequence_number,
             packet.timestamp, packet.marker, packet.payload, arrival_ms, time.time(),
             -1 if level is None else level[1], level is not None and level[0])
+
+    def _drop_stale(self, participant: Participant) -> None:
+        """A packet that sat in the socket longer than `sfu_max_packet_age_ms` (the engine was
+        paused or starved of CPU) is not forwarded: each receiver would get a burst of old audio,
+        its jitter estimate would jump and its playout delay grow. The slots carrying the sender
+        start a new stretch with the next fresh packet: sequence numbers continue, the timestamp
+        advances by the time that passed, the marker bit is set (see StreamRewriter)."""
+        self.packets_stale += 1
+        if not participant.stale:
+            participant.stale = True
+            for slot in participant.targets:
+                slot.rewriter.release()
 
     def _on_nack(self, leg: MediaLeg, nack: RtcpNack) -> None:
         subscriber = self.voices.get(leg.id)
@@ -331,6 +349,7 @@ class SfuConference:
             "nack_retransmits": self.nack_retransmits,
             "nack_forwarded": self.nack_forwarded,
             "preroll_packets": self.preroll_packets,
+            "packets_stale": self.packets_stale,
             "tick_busy_ms_mean": round(self.busy_ms / self.ticks, 3) if self.ticks else 0.0,
         }
 

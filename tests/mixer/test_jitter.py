@@ -669,3 +669,61 @@ def test_a_lost_packet_costs_one_concealed_tick_and_no_delay():
     s = jb.stats()
     assert s["lost"] == 1 and s["underruns"] == 1 and s["played"] == 99
     assert s["mean_wait_ms"] == pytest.approx(7.0)  # every played packet waited 10 - 3 ms
+
+
+# --------------------------------------------------------------------------------------------------
+# After a stall of the caller (issue: streams keep time through stalls)
+# --------------------------------------------------------------------------------------------------
+
+def stall(jb: JitterBuffer, first: int, count: int, t0: float, lose: tuple = ()) -> None:
+    """The caller is paused: packets keep arriving at their real times, nobody pops."""
+    for k in range(count):
+        if first + k not in lose:
+            jb.put(packet(first + k), t0 + k * FRAME_MS)
+
+
+def waited(jb: JitterBuffer, now: float, arrivals: dict) -> float:
+    head = jb.peek()
+    return now - arrivals[index_of(head)]
+
+
+@pytest.mark.parametrize("stall_ms", [150, 600, 3000])
+def test_catch_up_after_a_stall_resumes_at_the_target_delay_and_stays_there(stall_ms):
+    jb = JitterBuffer(min_delay_ms=40, capacity=256)
+    steady(jb, 0, 100)
+    target = jb.target_delay_ms
+    pending = jb.peek().sequence_number  # what the tick would have played next
+    n = stall_ms // FRAME_MS
+    stall(jb, 100, n, 100 * FRAME_MS)  # packet k arrives at k * FRAME_MS
+    now = (100 + n) * FRAME_MS
+    dropped = jb.catch_up(now)
+    head = jb.peek().sequence_number
+    # exactly what waited longer than the target delay was dropped
+    assert head == pending + dropped and dropped > 0
+    assert now - head * FRAME_MS <= target < now - (head - 1) * FRAME_MS
+    assert jb.stats()["stale"] == dropped and jb.stats()["lost"] == 0
+    assert play(jb, now) == (FRAME, head)
+    after = steady(jb, 100 + n, 200, t0=now)
+    assert [s for s, _ in after] == [FRAME] * 200
+    assert jb.buffered_ms <= target
+    # packet times were real: the stall did not inflate the estimate, nothing to come back down from
+    assert jb.target_delay_ms == target and jb.stats()["underruns"] == 0
+
+
+def test_catch_up_passes_over_packets_lost_during_the_stall():
+    jb = JitterBuffer(min_delay_ms=40)
+    steady(jb, 0, 50)
+    stall(jb, 50, 30, 50 * FRAME_MS, lose=(52, 53, 60))
+    jb.catch_up(80 * FRAME_MS)
+    assert jb.stats()["lost"] == 3
+    assert play(jb, 80 * FRAME_MS) == (FRAME, 78)
+
+
+def test_catch_up_leaves_a_buffer_within_its_target_alone():
+    jb = JitterBuffer(min_delay_ms=40)
+    steady(jb, 0, 50)
+    assert jb.catch_up(50 * FRAME_MS) == 0
+    # a backlog of one frame beyond the target is the gradual shrink's business, not a stall
+    stall(jb, 50, 3, 50 * FRAME_MS)
+    assert jb.catch_up(53 * FRAME_MS) == 0
+    assert JitterBuffer().catch_up(0.0) == 0  # nothing received yet

@@ -10,14 +10,10 @@ lease ran out (split brain).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
 import random
 import signal
 import struct
-import subprocess
-import sys
 import time
 import wave
 from pathlib import Path
@@ -42,8 +38,11 @@ from mixer.rtp.dtmf import DTMF_KEYS, TelephoneEvent
 from mixer.sdp import parse as parse_sdp
 from mixer.codec import MIX_RATE
 from mixer.sim.participant import SimulatedParticipant
+from tests.reliability import processes
+from tests.reliability.processes import (
+    ADMIN, Service, engine_and_controller, engine_service, media_ports, services, user,
+)
 
-ROOT = Path(__file__).resolve().parents[2]
 ALICE_HZ, BOB_HZ, BOT_HZ = 520.0, 710.0, 930.0
 # The longest stretch a listener may miss a talker: the decoder conceals up to 3 frames (G.711
 # repetition; Opus PLC likewise), as in tests/controller/test_call_lifecycle.py.
@@ -51,8 +50,6 @@ MAX_GAP_MS = 60.0
 MONITOR_INTERVAL_S = 0.2
 FAILURE_POLLS = 3
 LEASE_S = 1.5
-ADMIN_KEY = "failover-admin-key"
-READY_TIMEOUT_S = 30.0
 
 
 SCENARIO_LIMIT_S = 180.0  # a guard against hangs (a failure, not a hung CI), far above any run
@@ -62,105 +59,18 @@ def run(coro):
     return uvloop.run(asyncio.wait_for(coro, SCENARIO_LIMIT_S))
 
 
-# ------------------------------------------------------------------------------- real processes
-class Service:
-    """One `voicemix` subcommand in its own process, its output in a log file."""
-
-    def __init__(self, name: str, argv: list[str], log_dir: Path, env: dict | None = None) -> None:
-        self.name = name
-        self.argv = [sys.executable, "-m", "mixer.cli", *argv]
-        self.log_path = log_dir / f"{name}.log"
-        self.env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-            [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]), **(env or {})}
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> "Service":
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
-                                            env=self.env, cwd=ROOT)
-        return self
-
-    async def wait_ready(self, probe: httpx.AsyncClient, url: str) -> None:
-        """Until GET `url` answers 200 (the event loop keeps running: participants keep talking).
-        `probe` is made beforehand: making an httpx client loads CA certificates, a stall of
-        50-250 ms on this loop that the participants' 20 ms clock would show as a gap."""
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"{self.name} exited ({self.process.returncode}):\n"
-                                     f"{self.log_path.read_text()[-3000:]}")
-            with contextlib.suppress(httpx.HTTPError):
-                if (await probe.get(url, timeout=1.0)).status_code == 200:
-                    return
-            await asyncio.sleep(0.1)
-        raise AssertionError(f"{self.name} not ready after {READY_TIMEOUT_S} s:\n"
-                             f"{self.log_path.read_text()[-3000:]}")
-
-    async def kill(self) -> None:
-        """SIGKILL: no clean-up of any kind in the process."""
-        self.process.send_signal(signal.SIGKILL)
-        await asyncio.to_thread(self.process.wait)
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-
-def media_ports() -> str:
-    """A private slice of UDP ports below Linux's ephemeral range (the engine's allocator skips
-    ports another process holds, so a collision with a parallel run costs nothing)."""
-    low = random.randrange(20000, 32000, 2)
-    return f"{low}-{low + 199}"
-
-
-def engine_service(log_dir: Path, name: str, control_port: int, ports: str) -> Service:
-    return Service(name, ["engine", "--control", f"127.0.0.1:{control_port}", "--ports", ports],
-                   log_dir)
+CONTROLLER_ENV = {"VOICEMIX_MONITOR_INTERVAL_S": str(MONITOR_INTERVAL_S),
+                  "VOICEMIX_ENGINE_FAILURE_POLLS": str(FAILURE_POLLS),
+                  "VOICEMIX_CONTROLLER_LEASE_S": str(LEASE_S)}
 
 
 def controller_service(log_dir: Path, name: str, port: int, data_dir: Path, engine_url: str,
                        redis_url: str | None = None) -> Service:
-    argv = ["controller", "--listen", f"127.0.0.1:{port}", "--data-dir", str(data_dir),
-            "--insecure-http", "--engine", engine_url]
-    if redis_url:
-        argv += ["--redis-url", redis_url]
-    return Service(name, argv, log_dir, env={
-        "VOICEMIX_ADMIN_KEY": ADMIN_KEY, "VOICEMIX_TURN_ENABLED": "false",
-        "VOICEMIX_MONITOR_INTERVAL_S": str(MONITOR_INTERVAL_S),
-        "VOICEMIX_ENGINE_FAILURE_POLLS": str(FAILURE_POLLS),
-        "VOICEMIX_CONTROLLER_LEASE_S": str(LEASE_S)})
-
-
-@contextlib.contextmanager
-def services():
-    """Every Service started inside is stopped at the end, whatever happens."""
-    started: list[Service] = []
-    try:
-        yield started
-    finally:
-        for service in reversed(started):
-            service.stop()
+    return processes.controller_service(log_dir, name, port, data_dir, engine_url, redis_url,
+                                        env=CONTROLLER_ENV)
 
 
 # ------------------------------------------------------------------------------------- helpers
-ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
-
-
-async def user(http: httpx.AsyncClient, identity: str) -> dict:
-    response = await http.post("/v1/identities", json={"id": identity}, headers=ADMIN)
-    assert response.status_code in (201, 409), response.text
-    response = await http.post(f"/v1/identities/{identity}/tokens",
-                               json={"scopes": ["voip"], "ttl_s": 600}, headers=ADMIN)
-    assert response.status_code == 201, response.text
-    return {"Authorization": f"Bearer {response.json()['token']}"}
-
-
 async def follow_events(http: httpx.AsyncClient, path: str, headers: dict, out: list,
                         subscribed: asyncio.Event) -> None:
     """Append a call's Server-Sent Events to `out` until the stream ends; `subscribed` is set once
@@ -239,16 +149,9 @@ def test_engine_killed_mid_call_ends_the_call_with_engine_failed_and_cdrs(tmp_pa
     async def scenario():
         with services() as started:
             probe = httpx.AsyncClient()
-            control_port, api_port, ports = free_port(), free_port(), media_ports()
-            engine_url = f"http://127.0.0.1:{control_port}"
-            engine = engine_service(tmp_path, "engine", control_port, ports).start()
-            started.append(engine)
-            controller = controller_service(tmp_path, "controller", api_port, tmp_path / "data",
-                                            engine_url).start()
-            started.append(controller)
-            await engine.wait_ready(probe, f"{engine_url}/stats")
-            base = f"http://127.0.0.1:{api_port}"
-            await controller.wait_ready(probe, f"{base}/v1/health")
+            deployed = await engine_and_controller(tmp_path, started, probe, CONTROLLER_ENV)
+            engine, engine_url, base = deployed.engine, deployed.engine_url, deployed.base_url
+            control_port, ports = deployed.control_port, deployed.media_ports
             async with httpx.AsyncClient(base_url=base, timeout=10.0) as http:
                 alice, bob = await user(http, "alice"), await user(http, "bob")
                 call = (await http.post("/v1/calls", json={"mode": "mcu", "invite": ["bob"]},

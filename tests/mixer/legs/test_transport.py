@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 
 import pytest
 
@@ -58,11 +59,11 @@ def test_batches_keep_order_and_content_and_split_at_the_batch_size() -> None:
 
 def test_ipv6_addresses() -> None:
     if not socket.has_ipv6:
-        pytest.skip("no IPv6 on this machine")
+        pytest.skip("environment: no IPv6 on this machine")
     try:
         receiver, sender = _udp(socket.AF_INET6, "::1"), _udp(socket.AF_INET6, "::1")
     except OSError as exc:
-        pytest.skip(f"IPv6 loopback unavailable: {exc}")
+        pytest.skip(f"environment: IPv6 loopback unavailable: {exc}")
     address = _netio.pack_address("::1", receiver.getsockname()[1])
     assert _netio.send_batch(sender.fileno(), [b"six"], [address]) == 1
     (data, source), = _netio.BatchReceiver(4).receive(receiver.fileno())
@@ -108,8 +109,8 @@ def test_endpoint_receives_and_flushes_once_per_loop_turn() -> None:
         flusher = SendFlusher()
         a_got: list[tuple[bytes, tuple]] = []
         b_got: list[bytes] = []
-        a = UdpEndpoint(_udp(), lambda data, addr: a_got.append((data, addr)), flusher)
-        b = UdpEndpoint(_udp(), lambda data, addr: b_got.append(data), flusher)
+        a = UdpEndpoint(_udp(), lambda data, addr, arrival: a_got.append((data, addr)), flusher)
+        b = UdpEndpoint(_udp(), lambda data, addr, arrival: b_got.append(data), flusher)
         a.open()
         b.open()
         to_b = pack(b.sock.getsockname())
@@ -138,7 +139,7 @@ def test_endpoint_receives_and_flushes_once_per_loop_turn() -> None:
 def test_flusher_without_a_loop_waits_for_an_explicit_flush() -> None:
     flusher = SendFlusher(automatic=False)
     receiver = _udp()
-    endpoint = UdpEndpoint(_udp(), lambda data, addr: None, flusher)
+    endpoint = UdpEndpoint(_udp(), lambda data, addr, arrival: None, flusher)
     endpoint._loop = asyncio.new_event_loop()  # open without registering a reader
     endpoint.send(b"z", pack(receiver.getsockname()))
     assert endpoint.sent == 0
@@ -149,3 +150,23 @@ def test_flusher_without_a_loop_waits_for_an_explicit_flush() -> None:
     endpoint._loop = None
     endpoint.close()
     receiver.close()
+
+
+def test_datagrams_read_late_carry_the_time_the_kernel_received_them() -> None:
+    """A stalled engine reads its sockets late; what it decides (jitter, staleness) needs the time
+    each datagram really came, on the monotonic clock."""
+    receiver, sender = _udp(), _udp()
+    batch = _netio.BatchReceiver(8, timestamps=True)
+    assert batch.receive(receiver.fileno()) == []  # turns SO_TIMESTAMPNS on
+    sent_at = time.monotonic()
+    sender.sendto(b"early", receiver.getsockname())
+    time.sleep(0.25)
+    sender.sendto(b"late", receiver.getsockname())
+    read_at = time.monotonic()
+    (early, _, early_s), (late, _, late_s) = batch.receive(receiver.fileno())
+    assert (early, late) == (b"early", b"late")
+    assert sent_at - 0.01 <= early_s < sent_at + 0.1  # not when it was read
+    assert late_s - early_s >= 0.24
+    assert late_s <= read_at + 0.001
+    receiver.close()
+    sender.close()
