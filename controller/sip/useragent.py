@@ -87,7 +87,7 @@ class UserAgent:
         self.counters = {"requests_in": 0, "responses_in": 0, "responses_out": 0,
                          "requests_out": 0, "invites_in": 0, "invites_flood_rejected": 0,
                          "malformed_answered": 0, "malformed_dropped": 0, "stray_responses": 0,
-                         "rejected_by_core": 0}
+                         "rejected_by_core": 0, "task_errors": 0, "handler_errors": 0}
 
     # ------------------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -164,6 +164,7 @@ class UserAgent:
     def _task_done(self, task: asyncio.Task) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
+            self.counters["task_errors"] += 1
             log.error("SIP task failed", exc_info=task.exception())
 
     # ------------------------------------------------------------------------------- receive
@@ -184,6 +185,7 @@ class UserAgent:
         try:
             self._dispatch(tx)
         except Exception:   # the application failed: the request still gets an answer
+            self.counters["handler_errors"] += 1
             log.exception("SIP: handling %s failed", message.method)
             if not tx.answered:
                 self.respond(tx, 500)

@@ -86,3 +86,15 @@ def test_control_api_never_answers_500_and_never_leaks_a_port(data):
 @given(data=inputs(seeds_of("leg_receive"), max_size=1500))
 def test_live_leg_counts_every_datagram_once_and_leaves_its_neighbour_alone(data):
     check_of("leg_receive")(data)
+
+
+@FAST
+@given(data=inputs(seeds_of("sip_message"), max_size=1024))
+def test_sip_messages_parse_or_raise_the_parse_error_and_round_trip(data):
+    check_of("sip_message")(data)
+
+
+@SLOW
+@given(data=inputs(seeds_of("sip_ua"), max_size=1024))
+def test_a_live_user_agent_survives_any_datagram_and_answers_its_neighbour(data):
+    check_of("sip_ua")(data)
