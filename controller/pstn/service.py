@@ -136,6 +136,7 @@ class PstnService(SipApplication):
             with contextlib.suppress(SipError, OSError):
                 await asyncio.wait_for(leg.session.bye("shutdown"), 1.0)
         await self.ua.stop()
+        await self.pstn_store.flush()
         if self in self.calls.observers:
             self.calls.observers.remove(self)
         self.calls.pstn = None

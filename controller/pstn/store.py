@@ -12,6 +12,7 @@ to turn into a migration. Tables:
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import time
@@ -48,9 +49,18 @@ CREATE INDEX IF NOT EXISTS pstn_calls_caller ON pstn_calls (caller, started_at);
 """
 
 
+# call history rows are written behind, in batches: at most this long after the call, or sooner
+# when this many wait, or before any history query (which then sees every call)
+FLUSH_S = 0.25
+FLUSH_ROWS = 200
+
+
 class PstnStore:
     def __init__(self, store: Store) -> None:
         self.store = store
+        self._pending: list[tuple] = []
+        self._flusher: asyncio.TimerHandle | None = None
+        self._flushing: asyncio.Task | None = None
 
     async def open(self) -> None:
         await self.store.run(lambda db: db.executescript(SCHEMA))
@@ -102,16 +112,47 @@ class PstnStore:
                           trunk: str | None, started_at: float, duration_s: float | None,
                           local_hour: int, decision: str, reason: str | None,
                           sip_code: int | None) -> None:
-        await self.store.run(lambda db: db.execute(
-            "INSERT INTO pstn_calls (direction, caller, callee, trunk, started_at, duration_s, "
-            "local_hour, decision, reason, sip_code) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (direction, caller, callee, trunk, started_at, duration_s, local_hour, decision,
-             reason, sip_code)))
+        self._pending.append((direction, caller, callee, trunk, started_at, duration_s,
+                              local_hour, decision, reason, sip_code))
+        if len(self._pending) >= FLUSH_ROWS:
+            await self.flush()
+        elif self._flusher is None:
+            loop = asyncio.get_running_loop()
+            self._flusher = loop.call_later(FLUSH_S, self._flush_soon)
+
+    def _flush_soon(self) -> None:
+        self._flusher = None
+        if self._pending and (self._flushing is None or self._flushing.done()):
+            self._flushing = asyncio.get_running_loop().create_task(self.flush())
+
+    async def flush(self) -> None:
+        """Write the waiting history rows in one transaction."""
+        if self._flusher is not None:
+            self._flusher.cancel()
+            self._flusher = None
+        rows, self._pending = self._pending, []
+        if not rows:
+            return
+
+        def insert(db: sqlite3.Connection) -> None:
+            db.execute("BEGIN")
+            try:
+                db.executemany(
+                    "INSERT INTO pstn_calls (direction, caller, callee, trunk, started_at, "
+                    "duration_s, local_hour, decision, reason, sip_code) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        await self.store.run(insert)
 
     async def caller_history(self, caller: str, since: float, short_s: float,
                              odd_hours: frozenset[int]) -> dict:
         """What `caller` did since `since`: calls, distinct numbers called, calls answered but
         shorter than `short_s`, calls started at odd hours, calls never answered."""
+        if self._pending:
+            await self.flush()
         hours = ",".join(str(h) for h in sorted(odd_hours)) or "-1"
 
         def query(db: sqlite3.Connection) -> dict:

@@ -7,19 +7,19 @@ including the strict-routing rewrite for a route set whose first element lacks `
 """
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass, field
 
+from controller.sip.ids import random_hex
 from controller.sip.message import Headers, SipRequest, SipResponse
 from controller.sip.uri import NameAddress, SipUri, Uri, parse_name_address
 
 
 def new_tag() -> str:
-    return secrets.token_hex(6)
+    return random_hex(6)
 
 
 def new_call_id(host: str) -> str:
-    return f"{secrets.token_hex(12)}@{host}"
+    return f"{random_hex(12)}@{host}"
 
 
 @dataclass

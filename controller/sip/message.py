@@ -77,14 +77,22 @@ REASON_PHRASES = {
 }
 
 _WS_SLASH = re.compile(r"\s*/\s*")
+_VIA_HOST = re.compile(r"[A-Za-z0-9\-.!%*_+`'~:]+\Z")
 _WS_COLON = re.compile(r"\s*:\s*")
 
 
+_NAMES: dict[str, str] = {}
+
+
 def canonical_name(name: str) -> str:
+    found = _NAMES.get(name)
+    if found is not None:
+        return found
     lowered = name.lower()
-    if lowered in COMPACT_FORMS:
-        return COMPACT_FORMS[lowered]
-    return _CANONICAL.get(lowered, name)
+    found = COMPACT_FORMS[lowered] if lowered in COMPACT_FORMS else _CANONICAL.get(lowered, name)
+    if len(_NAMES) < 4096:   # bounded: header names in hostile input are unbounded
+        _NAMES[name] = found
+    return found
 
 
 def split_commas(value: str) -> list[str]:
@@ -245,7 +253,7 @@ def parse_via(value: str) -> Via:
     elif ":" in sent_by:
         host, _, tail = sent_by.partition(":")
         port = _via_port(":" + tail)
-    if not host or any(c not in TOKEN_CHARS and c != ":" for c in host):
+    if not host or not _VIA_HOST.match(host):
         raise SipParseError(f"bad Via host {host[:40]!r}")
     params = parse_params(semi + param_text) if semi else {}
     return Via(transport.upper(), host.lower(), port, params, f"{name.upper()}/{version}")

@@ -26,8 +26,14 @@ _PARAM_TEXT = re.compile(r"[A-Za-z0-9\-_.!~*'()%\[\]/:&+$]*\Z")
 _HEADER_TEXT = re.compile(r"[A-Za-z0-9\-_.!~*'()%\[\]/?:+$]*\Z")
 
 
+_TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+\Z")
+_BAD_IN_SIP_URI = re.compile(r'[\s<>"]')
+_WHITESPACE = re.compile(r"\s")
+_BAD_PARAM_VALUE = re.compile(r'[\s",<>]')
+
+
 def is_token(text: str) -> bool:
-    return bool(text) and all(c in TOKEN_CHARS for c in text)
+    return _TOKEN.match(text) is not None
 
 
 def unescape(text: str) -> str:
@@ -132,14 +138,14 @@ def parse_uri(text: str) -> Uri:
         raise SipParseError(f"not a URI: {text[:80]!r}")
     lowered = scheme.lower()
     if lowered not in ("sip", "sips"):
-        if not rest or any(c.isspace() for c in rest):
+        if not rest or _WHITESPACE.search(rest):
             raise SipParseError(f"malformed {scheme} URI")
         return AbsoluteUri(lowered, rest)
     return _parse_sip(lowered, rest, text)
 
 
 def _parse_sip(scheme: str, rest: str, text: str) -> SipUri:
-    if not rest or any(c.isspace() or c in '<>"' for c in rest):
+    if not rest or _BAD_IN_SIP_URI.search(rest):
         raise SipParseError(f"malformed SIP URI {text[:80]!r}")
     user = password = None
     at = rest.find("@")
@@ -284,7 +290,7 @@ def parse_params(text: str) -> dict[str, str | None]:
                 end = text.find(";", i)
                 end = n if end < 0 else end
                 value = text[i:end].strip()
-                if not value or any(c.isspace() or c in '",<>' for c in value):
+                if not value or _BAD_PARAM_VALUE.search(value):
                     raise SipParseError(f"bad value for parameter {name!r}")
                 i = end
         elif i < n and text[i] == '"':
@@ -330,7 +336,7 @@ def parse_name_address(text: str) -> NameAddress:
     semi = rest.find(";")
     uri_text = rest if semi < 0 else rest[:semi]
     uri_text = uri_text.strip()
-    if any(c in uri_text for c in ",?") or any(c.isspace() for c in uri_text):
+    if "," in uri_text or "?" in uri_text or _WHITESPACE.search(uri_text):
         raise SipParseError("a URI with ',', '?' or spaces must be enclosed in <>")
     uri = parse_uri(uri_text)
     params = parse_params(rest[semi:]) if semi >= 0 else {}

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-import secrets
 import ssl
 import time
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from dataclasses import dataclass, field
 from controller.sip.auth import Credentials
 from controller.sip.dialog import new_call_id, new_tag
 from controller.sip.errors import SipParseError, SipTransportError
+from controller.sip.ids import random_hex
 from controller.sip.message import (
     BRANCH_MAGIC_COOKIE, Headers, SipRequest, SipResponse, Via, parse_via,
 )
@@ -444,7 +444,7 @@ class UserAgent:
     def via_for(self, flow: Flow, branch: str | None = None) -> str:
         host, port = self.local_address(flow.name)
         host = f"[{host}]" if ":" in host else host
-        branch = branch or BRANCH_MAGIC_COOKIE + secrets.token_hex(8)
+        branch = branch or BRANCH_MAGIC_COOKIE + random_hex(8)
         return f"SIP/2.0/{flow.name} {host}:{port};rport;branch={branch}"
 
     def send_request(self, request: SipRequest, flow: Flow,
@@ -514,5 +514,5 @@ def new_tag_for(tx: ServerTransaction) -> str:
     """One To tag per server transaction, so every response of the transaction carries the same."""
     tag = getattr(tx, "to_tag", None)
     if tag is None:
-        tag = tx.to_tag = secrets.token_hex(6)
+        tag = tx.to_tag = random_hex(6)
     return tag
