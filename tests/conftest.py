@@ -31,3 +31,16 @@ def pytest_runtest_makereport(item, call):
     report.outcome = "failed"
     report.longrepr = (f"skipped in CI, where everything the tests need is installed by "
                        f"scripts/setup.sh: {reason}")
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """One PostgreSQL server (Debian's `postgresql` package) on loopback in a temporary
+    directory for the session; tests make their own databases in it (`create_database`)."""
+    from controller.testing import PostgresServer, postgres_bin_dir
+
+    bin_dir = postgres_bin_dir()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL is not installed (Debian package postgresql)")
+    with PostgresServer(bin_dir) as server:
+        yield server

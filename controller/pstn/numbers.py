@@ -97,10 +97,10 @@ class NumberBook:
 
     async def add(self, number: str, route: dict) -> PhoneNumber | None:
         """Saves the number; None when it exists already."""
-        created = time.time()
-        if not await self.store.add_number(number, route, created):
+        row = await self.store.add_number(number, route)
+        if row is None:
             return None
-        record = PhoneNumber(number, route, created)
+        record = PhoneNumber(row["number"], row["route"], row["created_at"])
         self._numbers[number] = record
         return record
 

@@ -606,15 +606,17 @@ class PstnService(SipApplication):
                 self.screen.local_hour(started),
                 screening.decision if screening else "accept", reason, status)
         if duration is None and inbound:
-            record = {"kind": "pstn", "call_id": "", "participant_id": None, "identity": None,
+            # keyed by the SIP Call-ID: one record per inbound SIP call (the store's CDR key)
+            record = {"kind": "pstn", "call_id": f"sip:{info.get('sip_call_id')}",
+                      "participant_id": None, "identity": None,
                       "members": [], "direction": "inbound", "caller": info.get("caller"),
                       "number": callee, "sip_call_id": info.get("sip_call_id"),
                       "started_at": cdr.iso(started), "ended_at": cdr.iso(ended),
                       "duration_s": 0.0, "end_reason": reason, "sip_code": status,
                       "screening": screening.to_json() if screening else None,
                       "_started": started, "_ended": ended}
-            with contextlib.suppress(Exception):
-                await self.store.add_cdrs([record])
+            with contextlib.suppress(Exception):   # through the outbox: kept while the store is down
+                await self.calls.outbox.cdrs([record])
 
     # ================================================================================ the API
     async def add_number(self, number: str, route: object) -> dict:
@@ -693,5 +695,7 @@ class PstnService(SipApplication):
 
     def stats(self) -> dict:
         return {**self.counters, "legs": len(self.legs), "ringing": len(self._ringing),
+                "history_rows": self.pstn_store.history_rows,
+                "history_dropped": self.pstn_store.history_dropped,
                 "sip": self.ua.stats(), "trunk": self.monitor.stats() if self.monitor else None,
                 "screening": self.screen.stats(), "stir": self.stir.stats()}

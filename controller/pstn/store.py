@@ -1,56 +1,21 @@
-"""The PSTN side's durable records, in the controller's SQLite store.
+"""The PSTN side's records, through the controller's `Store` (SQLite or PostgreSQL; tables in
+migrations 3, numbers, and 4, screening lists and the PSTN call history).
 
-Kept in this one module on purpose: the store is being reworked into an interface with ordered
-migrations (SQLite and PostgreSQL); until that lands, these tables are created here with
-`CREATE TABLE IF NOT EXISTS` on the controller's store connection, and this is the single place
-to turn into a migration. Tables:
-
-- `pstn_numbers`: the resource's numbers and their routes (an IVR tree is part of its route);
-- `pstn_screening`: block and allow lists (E.164 numbers or prefixes ending in `*`);
-- `pstn_calls`: one row per inbound or outbound PSTN call (answered or not, screened or not):
-  the history the reputation score is computed from.
+One thing is added on top: the call history is written behind, in batches (every FLUSH_S, or
+sooner when FLUSH_ROWS wait, and always before a history query so the reputation sees every
+call): at a few hundred calls a second, one transaction per call would be most of the store's
+work. A batch the store cannot take is logged and dropped: history feeds the spam score, it is
+not a billing record (the CDRs, written through the outbox, are).
 """
 from __future__ import annotations
 
 import asyncio
-import json
-import sqlite3
-import time
+import logging
 
-from controller.store import Store
+from controller.store import Store, StoreError
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS pstn_numbers (
-    number TEXT PRIMARY KEY,
-    route TEXT NOT NULL,               -- JSON
-    created_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS pstn_screening (
-    list TEXT NOT NULL,                -- 'block' or 'allow'
-    pattern TEXT NOT NULL,             -- E.164, or a prefix ending in '*', or 'anonymous'
-    reason TEXT,
-    created_at REAL NOT NULL,
-    PRIMARY KEY (list, pattern)
-);
-CREATE TABLE IF NOT EXISTS pstn_calls (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    direction TEXT NOT NULL,           -- 'inbound' / 'outbound'
-    caller TEXT,
-    callee TEXT,
-    trunk TEXT,
-    started_at REAL NOT NULL,
-    duration_s REAL,                   -- answered time; NULL when never answered
-    local_hour INTEGER,                -- the hour of day it started, in the configured zone
-    decision TEXT,                     -- 'accept' / 'reject'
-    reason TEXT,
-    sip_code INTEGER
-);
-CREATE INDEX IF NOT EXISTS pstn_calls_caller ON pstn_calls (caller, started_at);
-"""
+log = logging.getLogger("voicemix.pstn")
 
-
-# call history rows are written behind, in batches: at most this long after the call, or sooner
-# when this many wait, or before any history query (which then sees every call)
 FLUSH_S = 0.25
 FLUSH_ROWS = 200
 
@@ -61,51 +26,34 @@ class PstnStore:
         self._pending: list[tuple] = []
         self._flusher: asyncio.TimerHandle | None = None
         self._flushing: asyncio.Task | None = None
+        self.history_rows = 0
+        self.history_dropped = 0
 
     async def open(self) -> None:
-        await self.store.run(lambda db: db.executescript(SCHEMA))
+        """Nothing to create: the tables come with the store's migrations."""
 
-    # numbers ------------------------------------------------------------------------------
-    async def add_number(self, number: str, route: dict, created_at: float) -> bool:
-        def insert(db: sqlite3.Connection) -> bool:
-            try:
-                db.execute("INSERT INTO pstn_numbers VALUES (?, ?, ?)",
-                           (number, json.dumps(route), created_at))
-                return True
-            except sqlite3.IntegrityError:
-                return False
-        return await self.store.run(insert)
+    # numbers --------------------------------------------------------------------------------
+    async def add_number(self, number: str, route: dict) -> dict | None:
+        """The new record, or None when the number exists."""
+        if not await self.store.add_number(number, route):
+            return None
+        return await self.store.get_number(number)
 
     async def remove_number(self, number: str) -> bool:
-        return await self.store.run(lambda db: db.execute(
-            "DELETE FROM pstn_numbers WHERE number = ?", (number,)).rowcount > 0)
+        return await self.store.delete_number(number)
 
     async def numbers(self) -> list[dict]:
-        return await self.store.run(lambda db: [
-            {"number": n, "route": json.loads(r), "created_at": c}
-            for n, r, c in db.execute("SELECT number, route, created_at FROM pstn_numbers")])
+        return await self.store.list_numbers()
 
     # screening lists ------------------------------------------------------------------------
     async def add_pattern(self, list_name: str, pattern: str, reason: str | None) -> bool:
-        def insert(db: sqlite3.Connection) -> bool:
-            try:
-                db.execute("INSERT INTO pstn_screening VALUES (?, ?, ?, ?)",
-                           (list_name, pattern, reason, time.time()))
-                return True
-            except sqlite3.IntegrityError:
-                return False
-        return await self.store.run(insert)
+        return await self.store.add_screening(list_name, pattern, reason)
 
     async def remove_pattern(self, list_name: str, pattern: str) -> bool:
-        return await self.store.run(lambda db: db.execute(
-            "DELETE FROM pstn_screening WHERE list = ? AND pattern = ?",
-            (list_name, pattern)).rowcount > 0)
+        return await self.store.remove_screening(list_name, pattern)
 
     async def patterns(self) -> list[dict]:
-        return await self.store.run(lambda db: [
-            {"list": l, "pattern": p, "reason": r, "created_at": c}
-            for l, p, r, c in db.execute(
-                "SELECT list, pattern, reason, created_at FROM pstn_screening ORDER BY created_at")])
+        return await self.store.screening()
 
     # call history -----------------------------------------------------------------------------
     async def record_call(self, direction: str, caller: str | None, callee: str | None,
@@ -117,8 +65,7 @@ class PstnStore:
         if len(self._pending) >= FLUSH_ROWS:
             await self.flush()
         elif self._flusher is None:
-            loop = asyncio.get_running_loop()
-            self._flusher = loop.call_later(FLUSH_S, self._flush_soon)
+            self._flusher = asyncio.get_running_loop().call_later(FLUSH_S, self._flush_soon)
 
     def _flush_soon(self) -> None:
         self._flusher = None
@@ -133,37 +80,15 @@ class PstnStore:
         rows, self._pending = self._pending, []
         if not rows:
             return
-
-        def insert(db: sqlite3.Connection) -> None:
-            db.execute("BEGIN")
-            try:
-                db.executemany(
-                    "INSERT INTO pstn_calls (direction, caller, callee, trunk, started_at, "
-                    "duration_s, local_hour, decision, reason, sip_code) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-        await self.store.run(insert)
+        try:
+            await self.store.add_pstn_calls(rows)
+            self.history_rows += len(rows)
+        except StoreError as exc:
+            self.history_dropped += len(rows)
+            log.warning("PSTN: %d call history rows not written: %s", len(rows), exc)
 
     async def caller_history(self, caller: str, since: float, short_s: float,
                              odd_hours: frozenset[int]) -> dict:
-        """What `caller` did since `since`: calls, distinct numbers called, calls answered but
-        shorter than `short_s`, calls started at odd hours, calls never answered."""
         if self._pending:
             await self.flush()
-        hours = ",".join(str(h) for h in sorted(odd_hours)) or "-1"
-
-        def query(db: sqlite3.Connection) -> dict:
-            row = db.execute(
-                "SELECT COUNT(*), COUNT(DISTINCT callee), "
-                "SUM(CASE WHEN duration_s IS NOT NULL AND duration_s < ? THEN 1 ELSE 0 END), "
-                f"SUM(CASE WHEN local_hour IN ({hours}) THEN 1 ELSE 0 END), "
-                "SUM(CASE WHEN duration_s IS NULL THEN 1 ELSE 0 END) "
-                "FROM pstn_calls WHERE caller = ? AND started_at >= ? AND direction = 'inbound'",
-                (short_s, caller, since)).fetchone()
-            calls, distinct, short, odd, unanswered = (v or 0 for v in row)
-            return {"calls": calls, "distinct_callees": distinct, "short_calls": short,
-                    "odd_hour_calls": odd, "unanswered": unanswered}
-        return await self.store.run(query)
+        return await self.store.caller_history(caller, since, short_s, odd_hours)

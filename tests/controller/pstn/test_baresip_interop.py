@@ -18,7 +18,8 @@ from mixer.sim.participant import SimulatedParticipant  # noqa: E402
 from tests.controller.pstn.baresip import BARESIP, Baresip  # noqa: E402
 from tests.controller.pstn.test_pstn_service import NUMBER, new_call, pstn_controller, wait_for  # noqa: E402
 
-pytestmark = pytest.mark.skipif(BARESIP is None, reason="baresip (Debian package baresip-core) is not installed")
+pytestmark = [pytest.mark.store_independent,   # SIP and media interop: no store involved
+              pytest.mark.skipif(BARESIP is None, reason="baresip (Debian package baresip-core) is not installed")]
 
 
 def run(coro):

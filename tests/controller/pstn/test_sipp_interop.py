@@ -22,7 +22,8 @@ from tests.controller.pstn.test_pstn_service import (  # noqa: E402
 SIPP = shutil.which("sipp")
 SCENARIOS = Path(__file__).with_name("sipp")
 PCAPS = Path("/usr/share/sip-tester")
-pytestmark = pytest.mark.skipif(SIPP is None, reason="sipp (Debian package sip-tester) is not installed")
+pytestmark = [pytest.mark.store_independent,   # SIP and media interop: no store involved
+              pytest.mark.skipif(SIPP is None, reason="sipp (Debian package sip-tester) is not installed")]
 
 
 def run(coro):

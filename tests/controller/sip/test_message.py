@@ -19,6 +19,9 @@ from tests.controller.sip import rfc4475  # noqa: E402
 MESSAGES = rfc4475.MESSAGES
 
 
+pytestmark = pytest.mark.store_independent   # the SIP stack and its peers: no store involved
+
+
 def message(name: str) -> bytes:
     return rfc4475.expand(MESSAGES[name][3])
 

@@ -16,6 +16,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 from tests.controller.sip.sippeer import FAST, SDP, RawPeer, ScriptedApp, request_text, start_ua  # noqa: E402
 
 
+pytestmark = pytest.mark.store_independent   # the SIP stack and its peers: no store involved
+
+
 def run(coro):
     return uvloop.run(coro)
 
