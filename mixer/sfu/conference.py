@@ -27,6 +27,7 @@ from mixer.codec import FRAME_MS, FrameDecoder
 from mixer.legs.leg import MediaLeg
 from mixer.rtp.rtcp import RtcpNack
 from mixer.settings import EngineSettings
+from mixer.sfu.phones import PHONE_CODECS, PhoneBridge
 from mixer.sfu.speakers import SpeakerSelector
 
 RTCP_CHECK_TICKS = 25
@@ -38,8 +39,9 @@ FORGED_LEVEL_MARGIN_DB = 20
 FORGED_LEVEL_PACKETS = 15
 CLAIM_CHECK_EVERY = 4
 
-# Codecs an SFU conference accepts: every leg must be able to play every other leg's packets.
-SFU_CODECS = ("opus",)
+# Codecs an SFU conference accepts. Opus legs receive forwarded packets; G.711 legs (phones) are
+# transcoded by the PhoneBridge (mixer/sfu/phones.py): they cannot play forwarded Opus.
+SFU_CODECS = ("opus",) + PHONE_CODECS
 
 
 class Slot:
@@ -61,11 +63,13 @@ class Slot:
 class Participant:
     """The SFU's state for one leg: as a sender (level, packet cache) and as a subscriber (slots)."""
 
-    def __init__(self, leg: MediaLeg, number: int, settings: EngineSettings) -> None:
+    def __init__(self, leg: MediaLeg, number: int, settings: EngineSettings,
+                 slots: bool = True) -> None:
         self.leg = leg
         self.number = number
         self.source_key = number << 32       # | the sender's SSRC: a new SSRC is a new stream
-        self.slots = [Slot(leg) for _ in range(settings.sfu_last_n)]
+        # a phone (slots False) hears the PhoneBridge's mix, not forwarded streams
+        self.slots = [Slot(leg) for _ in range(settings.sfu_last_n)] if slots else []
         self.slot_of: dict[Participant, Slot] = {}   # source -> the slot it fills for this subscriber
         self.targets: list[SlotSender] = []          # as a source: the slots it is forwarded through
         self.cache: list[_rtp.RtpPacket | None] = [None] * settings.sfu_packet_cache
@@ -179,6 +183,7 @@ class SfuConference:
         self.preroll_packets = 0
         self.packets_stale = 0
         self.busy_ms = 0.0
+        self.bridge = PhoneBridge(settings)
 
     # --------------------------------------------------------------------------------------- legs
     @property
@@ -187,10 +192,16 @@ class SfuConference:
 
     def add_leg(self, leg: MediaLeg) -> None:
         self._numbers += 1
-        participant = Participant(leg, self._numbers, self.settings)
+        phone = PhoneBridge.takes(leg)
+        participant = Participant(leg, self._numbers, self.settings, slots=not phone)
         self.voices[leg.id] = participant
         self.selector.add(participant)
         self._reassign()
+        if phone:
+            self.bridge.add(leg)
+            leg.on_rtp = self.bridge.on_phone_rtp
+            leg.on_ssrc_change = lambda changed: self.bridge.phones[changed.id].reset_stream()
+            return
         leg.on_rtp = self._on_rtp
         leg.on_nack = self._on_nack
         leg.on_ssrc_change = self._on_ssrc_change
@@ -198,6 +209,7 @@ class SfuConference:
     def remove_leg(self, leg_id: str) -> MediaLeg:
         participant = self.voices.pop(leg_id)
         self.selector.remove(participant)
+        self.bridge.remove(leg_id)
         for other in self.voices.values():
             slot = other.slot_of.pop(participant, None)
             if slot is not None:
@@ -238,6 +250,8 @@ class SfuConference:
         if not participant.forwarded:
             self.packets_not_forwarded += 1
             return
+        if self.bridge.listening:   # phones hear forwarded speakers through the bridge's mix
+            self.bridge.on_source_rtp(leg, packet, arrival_ms)
         self.packets_forwarded += fan_out(
             participant.targets, participant.source_key | packet.ssrc, packet.sequence_number,
             packet.timestamp, packet.marker, packet.payload, arrival_ms, time.time(),
@@ -284,11 +298,22 @@ class SfuConference:
     def tick(self, now_ms: float) -> None:
         began = time.perf_counter()
         self.ticks += 1
+        phone_levels = self.bridge.decode_phones(now_ms) if self.bridge.phones else {}
         for participant in self.voices.values():
-            self.selector.observe(participant, participant.tick_level)
+            level = phone_levels.get(participant.leg.id, participant.tick_level)
+            self.selector.observe(participant, level)
             participant.tick_level = None
         if self.selector.tick():
             self._reassign(now_ms)
+        if self.bridge.phones:
+            wall_s = time.time()
+            selected = [p for p in self.selector.selected if p.leg.id in self.voices]
+            for participant in selected:
+                phone = self.bridge.phones.get(participant.leg.id)
+                if phone is not None:
+                    self.packets_forwarded += self.bridge.forward_phone(
+                        phone, participant.targets, participant.source_key, now_ms, wall_s)
+            self.bridge.mix_down([p.leg.id for p in selected], now_ms, wall_s)
         if self.ticks % RTCP_CHECK_TICKS == 0:
             now_s = time.monotonic()
             for participant in self.voices.values():
@@ -327,6 +352,7 @@ class SfuConference:
         result["dominant"] = self.selector.dominant is participant
         result["activity"] = {"short": round(short, 2), "long": round(long, 2)}
         result["level_decodes"] = participant.level_decodes
+        result["transcoded"] = participant.leg.id in self.bridge.phones
         result["levels_trusted"] = participant.trusts_level
         result["slots"] = [{**slot.rewriter.stats(), "source": slot.source.leg.id if slot.source else None,
                             "packets": slot.sender.packets,
@@ -350,6 +376,7 @@ class SfuConference:
             "nack_forwarded": self.nack_forwarded,
             "preroll_packets": self.preroll_packets,
             "packets_stale": self.packets_stale,
+            "phones": self.bridge.stats(),
             "tick_busy_ms_mean": round(self.busy_ms / self.ticks, 3) if self.ticks else 0.0,
         }
 
