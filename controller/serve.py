@@ -56,13 +56,14 @@ async def start_turn(settings: ControllerSettings, media_ip: str | None = None):
 
 async def serve(settings: ControllerSettings) -> None:
     stop = stop_on_signals()
-    if settings.sip_listen is None:
+    sip_explicit = settings.sip_listen is not None
+    if not sip_explicit:   # the default port may be taken (another serve): then no SIP, and say so
         settings.sip_listen = SERVE_SIP_LISTEN
     engine = Engine(EngineSettings())
     engine.start()
     log.info("engine started in-process: media %s ports %s", engine.settings.media_ip,
              engine.settings.media_ports)
-    controller = ControllerServer(settings, [InProcessEngine(engine)])
+    controller = ControllerServer(settings, [InProcessEngine(engine)], sip_required=sip_explicit)
     turn = None
     try:
         await controller.start()

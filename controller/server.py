@@ -49,7 +49,7 @@ class ControllerServer:
     """
 
     def __init__(self, settings: ControllerSettings, engines: list[EngineClient] | None = None,
-                 announce=print) -> None:
+                 announce=print, sip_required: bool = True) -> None:
         self.settings = settings
         self.announce = announce
         self.generated = ensure_secrets(settings)
@@ -66,6 +66,7 @@ class ControllerServer:
         self.events = EventHub(settings.redis_url)
         self.calls = CallService(settings, self.store, self.registry, engines, self.events)
         self.pstn = None   # the SIP side (controller.pstn.PstnService), made at start()
+        self.sip_required = sip_required   # False: a SIP port in use is a warning, not a failure
         self.app = create_app(settings, self.calls, self.store, self.tokens)
         self.cert_path: Path | None = None
         self.key_path: Path | None = None
@@ -139,8 +140,19 @@ class ControllerServer:
                 self.cert_path, self.key_path, _ = self_signed(self.settings.data_dir, [self.host])
             tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             tls.load_cert_chain(str(self.cert_path), str(self.key_path))
-        self.pstn = PstnService(self.settings, self.calls, self.store, self.events, tls)
-        await self.pstn.start()
+        pstn = PstnService(self.settings, self.calls, self.store, self.events, tls)
+        try:
+            await pstn.start()
+        except OSError as exc:
+            if self.sip_required:
+                raise
+            log.warning("SIP not started: %s is not free (%s); set VOICEMIX_SIP_LISTEN",
+                        self.settings.sip_listen, exc)
+            self.announce(f"voicemix controller: SIP not started ({self.settings.sip_listen} "
+                          f"is in use); set VOICEMIX_SIP_LISTEN")
+            await pstn.stop()
+            return
+        self.pstn = pstn
         self.app.state.pstn = self.pstn
         self.announce(f"voicemix controller: SIP on {self.pstn.listening}")
 

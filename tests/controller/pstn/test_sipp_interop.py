@@ -195,3 +195,52 @@ def test_options_keepalive_sees_the_trunk_up_then_down(tmp_path):
             await carrier   # sipp leaves after its timeout
             await wait_for(lambda: asyncio.sleep(0, c.server.pstn.monitor.state == "down"), timeout=10)
     run(main())
+
+
+def test_voicemix_serve_takes_a_sipp_call_into_a_group_call(tmp_path):
+    """What a fresh clone does: `voicemix serve`, an identity, a call and a number through the
+    REST API with the admin key it printed, then sipp calls the number."""
+    import os
+    import re
+    import signal
+    import ssl
+    import subprocess
+
+    import httpx
+
+    sip_port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[3]),
+           "VOICEMIX_SIP_LISTEN": f"127.0.0.1:{sip_port}", "VOICEMIX_TURN_ENABLED": "false"}
+    process = subprocess.Popen([sys.executable, "-u", "-m", "mixer.cli", "serve", "--listen", "127.0.0.1:0",
+                                "--data-dir", str(tmp_path)], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path)
+    lines = []
+    try:
+        url = admin = None
+        while url is None:
+            line = process.stdout.readline()
+            assert line, "".join(lines)
+            lines.append(line)
+            if match := re.search(r"generated admin key (\S+)", line):
+                admin = match.group(1)
+            if match := re.search(r"controller started: (https://127\.0\.0\.1:\d+)", line):
+                url = match.group(1)
+        assert f"SIP on udp:127.0.0.1:{sip_port}" in "".join(lines)
+        context = ssl.create_default_context(cafile=str(tmp_path / "controller-cert.pem"))
+        with httpx.Client(base_url=url, verify=context, timeout=10) as http:
+            root = {"Authorization": f"Bearer {admin}"}
+            http.post("/v1/identities", json={"id": "owner"}, headers=root)
+            token = http.post("/v1/identities/owner/tokens", json={"scopes": ["voip"]}, headers=root).json()["token"]
+            user = {"Authorization": f"Bearer {token}"}
+            call = http.post("/v1/calls", json={"mode": "mcu"}, headers=user).json()
+            assert http.post("/v1/numbers", json={"number": NUMBER, "route": {"call": call["id"]}},
+                             headers=root).status_code == 201
+            code, errors = uvloop.run(sipp("-sn", "uac", f"127.0.0.1:{sip_port}", "-s", NUMBER,
+                                           "-m", "2", "-d", "1000", *local(), cwd=tmp_path))
+            assert code == 0, errors
+            records = http.get("/v1/cdrs", headers=root).json()["records"]
+            assert len([r for r in records if r.get("participant_kind") == "pstn"]) == 2
+    finally:
+        process.send_signal(signal.SIGTERM)
+        rest, _ = process.communicate(timeout=20)
+    assert process.returncode == 0, "".join(lines) + rest
