@@ -360,6 +360,18 @@ def create_app(settings: ControllerSettings, service: CallService, store: Store,
         await pstn().delete_number(number)
         return Response(status_code=204)
 
+    @app.get("/v1/numbers/{number}/events", tags=["pstn"],
+             responses={200: {"content": {"text/event-stream": {}}}})
+    async def number_events(number: str, caller: Caller) -> StreamingResponse:
+        """A number's phone tree as it runs: ivr_started, ivr_node, dtmf, ivr_recorded,
+        ivr_transferred, ivr_ended."""
+        need(caller, "admin")
+        await pstn().get_number(number)
+        from controller.pstn.ivr_runner import number_channel   # noqa: PLC0415
+        return StreamingResponse(service.events.stream(number_channel(number)),
+                                 media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
     @app.get("/v1/screening", tags=["pstn"])
     async def screening(caller: Caller) -> dict:
         need(caller, "admin")

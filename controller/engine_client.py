@@ -62,6 +62,22 @@ class EngineClient(abc.ABC):
     @abc.abstractmethod
     async def get_leg(self, conference_id: str, leg_id: str) -> dict: ...
 
+    # players: a tone or a WAV file played into an MCU conference by the engine (prompts)
+    @abc.abstractmethod
+    async def add_player(self, conference_id: str, *, tone: float | None = None,
+                         file: str | None = None, loop: bool = False, seconds: float | None = None,
+                         label: str | None = None, player_id: str | None = None) -> dict: ...
+
+    @abc.abstractmethod
+    async def get_player(self, conference_id: str, player_id: str) -> dict: ...
+
+    @abc.abstractmethod
+    async def update_player(self, conference_id: str, player_id: str,
+                            muted: bool | None = None) -> dict: ...
+
+    @abc.abstractmethod
+    async def remove_player(self, conference_id: str, player_id: str) -> None: ...
+
     async def close(self) -> None:
         """Release what the client holds (sessions); the engine itself keeps running."""
 
@@ -111,6 +127,22 @@ class InProcessEngine(EngineClient):
 
     async def get_leg(self, conference_id: str, leg_id: str) -> dict:
         return self.engine.get_leg(conference_id, leg_id)
+
+    async def add_player(self, conference_id: str, *, tone: float | None = None,
+                         file: str | None = None, loop: bool = False, seconds: float | None = None,
+                         label: str | None = None, player_id: str | None = None) -> dict:
+        return self.engine.add_player(conference_id, tone=tone, file=file, loop=loop,
+                                      seconds=seconds, label=label, player_id=player_id)
+
+    async def get_player(self, conference_id: str, player_id: str) -> dict:
+        return self.engine.get_player(conference_id, player_id)
+
+    async def update_player(self, conference_id: str, player_id: str,
+                            muted: bool | None = None) -> dict:
+        return self.engine.update_player(conference_id, player_id, muted)
+
+    async def remove_player(self, conference_id: str, player_id: str) -> None:
+        self.engine.remove_player(conference_id, player_id)
 
 
 class HttpEngine(EngineClient):
@@ -198,6 +230,24 @@ class HttpEngine(EngineClient):
 
     async def get_leg(self, conference_id: str, leg_id: str) -> dict:
         return await self._request("GET", f"/conferences/{conference_id}/legs/{leg_id}")
+
+    async def add_player(self, conference_id: str, *, tone: float | None = None,
+                         file: str | None = None, loop: bool = False, seconds: float | None = None,
+                         label: str | None = None, player_id: str | None = None) -> dict:
+        body = {k: v for k, v in {"tone": tone, "file": file, "loop": loop, "seconds": seconds,
+                                  "label": label, "id": player_id}.items() if v is not None}
+        return await self._request("POST", f"/conferences/{conference_id}/players", body)
+
+    async def get_player(self, conference_id: str, player_id: str) -> dict:
+        return await self._request("GET", f"/conferences/{conference_id}/players/{player_id}")
+
+    async def update_player(self, conference_id: str, player_id: str,
+                            muted: bool | None = None) -> dict:
+        body = {} if muted is None else {"muted": muted}
+        return await self._request("PATCH", f"/conferences/{conference_id}/players/{player_id}", body)
+
+    async def remove_player(self, conference_id: str, player_id: str) -> None:
+        await self._request("DELETE", f"/conferences/{conference_id}/players/{player_id}")
 
     async def close(self) -> None:
         if self._session is not None:

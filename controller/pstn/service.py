@@ -563,8 +563,9 @@ class PstnService(SipApplication):
         if history is None:
             return
         duration = time.time() - leg.answered_at if leg.answered_at else None
+        # a caller who was never in a call (a phone tree that ended there) gets its own record
         await self._record(history["info"], history["started"], duration, reason, status,
-                           history["screening"])
+                           history["screening"], own_record=leg.call_id is None)
 
     async def set_hold(self, leg: SipLeg, held: bool) -> None:
         """The carrier put the call on hold (sendonly/inactive) or resumed it."""
@@ -591,7 +592,8 @@ class PstnService(SipApplication):
 
     # ============================================================================== records
     async def _record(self, info: dict, started: float, duration: float | None, reason: str,
-                      status: int | None, screening: Screening | None) -> None:
+                      status: int | None, screening: Screening | None,
+                      own_record: bool = False) -> None:
         """The call's line in the history reputation reads, and, for a call that never became a
         participant (refused, unanswered, cancelled), its CDR."""
         inbound = info["direction"] == "inbound"
@@ -605,14 +607,15 @@ class PstnService(SipApplication):
                 info["direction"], caller, callee, info.get("trunk"), started, duration,
                 self.screen.local_hour(started),
                 screening.decision if screening else "accept", reason, status)
-        if duration is None and inbound:
+        if (duration is None or own_record) and inbound:
             # keyed by the SIP Call-ID: one record per inbound SIP call (the store's CDR key)
             record = {"kind": "pstn", "call_id": f"sip:{info.get('sip_call_id')}",
                       "participant_id": None, "identity": None,
                       "members": [], "direction": "inbound", "caller": info.get("caller"),
                       "number": callee, "sip_call_id": info.get("sip_call_id"),
                       "started_at": cdr.iso(started), "ended_at": cdr.iso(ended),
-                      "duration_s": 0.0, "end_reason": reason, "sip_code": status,
+                      "duration_s": round(duration or 0.0, 3), "end_reason": reason,
+                      "sip_code": status, "ivr": info.get("ivr"),
                       "screening": screening.to_json() if screening else None,
                       "_started": started, "_ended": ended}
             with contextlib.suppress(Exception):   # through the outbox: kept while the store is down

@@ -143,6 +143,38 @@ def create_app(engine: Engine) -> web.Application:
         engine.remove_leg(request.match_info["conference"], request.match_info["leg"])
         return web.Response(status=204)
 
+    @routes.post("/conferences/{conference}/players")
+    async def add_player(request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        tone = body.get("tone")
+        if tone is not None and (isinstance(tone, bool) or not isinstance(tone, (int, float))):
+            raise EngineError(422, "bad_field", "'tone' must be a number of Hz")
+        seconds = body.get("seconds")
+        if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, (int, float))):
+            raise EngineError(422, "bad_field", "'seconds' must be a number")
+        result = engine.add_player(request.match_info["conference"], tone=tone,
+                                   file=_field(body, "file", str), loop=bool(body.get("loop", False)),
+                                   seconds=seconds, label=_field(body, "label", str),
+                                   player_id=_field(body, "id", str))
+        return web.json_response(result, status=201)
+
+    @routes.get("/conferences/{conference}/players/{player}")
+    async def get_player(request: web.Request) -> web.Response:
+        return web.json_response(engine.get_player(request.match_info["conference"],
+                                                   request.match_info["player"]))
+
+    @routes.patch("/conferences/{conference}/players/{player}")
+    async def update_player(request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        return web.json_response(engine.update_player(request.match_info["conference"],
+                                                      request.match_info["player"],
+                                                      _field(body, "muted", bool)))
+
+    @routes.delete("/conferences/{conference}/players/{player}")
+    async def remove_player(request: web.Request) -> web.Response:
+        engine.remove_player(request.match_info["conference"], request.match_info["player"])
+        return web.Response(status=204)
+
     @routes.get("/stats")
     async def stats(request: web.Request) -> web.Response:
         return web.json_response(engine.stats())

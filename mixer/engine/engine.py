@@ -10,12 +10,14 @@ import secrets
 import time
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 from mixer.engine.clock import TickClock
 from mixer.legs.leg import MediaLeg
 from mixer.legs.ports import PortAllocator, PortsExhausted
 from mixer.legs.transport import SendFlusher
-from mixer.mcu.conference import McuConference
+from mixer.mcu.conference import MAX_PLAYERS, McuConference
+from mixer.mcu.players import Player, PlayerError, read_wav
 from mixer.rtp.dtmf import Digit, DtmfError
 from mixer.sdp.offer_answer import DEFAULT_CODECS
 from mixer.sfu.conference import SfuConference
@@ -318,6 +320,57 @@ class Engine:
         leg.on_dtmf = partial(self._on_dtmf, target_id)
         log.info("leg %s moved from %s to %s", leg_id, conference_id, target_id)
         return target.leg_stats(leg_id)
+
+    # -------------------------------------------------------------------------------- players
+    def add_player(self, conference_id: str, *, tone: float | None = None, file: str | None = None,
+                   loop: bool = False, seconds: float | None = None, label: str | None = None,
+                   player_id: str | None = None) -> dict:
+        """Play a tone or a 16-bit WAV file into an MCU conference (everyone hears it); its
+        `state` becomes "finished" at the end (a minimal player: issue 13 brings the full one)."""
+        conference = self._conference(conference_id)
+        if not isinstance(conference, McuConference):
+            raise EngineError(409, "players_need_mcu", "players play into MCU conferences")
+        if (tone is None) == (file is None):
+            raise EngineError(422, "bad_field", "a player needs exactly one of 'tone' and 'file'")
+        if len(conference.players) >= MAX_PLAYERS:
+            raise EngineError(409, "too_many_players", f"at most {MAX_PLAYERS} players at once")
+        if tone is not None and not (isinstance(tone, (int, float)) and 20 <= tone <= 20000):
+            raise EngineError(422, "bad_tone", "a tone is 20..20000 Hz")
+        if seconds is not None and not (isinstance(seconds, (int, float)) and 0 < seconds <= 86400):
+            raise EngineError(422, "bad_field", "'seconds' must be 0..86400")
+        samples = None
+        if file is not None:
+            try:
+                samples = read_wav(Path(file))
+            except PlayerError as exc:
+                raise EngineError(422, exc.code, str(exc)) from None
+        player_id = player_id or secrets.token_hex(6)
+        if player_id in conference.players:
+            raise EngineError(409, "player_exists", f"player {player_id} exists")
+        player = Player(player_id, tone=tone, samples=samples, seconds=seconds, loop=loop,
+                        label=label, kind="tone" if tone is not None else "wav")
+        conference.players[player_id] = player
+        return player.stats()
+
+    def _player(self, conference_id: str, player_id: str) -> Player:
+        conference = self._conference(conference_id)
+        player = getattr(conference, "players", {}).get(player_id)
+        if player is None:
+            raise EngineError(404, "no_such_player", f"no player {player_id} in {conference_id}")
+        return player
+
+    def get_player(self, conference_id: str, player_id: str) -> dict:
+        return self._player(conference_id, player_id).stats()
+
+    def update_player(self, conference_id: str, player_id: str, muted: bool | None = None) -> dict:
+        player = self._player(conference_id, player_id)
+        if muted is not None:
+            player.muted = muted
+        return player.stats()
+
+    def remove_player(self, conference_id: str, player_id: str) -> None:
+        self._player(conference_id, player_id)
+        del self._conference(conference_id).players[player_id]
 
     def get_leg(self, conference_id: str, leg_id: str) -> dict:
         conference = self._conference(conference_id)

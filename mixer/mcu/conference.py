@@ -22,10 +22,13 @@ import numpy as np
 from mixer import _jitter, _mix, _rtp
 from mixer.codec import FRAME_MS, FRAME_SAMPLES, FrameDecoder, FrameEncoder, OpusSettings
 from mixer.legs.leg import MediaLeg
+from mixer.mcu.players import Player
 from mixer.settings import EngineSettings
 
 # Exponential smoothing of levels for ranking talkers (weight of the newest frame).
 LEVEL_SMOOTHING = 0.3
+# Players (prompts, tones) mixed at once, beyond the talkers.
+MAX_PLAYERS = 4
 # RTCP schedules are checked every this many ticks (0.5 s): far finer than the 5 s interval.
 RTCP_CHECK_TICKS = 25
 # A talker whose RFC 6464 level claims this many dB more than its decoded audio has, for this many
@@ -154,9 +157,10 @@ class McuConference:
         self.opus = OpusSettings(settings.opus_bitrate, settings.opus_complexity, settings.opus_fec,
                                  settings.opus_packet_loss_percent, settings.opus_dtx)
         self._shared: dict[str, FrameEncoder] = {}
-        n = settings.max_speakers
+        n = settings.max_speakers + MAX_PLAYERS
         self._stack = np.zeros((n, FRAME_SAMPLES), dtype=np.int16)
         self._minus = np.zeros((n, FRAME_SAMPLES), dtype=np.int16)
+        self.players: dict[str, Player] = {}   # engine-side sources everyone hears (prompts)
         self._total = np.zeros(FRAME_SAMPLES, dtype=np.int16)
         self.speakers: list[Voice] = []
         self.created_at = time.time()
@@ -232,6 +236,11 @@ class McuConference:
                 mixed.append(voice)
                 voice.in_mix = True
         count = len(mixed)
+        for player in list(self.players.values())[:MAX_PLAYERS]:
+            frame = player.next_frame()   # mixed for everyone: nobody hears it minus itself
+            if frame is not None:
+                self._stack[count] = frame
+                count += 1
         if count:
             _mix.mix_minus(self._stack[:count], self._total, self._minus[:count])
         else:
@@ -317,6 +326,7 @@ class McuConference:
             "stalled_ms": round(self.stalled_ms, 1),
             "stale_frames": self.stale_frames,
             "tick_busy_ms_mean": round(self.busy_ms / self.ticks, 3) if self.ticks else 0.0,
+            "players": [player.stats() for player in self.players.values()],
         }
 
     def close(self) -> None:

@@ -149,8 +149,9 @@ def test_answer_errors_and_unanswered_offers_are_released():
         engine.remove_leg(conf, offer["id"])   # hung up before the answer
         assert engine.ports.in_use == in_use - 1 and engine.stats()["legs_offered_pending"] == 0
         sfu = engine.create_conference("sfu")["id"]
+        assert "PCMU" in (await engine.offer_leg(sfu, ["PCMU"]))["sdp"]   # a phone: transcoded there
         with pytest.raises(EngineError) as caught:
-            await engine.offer_leg(sfu, ["PCMU"])
+            await engine.offer_leg(sfu, ["G729"])
         assert caught.value.status == 488
         await engine.offer_leg(conf, ["PCMU"])
         engine.delete_conference(conf)
