@@ -155,6 +155,7 @@ def test_answer_errors_and_unanswered_offers_are_released():
         assert caught.value.status == 488
         await engine.offer_leg(conf, ["PCMU"])
         engine.delete_conference(conf)
+        engine.delete_conference(sfu)   # their offered legs' ports go with them
         assert engine.ports.in_use == 0
         engine.stop()
         phone.close()
