@@ -50,6 +50,8 @@ from mixer.engine.engine import EngineError
 log = logging.getLogger("voicemix.pstn")
 
 BUSY = (486, 600)
+# prompt files the engine's (minimal) player plays; Ogg Opus comes with issue 13's media services
+PLAYABLE_PROMPTS = (".wav",)
 NO_ANSWER = (408, 480)
 
 
@@ -645,6 +647,10 @@ class PstnService(SipApplication):
             for node in tree.nodes.values():
                 prompts = [node.prompt] if node.prompt else []
                 for prompt in prompts:
+                    if prompt.file and not prompt.file.endswith(PLAYABLE_PROMPTS):
+                        raise ApiError(422, "bad_route", f"route.ivr.{node.id}: {prompt.file}: the "
+                                                         f"engine's player here plays WAV prompts "
+                                                         f"(Ogg comes with the engine media services)")
                     if prompt.file and not (self.prompts_dir / prompt.file).is_file():
                         raise ApiError(422, "bad_route", f"route.ivr.{node.id}: no prompt file "
                                                          f"{prompt.file} in the prompts directory")
