@@ -39,8 +39,6 @@ async def server(data_dir: str, sip_port: int) -> None:
     """The child: a controller with SIP on, one call, a number routed to it; prints READY."""
     import logging
 
-    import uvloop  # noqa: F401  (the parent runs us under uvloop)
-
     from controller.testing import running_controller
 
     logging.basicConfig(level=logging.WARNING)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from controller.sip.errors import SipParseError
 from controller.sip.uri import (
-    TOKEN_CHARS, NameAddress, SipUri, Uri, is_token, parse_name_address, parse_params, parse_uri,
+    NameAddress, SipUri, Uri, is_token, parse_name_address, parse_params, parse_uri,
 )
 
 SIP_VERSION = "SIP/2.0"

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from controller.sip.auth import Credentials, authorization, choose_challenge
 from controller.sip.dialog import Dialog, new_call_id, new_tag
 from controller.sip.errors import (
-    SipError, SipParseError, SipReject, SipStatusError, SipTimeout, SipTransportError,
+    SipError, SipReject, SipStatusError, SipTimeout, SipTransportError,
 )
 from controller.sip.message import Headers, SipRequest, SipResponse
 from controller.sip.transaction import ClientInviteTransaction, ServerTransaction

@@ -24,7 +24,7 @@ from controller.sip.dialog import new_call_id, new_tag
 from controller.sip.errors import SipParseError, SipTransportError
 from controller.sip.ids import random_hex
 from controller.sip.message import (
-    BRANCH_MAGIC_COOKIE, Headers, SipRequest, SipResponse, Via, parse_via,
+    BRANCH_MAGIC_COOKIE, REASON_PHRASES, Headers, SipRequest, SipResponse, Via, parse_via,
 )
 from controller.sip.session import InviteSession
 from controller.sip.transaction import (
@@ -225,8 +225,9 @@ class UserAgent:
         for name in ("From", "To", "Call-ID", "CSeq"):
             response_headers.add(name, headers.get(name))
         status = exc.status
-        reason = f"{'Bad Request' if status == 400 else 'Version Not Supported' if status == 505 else 'Bad Request'} ({str(exc)[:80]})"
-        response = SipResponse(status, reason.replace("\r", " ").replace("\n", " "), response_headers)
+        detail = str(exc)[:80].replace("\r", " ").replace("\n", " ")
+        response = SipResponse(status, f"{REASON_PHRASES.get(status, 'Bad Request')} ({detail})",
+                               response_headers)
         response.headers.add("Server", self.config.user_agent)
         try:
             via = parse_via(headers.values("Via")[0])

@@ -6,7 +6,6 @@ and the digits."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 import sys
 import wave
 from pathlib import Path

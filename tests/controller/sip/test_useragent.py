@@ -4,7 +4,6 @@ auth, the answers the core gives by itself (RFC 4475 messages included), and its
 from __future__ import annotations
 
 import asyncio
-import socket
 import sys
 from pathlib import Path
 

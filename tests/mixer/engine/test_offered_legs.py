@@ -5,8 +5,6 @@ every check is what went over the wire."""
 from __future__ import annotations
 
 import asyncio
-import socket
-import struct
 
 import numpy as np
 import pytest
