@@ -26,9 +26,11 @@ def run(coro):
     return uvloop.run(coro)
 
 
-def test_baresip_phone_and_two_opus_users_hear_each_other(tmp_path):
+@pytest.mark.parametrize("codec", ["PCMU", "opus"])
+def test_baresip_phone_and_two_opus_users_hear_each_other(tmp_path, codec):
+    """A PSTN-style caller (PCMU) or a SIP softphone speaking Opus: the SIP side takes either."""
     async def main():
-        phone = Baresip(tmp_path / "baresip", tone_hz=440, codecs="PCMU")
+        phone = Baresip(tmp_path / "baresip", tone_hz=440, codecs=codec)
         async with pstn_controller(tmp_path / "c") as c:
             call_id, alice = await new_call(c, "alice")
             bob = await c.user("bob")

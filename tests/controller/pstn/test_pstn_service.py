@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import uvloop
 
@@ -423,3 +424,43 @@ def test_ending_the_call_hangs_up_the_phone(tmp_path):
             assert session.end_reason == "remote_bye"
         await carrier.stop()
     run(main())
+
+
+def test_an_invite_flood_and_garbage_leave_a_call_in_progress_undisturbed(tmp_path):
+    """While one address floods INVITEs (and garbage), an established phone call goes on: its
+    audio keeps reaching the VoIP user without a gap, the flood gets 503s, nothing crashes."""
+    async def main():
+        carrier = await Carrier().start()
+        async with pstn_controller(tmp_path, sip_invite_rate=5) as c:
+            call_id, alice = await new_call(c)
+            await c.client.post("/v1/numbers", json={"number": NUMBER, "route": {"call": call_id}},
+                                headers=c.admin)
+            voip = RestParticipant(SimulatedParticipant("alice", 520.0, continuous_tone(520.0, 6.0)), alice)
+            await voip.join(c.client, call_id)
+            session, phone = await carrier.call(c.sip_port, NUMBER)
+            phone.remote = engine_address(await asyncio.wait_for(session.answered, 5))
+            voip.sim.start(asyncio.get_running_loop().time())
+            phone.play(tone8k(1170, 5.0))
+            flooder = await Carrier().start()
+            await asyncio.sleep(1.0)
+            flood = [(await flooder.call(c.sip_port, NUMBER))[0] for _ in range(100)]
+            for junk in (b"\x00" * 900, b"INVITE sip:x SIP/2.0\r\n\r\n", b"SIP/2.0 200 OK\r\n\r\n" * 3):
+                flooder.ua.transports["UDP"].send(junk, ("127.0.0.1", c.sip_port))
+            await asyncio.sleep(2.0)
+            statuses = [s.end_status for s in flood]
+            await phone.played()
+            heard, _ = voip.sim.heard_audio()
+            stats = c.server.pstn.stats()["sip"]
+            voip.sim.close()
+            await flooder.stop()
+            await session.bye()
+        await carrier.stop()
+        return heard, statuses, stats
+
+    heard, statuses, stats = run(main())
+    assert statuses.count(503) >= 80   # the flood met its budget (a few got through, or still wait)
+    assert stats["task_errors"] == 0 and stats["handler_errors"] == 0
+    # the phone's tone reached the VoIP user in every 100 ms from before the flood to its end
+    blocks = heard[48000 // 2: 48000 * 4].astype(np.float64).reshape(-1, 4800)
+    levels = [tone_levels_db(block, [1170.0])[1170.0] for block in blocks]
+    assert min(levels) > -40, levels
