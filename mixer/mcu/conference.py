@@ -236,11 +236,12 @@ class McuConference:
                 mixed.append(voice)
                 voice.in_mix = True
         count = len(mixed)
-        for player in list(self.players.values())[:MAX_PLAYERS]:
-            frame = player.next_frame()   # mixed for everyone: nobody hears it minus itself
-            if frame is not None:
-                self._stack[count] = frame
-                count += 1
+        if self.players:
+            for player in list(self.players.values())[:MAX_PLAYERS]:
+                frame = player.next_frame()   # mixed for everyone: nobody hears it minus itself
+                if frame is not None:
+                    self._stack[count] = frame
+                    count += 1
         if count:
             _mix.mix_minus(self._stack[:count], self._total, self._minus[:count])
         else:
