@@ -18,6 +18,7 @@ window (default 24 h) and this call:
 from __future__ import annotations
 
 import datetime
+import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -28,6 +29,8 @@ from controller.pstn.store import PstnStore
 SHORT_CALL_S = 10.0
 TRACKED = 10000
 LIST_RELOAD_S = 5.0
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -62,8 +65,9 @@ class RateLimit:
                 self._keys.popitem(last=False)
         else:
             self._keys.move_to_end(key)
-            bucket[0] = min(self.burst, bucket[0] + (now - bucket[1]) * self.rate)
-            bucket[1] = now
+            if now > bucket[1]:     # never backwards: a late caller's older clock reading adds nothing
+                bucket[0] = min(self.burst, bucket[0] + (now - bucket[1]) * self.rate)
+                bucket[1] = now
         if bucket[0] < 1.0:
             return False
         bucket[0] -= 1.0
@@ -121,9 +125,14 @@ class CallScreen:
     async def screen(self, caller: str | None, callee: str, trunk: str, stir: StirResult,
                      now: float | None = None) -> Screening:
         now = now or time.time()
+        if time.monotonic() - self._lists_at > LIST_RELOAD_S:
+            # one reload at a time: calls arriving meanwhile screen against the lists they have
+            self._lists_at = time.monotonic()
+            try:
+                await self.reload_lists()
+            except Exception:
+                log.warning("PSTN: block/allow lists not reloaded; keeping the previous ones", exc_info=True)
         monotonic = time.monotonic()
-        if monotonic - self._lists_at > LIST_RELOAD_S:
-            await self.reload_lists()
         decision = await self._decide(caller, trunk, stir, now, monotonic)
         self.counts[decision.reason] = self.counts.get(decision.reason, 0) + 1
         return decision

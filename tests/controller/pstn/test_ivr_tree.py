@@ -115,3 +115,8 @@ def test_screening_parts():
     limit = RateLimit(2, 60.0)
     assert [limit.take("x", 0.0) for _ in range(3)] == [True, True, False]
     assert limit.take("x", 30.0)   # one back after half a minute
+    # a caller that read the clock earlier but takes later (it awaited in between) costs one token,
+    # never the tokens of the time between the two readings
+    trunk = RateLimit(100, 1.0)
+    assert trunk.take("t", 10.0)
+    assert [trunk.take("t", 9.0) for _ in range(100)] == [True] * 99 + [False]
