@@ -37,7 +37,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from controller.engine_client import HttpEngine  # noqa: E402
+from mixer.engine.client import HttpEngine  # noqa: E402
 from mixer import _g711, _rtp  # noqa: E402
 from mixer._opus import OpusEncoder  # noqa: E402
 from mixer.sdp import offer_audio, parse  # noqa: E402

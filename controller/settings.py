@@ -122,7 +122,10 @@ class ControllerSettings(BaseSettings):
     stir_certs_dir: Path | None = Field(None, description="STIR/SHAKEN signing certificates (PEM, "
                                         "named as their x5u file) and CAs under ca/")
     stir_max_age_s: float = Field(60.0, gt=0)
-    prompts_dir: Path | None = Field(None, description="IVR prompt files; unset = <data dir>/prompts")
+
+    recordings_dir: Path | None = Field(
+        None, description="where an in-process engine (voicemix serve) writes recordings; unset = "
+                          "<data_dir>/recordings. Remote engines have their own setting")
 
     @field_validator("database_url")
     @classmethod
@@ -134,8 +137,8 @@ class ControllerSettings(BaseSettings):
         return value
 
     @property
-    def recordings_dir(self) -> Path:
-        return self.data_dir / "recordings"
+    def recordings_path(self) -> Path:
+        return self.recordings_dir or self.data_dir / "recordings"
 
     def derived_turn_urls(self) -> list[str]:
         if self.turn_urls:

@@ -150,6 +150,13 @@ class FrameDecoder:
         self._count = rest
         return self._frame
 
+    def take_samples(self) -> np.ndarray:
+        """Everything decoded and not yet taken (a copy), whatever its length: for writers that
+        follow packets rather than 20 ms ticks (a recording's participant track)."""
+        samples = self._pending[:self._count].copy()
+        self._count = 0
+        return samples
+
     def reset(self) -> None:
         """Forget buffered audio (after a talk spurt ended), keeping codec state."""
         self._count = 0

@@ -9,10 +9,11 @@ cd "$(dirname "$0")/.."
 # coturn: turnutils_* clients and turnserver, the TURN interop peers and benchmark baseline.
 # sip-tester (sipp) and baresip-core: the SIP interop peers (a load generator and scenario player,
 # and a real softphone) of the PSTN tests and the calls-per-second benchmark.
+# opus-tools: opusinfo, an independent checker of the Ogg Opus files the engine records.
 # postgresql: the shared store's server in the controller tests and the store benchmark (the
 # tests start their own in a temporary directory; the package's own cluster is not used).
 # python3-venv: only if this Python cannot make a virtualenv by itself.
-APT_PACKAGES=(libopus-dev libopus0 pkg-config ffmpeg redis-server coturn postgresql sip-tester baresip-core)
+APT_PACKAGES=(libopus-dev libopus0 pkg-config ffmpeg redis-server coturn postgresql opus-tools sip-tester baresip-core)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

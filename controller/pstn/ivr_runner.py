@@ -6,8 +6,10 @@ digits (RFC 4733 events and in-band tones, both decoded by the engine and read f
 stats every POLL_S) and from SIP INFO. A key pressed during a menu's prompt cuts the prompt short
 (barge-in). `transfer` moves the caller's leg into the target call (the engine keeps its port,
 SSRC and numbering; across engines a re-INVITE points the carrier at a new leg), or rings a user
-while the caller hears a ringing tone; `record` adds a recorder to the conference and keeps the
-file as a recording (readable by the admin); `hangup` plays its prompt and sends BYE. A tree
+while the caller hears a ringing tone; `record` has the engine record the conference's mix (an
+Ogg Opus file, indexed as a recording the admin can read); `hangup` plays its prompt and sends
+BYE. Prompt files are the engine's to find (in its player directories): the controller names
+them. A tree
 runs at most MAX_VISITS nodes (a caller pressing keys round a menu for ever is hung up).
 
 What happens is published on the number's event stream (`GET /v1/numbers/{number}/events`):
@@ -21,12 +23,10 @@ import contextlib
 import logging
 import secrets
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from controller import media
 from controller.pstn.ivr import MAX_VISITS, Node, PhoneTree, Prompt
-from mixer.engine.engine import EngineError
+from mixer.engine.client import EngineError
 
 if TYPE_CHECKING:
     from controller.pstn.service import PstnService
@@ -182,8 +182,16 @@ class IvrRunner:
         if prompt.tone_hz is not None:
             kwargs.update(tone=prompt.tone_hz, seconds=prompt.ms / 1000.0)
         else:
-            kwargs["file"] = str(await self._prompt_path(prompt))
-        player = await self.engine.add_player(self.conference, **kwargs)
+            kwargs["file"] = await self._prompt_file(prompt)
+        try:
+            player = await self.engine.add_player(self.conference, **kwargs)
+        except EngineError as exc:
+            if exc.status not in (403, 404, 422):
+                raise
+            # a prompt file gone or unplayable: the tree goes on without it, and says so
+            log.warning("IVR %s: prompt %s not played: %s", self.info["number"], kwargs["file"], exc)
+            self.publish("ivr_prompt_failed", file=prompt.file or prompt.recording, code=exc.code)
+            return None
         try:
             while True:
                 key = await self._wait(POLL_S, interruptible)
@@ -203,13 +211,15 @@ class IvrRunner:
             return None
         return await self._next_key(seconds)
 
-    async def _prompt_path(self, prompt: Prompt) -> Path:
+    async def _prompt_file(self, prompt: Prompt) -> str:
+        """A prompt file's name (the engine looks in its player directories), or a finished
+        recording's mix (in the engine's recordings directory)."""
         if prompt.file:
-            return self.service.prompts_dir / prompt.file
+            return prompt.file
         recording = await self.service.store.get_recording(prompt.recording)
-        if recording is None:
-            raise EngineError(404, "no_such_recording", f"no recording {prompt.recording}")
-        return Path(recording["path"])
+        if recording is None or recording["ended_at"] is None:
+            raise EngineError(404, "no_such_recording", f"no finished recording {prompt.recording}")
+        return recording["path"]
 
     # ---------------------------------------------------------------------------------- nodes
     async def gather(self, node: Node) -> str | None:
@@ -247,21 +257,21 @@ class IvrRunner:
                 raise Hangup()
 
     async def record(self, node: Node) -> None:
-        """A message: the prompt, then the caller's audio until `max_s`, `finish_on` or hangup."""
+        """A message: the prompt, then the caller's audio until `max_s`, `finish_on` or hangup,
+        recorded by the engine (the mix of the caller's conference, Ogg Opus)."""
         await self.play(node.prompt)
         recording_id = secrets.token_hex(8)
-        path = self.service.settings.recordings_dir / f"{recording_id}.wav"
-        recorder = media.Recorder(recording_id, path)
-        recorder.begin()
         started = time.time()
+        meta = await self.engine.start_recording(self.conference, format="ogg", tracks="mix",
+                                                 recording_id=recording_id)
         try:
-            answer = await self.engine.add_leg(self.conference, await recorder.offer(), "ivr-recorder")
-        except EngineError:
-            await recorder.finish()
+            await self.service.store.add_recording(recording_id, f"ivr:{self.info['number']}",
+                                                   meta["path"], [], started, fmt="ogg",
+                                                   engine=self.engine.name)
+        except BaseException:
+            with contextlib.suppress(EngineError):
+                await self.engine.stop_recording(self.conference, recording_id)
             raise
-        recorder.accept(answer["sdp"])
-        await self.service.store.add_recording(recording_id, f"ivr:{self.info['number']}",
-                                               str(path), [], started)
         deadline = asyncio.get_running_loop().time() + node.max_s
         try:
             while True:
@@ -274,13 +284,23 @@ class IvrRunner:
         except Hangup:
             pass
         finally:
-            with contextlib.suppress(EngineError):
-                await self.engine.remove_leg(self.conference, answer["id"])
-            duration = await recorder.finish()
-            await self.service.store.finish_recording(recording_id, [], time.time(), duration)
+            try:
+                final = await self.engine.stop_recording(self.conference, recording_id)
+            except EngineError:   # the caller hung up: the conference went, and finished it
+                final = await self._recording_info(recording_id)
+            duration = float(final.get("duration_s") or 0.0)
+            await self.service.store.finish_recording(recording_id, [], time.time(), duration,
+                                                      state=final.get("state", "stopped"))
             self.recording_id = recording_id
             self.publish("ivr_recorded", recording_id=recording_id, duration_s=round(duration, 3))
         self._alive()
+
+    async def _recording_info(self, recording_id: str) -> dict:
+        try:
+            return await self.engine.recording_info(recording_id)
+        except EngineError as exc:
+            log.warning("IVR recording %s: no final metadata: %s", recording_id, exc)
+            return {"state": "interrupted", "duration_s": 0.0}
 
     async def transfer(self, node: Node) -> None:
         target = node.target

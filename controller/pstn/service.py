@@ -24,7 +24,6 @@ import ipaddress
 import logging
 import ssl
 import time
-from pathlib import Path
 
 from controller import cdr
 from controller.calls import CallService, _codec_of, _engine_error
@@ -45,13 +44,11 @@ from controller.sip import (
 from controller.sip.uri import SipUri, parse_name_address
 from controller.store import Store
 from controller.tokens import Principal
-from mixer.engine.engine import EngineError
+from mixer.engine.client import EngineError
 
 log = logging.getLogger("voicemix.pstn")
 
 BUSY = (486, 600)
-# prompt files the engine's (minimal) player plays; Ogg Opus comes with issue 13's media services
-PLAYABLE_PROMPTS = (".wav",)
 NO_ANSWER = (408, 480)
 
 
@@ -647,13 +644,6 @@ class PstnService(SipApplication):
             for node in tree.nodes.values():
                 prompts = [node.prompt] if node.prompt else []
                 for prompt in prompts:
-                    if prompt.file and not prompt.file.endswith(PLAYABLE_PROMPTS):
-                        raise ApiError(422, "bad_route", f"route.ivr.{node.id}: {prompt.file}: the "
-                                                         f"engine's player here plays WAV prompts "
-                                                         f"(Ogg comes with the engine media services)")
-                    if prompt.file and not (self.prompts_dir / prompt.file).is_file():
-                        raise ApiError(422, "bad_route", f"route.ivr.{node.id}: no prompt file "
-                                                         f"{prompt.file} in the prompts directory")
                     if prompt.recording and await self.store.get_recording(prompt.recording) is None:
                         raise ApiError(422, "bad_route", f"route.ivr.{node.id}: no recording "
                                                          f"{prompt.recording}")
@@ -663,10 +653,6 @@ class PstnService(SipApplication):
                         raise ApiError(422, "bad_route", f"route.ivr.{node.id}: no call {target['call']}")
                     if "user" in target and not await self.store.identity_exists(target["user"]):
                         raise ApiError(422, "bad_route", f"route.ivr.{node.id}: no identity {target['user']}")
-
-    @property
-    def prompts_dir(self) -> Path:
-        return self.settings.prompts_dir or (self.settings.data_dir / "prompts")
 
     async def list_numbers(self) -> list[dict]:
         return [n.to_json() for n in await self.numbers.all()]

@@ -15,8 +15,7 @@ import time
 from typing import TYPE_CHECKING
 
 from controller.sip import InviteSession, SipReject
-from mixer.engine.engine import EngineError
-from mixer.sdp import SdpError, parse
+from mixer.engine.client import EngineError
 
 if TYPE_CHECKING:
     from controller.pstn.service import PstnService
@@ -27,24 +26,6 @@ log = logging.getLogger("voicemix.pstn")
 END_REASONS = {"remote_bye": "remote_hangup", "local_bye": "hangup", "ack_timeout": "no_ack",
                "cancelled": "cancelled", "shutdown": "controller_shutdown", "timeout": "no_answer",
                "failed": "failed", "rejected": "rejected"}
-
-
-def sdp_direction(sdp: bytes | str | None) -> str:
-    """The audio direction an SDP asks for (sendrecv when it says nothing)."""
-    if not sdp:
-        return "sendrecv"
-    try:
-        description = parse(sdp.decode("utf-8", "replace") if isinstance(sdp, bytes) else sdp)
-    except SdpError:
-        return "sendrecv"
-    audio = next((m for m in description.media if m.media == "audio"), None)
-    if audio is None:
-        return "sendrecv"
-    direction = description.direction_of(audio)
-    connection = description.connection_of(audio)
-    if connection is not None and connection.address in ("0.0.0.0", "::"):
-        return "inactive"   # RFC 2543 hold: c=0.0.0.0
-    return direction
 
 
 class SipLeg:

@@ -25,21 +25,6 @@ from controller.store.database import (
 
 T = TypeVar("T")
 
-
-def _enter_wal(db: sqlite3.Connection, timeout_s: float) -> None:
-    """PRAGMA journal_mode=WAL, retried: on a new database file two connections opening at once
-    can deadlock on the lock upgrade, and SQLite then answers "database is locked" at once instead
-    of calling the busy handler (seen with two controllers starting together)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-            return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.005)
-
 # OperationalError messages that mean "not now" rather than "wrong SQL"
 _TRANSIENT = ("locked", "busy", "disk i/o", "unable to open", "readonly", "full", "interrupted")
 
@@ -118,7 +103,16 @@ class SqliteDatabase(Database):
             db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None,
                                  timeout=self.busy_timeout_s)
             db.row_factory = sqlite3.Row
-            _enter_wal(db, self.busy_timeout_s)
+            # switching a new file to WAL takes an exclusive lock that SQLite does not wait for
+            # (no busy handler): two controllers opening one new file at once can see "locked"
+            for attempt in range(50):
+                try:
+                    db.execute("PRAGMA journal_mode=WAL")
+                    break
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) or attempt == 49:
+                        raise
+                    time.sleep(0.02)
             db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
             self._db = db
         await self._call(connect)

@@ -157,8 +157,10 @@ class PhoneBridge:
         return fan_out(targets, source_key | phone.ssrc, phone.seq, phone.ts, False, payload,
                        now_ms, wall_s, phone.level, phone.level < _rtp.AUDIO_LEVEL_SILENT)
 
-    def mix_down(self, forwarded: list[str], now_ms: float, wall_s: float) -> None:
-        """Mix the forwarded speakers for the phones and send it on their legs."""
+    def mix_down(self, forwarded: list[str], now_ms: float, wall_s: float,
+                 players: dict | None = None) -> None:
+        """Mix the forwarded speakers for the phones and send it on their legs; `players` has
+        this tick's frame of each forwarded engine player (by id; None when it has none)."""
         if not self.phones:
             return
         for leg_id in [k for k in self.sources if k not in forwarded]:
@@ -168,6 +170,8 @@ class PhoneBridge:
             phone = self.phones.get(leg_id)
             if phone is not None:
                 frame = phone.frame
+            elif players and leg_id in players:
+                frame = players[leg_id]
             else:
                 playout = self.sources.get(leg_id)
                 frame = playout.frame(now_ms) if playout is not None else None

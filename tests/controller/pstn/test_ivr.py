@@ -6,6 +6,7 @@ and the digits."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import sys
 import wave
 from pathlib import Path
@@ -47,16 +48,20 @@ def tree(call_id: str) -> dict:
                  "no_input": "bye"},
         "sales": {"transfer": {"call": call_id}},
         "message": {"record": {"prompt": {"tone": 1000, "ms": 150}, "max_s": 1.5}, "next": "bye"},
-        "bye": {"hangup": {"prompt": {"tone": 880, "ms": 300}}}}}
+        "bye": {"hangup": {"prompt": {"file": "bye.ogg"}}}}}
 
 
 async def setup_tree(c) -> tuple[str, dict]:
-    prompts = c.server.pstn.prompts_dir
+    prompts = c.server.settings.data_dir / "media"   # the in-process engine's player directory
     prompts.mkdir(parents=True, exist_ok=True)
     t = np.arange(int(8000 * 0.5)) / 8000   # an 8 kHz WAV, resampled by the player
     with wave.open(str(prompts / "welcome.wav"), "wb") as w:
         w.setnchannels(1), w.setsampwidth(2), w.setframerate(8000)
         w.writeframes((np.sin(2 * np.pi * 440 * t) * 8000).astype("<i2").tobytes())
+    t = np.arange(int(48000 * 0.4)) / 48000   # an Ogg Opus prompt (libopus through ffmpeg)
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "s16le", "-ar", "48000", "-ac", "1", "-i", "-",
+                    "-c:a", "libopus", str(prompts / "bye.ogg")], check=True,
+                   input=(np.sin(2 * np.pi * 880 * t) * 8000).astype("<i2").tobytes())
     call_id, alice = await new_call(c)
     response = await c.client.post("/v1/numbers", json={"number": NUMBER, "route": {"ivr": tree(call_id)}},
                                    headers=c.admin)
@@ -123,6 +128,35 @@ def test_our_phone_hears_the_prompts_and_gets_hung_up_on_without_input(tmp_path)
     assert record["ivr"]["path"] == ["welcome", "menu", "bye"] and record["end_reason"] == "ivr_hangup"
 
 
+def test_a_prompt_file_the_engine_lacks_is_skipped_and_said(tmp_path):
+    """Prompt files are the engine's (perhaps on another host): the controller cannot check them
+    when the tree is saved; one the engine does not have is skipped, with an event."""
+    async def main():
+        carrier = await Carrier().start()
+        async with pstn_controller(tmp_path / "c") as c:
+            lost = {"start": "hello", "nodes": {
+                "hello": {"play": {"file": "not-there.ogg"}, "next": "bye"},
+                "bye": {"hangup": {"prompt": {"tone": 880, "ms": 300}}}}}
+            response = await c.client.post("/v1/numbers", json={"number": NUMBER, "route": {"ivr": lost}},
+                                           headers=c.admin)
+            assert response.status_code == 201, response.text
+            events, reader = await watch(c)
+            session, phone = await carrier.call(c.sip_port, NUMBER)
+            answer = await asyncio.wait_for(session.answered, 5)
+            phone.remote = engine_address(answer)
+            phone.play(np.zeros(8000 * 3, dtype=np.int16))
+            await asyncio.wait_for(session.ended, 10)
+            reader.cancel()
+        await carrier.stop()
+        return events, phone.audio()
+
+    events, audio = run(main())
+    failed = [e for e in events if e["type"] == "ivr_prompt_failed"]
+    assert [(e["file"], e["code"]) for e in failed] == [("not-there.ogg", "no_such_file")]
+    assert [e["node"] for e in events if e["type"] == "ivr_node"] == ["hello", "bye"]
+    assert peak_level(audio, 880.0) > -35   # the tree went on to its next prompt
+
+
 def test_rfc4733_from_our_phone_records_a_message(tmp_path):
     async def main():
         carrier = await Carrier().start()
@@ -148,8 +182,10 @@ def test_rfc4733_from_our_phone_records_a_message(tmp_path):
 
     events, recording = run(main())
     assert [e["node"] for e in events if e["type"] == "ivr_node"] == ["welcome", "menu", "message", "bye"]
-    with wave.open(recording["path"]) as w:
-        pcm = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)
+    assert recording["path"].endswith(".ogg") and recording["format"] == "ogg"
+    raw = subprocess.run(["ffmpeg", "-v", "error", "-i", recording["path"], "-f", "s16le", "-ac", "1",
+                          "-ar", "48000", "-"], check=True, capture_output=True).stdout
+    pcm = np.frombuffer(raw, dtype="<i2")   # the engine's Ogg Opus file, as ffmpeg decodes it
     assert 1.0 < recording["duration_s"] < 3.0
     assert tone_levels_db(pcm, [700.0])[700.0] > -35   # the caller's message is in the file
 

@@ -18,7 +18,13 @@ import uvloop
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 from controller.sip import SipStatusError  # noqa: E402
 from controller.sip.auth import DigestVerifier  # noqa: E402
-from controller.testing import RestParticipant, collect_events, continuous_tone, running_controller  # noqa: E402
+from controller.testing import (  # noqa: E402
+    RestParticipant, collect_events, continuous_tone, redis_server, running_controller,
+)
+from mixer.engine.client import HttpEngine  # noqa: E402
+from mixer.engine.control import start_control_api  # noqa: E402
+from mixer.engine.engine import Engine  # noqa: E402
+from mixer.settings import EngineSettings  # noqa: E402
 from mixer.analysis import tone_levels_db  # noqa: E402
 from mixer.sim.participant import SimulatedParticipant  # noqa: E402
 from tests.controller.pstn.kit import Carrier, engine_address, tone8k  # noqa: E402
@@ -464,3 +470,70 @@ def test_an_invite_flood_and_garbage_leave_a_call_in_progress_undisturbed(tmp_pa
     blocks = heard[48000 // 2: 48000 * 4].astype(np.float64).reshape(-1, 4800)
     levels = [tone_levels_db(block, [1170.0])[1170.0] for block in blocks]
     assert min(levels) > -40, levels
+
+
+@pytest.fixture(scope="module")
+def redis_url():
+    with redis_server() as url:
+        if url is None:
+            pytest.skip("redis-server is not installed (Debian package redis-server)")
+        yield url
+
+
+def test_a_phone_held_by_one_controller_of_two(tmp_path, redis_url):
+    """Two controllers share calls through Redis; a phone's SIP dialog lives in the one that
+    answered it. Removed through the other, the holder hangs it up (its monitor sees it gone);
+    the holder dead, the adopting controller removes the phone (`controller_failed`)."""
+    async def main():
+        engine = Engine(EngineSettings(data_dir=tmp_path / "engine"))
+        engine.start()
+        runner, port = await start_control_api(engine)
+        url = f"http://127.0.0.1:{port}"
+        carrier = await Carrier().start()
+        shared = tmp_path / "shared"
+        try:
+            async with pstn_controller(shared, engines=[HttpEngine(url)], redis_url=redis_url) as a, \
+                    pstn_controller(shared, engines=[HttpEngine(url)], redis_url=redis_url) as b:
+                call_id, alice = await new_call(a)
+                await a.client.post("/v1/numbers", json={"number": NUMBER, "route": {"call": call_id}},
+                                    headers=a.admin)
+                events: list = []
+                reader = asyncio.ensure_future(collect_events(b.client, f"/v1/calls/{call_id}/events",
+                                                              alice, events))
+                path = f"/v1/calls/{call_id}/participants"
+                first, _ = await carrier.call(a.sip_port, NUMBER)
+                await asyncio.wait_for(first.answered, 5)
+                pid = (await b.client.get(f"/v1/calls/{call_id}", headers=alice)).json()["participants"][0]["id"]
+                assert (await b.client.delete(f"{path}/{pid}", headers=alice)).status_code == 204
+                await asyncio.wait_for(first.ended, 3)   # A's monitor hung up the dialog it holds
+                assert first.end_reason == "remote_bye"
+
+                second, _ = await carrier.call(a.sip_port, NUMBER)
+                await asyncio.wait_for(second.answered, 5)
+                pid = await wait_for(lambda: _pstn_participant(b, call_id, alice))
+                calls = a.server.calls   # A dies: no lease, no monitor (its SIP stack says nothing)
+                calls._supervisor.cancel()
+                for task in calls._monitors.values():
+                    task.cancel()
+                await calls.registry.drop_heartbeat(calls.instance)
+                assert call_id in await b.server.calls.adopt_orphans()
+                await wait_for(lambda: asyncio.sleep(0, any(
+                    e["type"] == "participant_left" and e["participant_id"] == pid for e in events)))
+                reader.cancel()
+                cdrs = (await b.client.get("/v1/cdrs", headers=b.admin)).json()["records"]
+                calls._local.clear()   # the dead controller's dialog is gone with it
+        finally:
+            await carrier.stop()
+            await runner.cleanup()
+            engine.stop()
+        return events, cdrs, pid
+
+    events, cdrs, pid = run(main())
+    left = [e for e in events if e["type"] == "participant_left"]
+    assert [e["reason"] for e in left] == ["removed", "controller_failed"]
+    assert next(r for r in cdrs if r.get("participant_id") == pid)["end_reason"] == "controller_failed"
+
+
+async def _pstn_participant(c, call_id: str, headers: dict) -> str | None:
+    call = (await c.client.get(f"/v1/calls/{call_id}", headers=headers)).json()
+    return next((p["id"] for p in call["participants"] if p["kind"] == "pstn"), None)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import uvloop
 
-from controller.engine_client import HttpEngine
+from mixer.engine.client import HttpEngine
 from mixer import _g711, _rtp
 from mixer._dtmf_detect import DtmfDetector, dtmf_tone
 from mixer.analysis import tone_levels_db

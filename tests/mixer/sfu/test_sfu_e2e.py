@@ -234,6 +234,40 @@ def test_a_phone_and_opus_participants_hear_each_other_through_the_sfu() -> None
     assert bridge["phones"] == 1 and bridge["frames_up"] > 100 and bridge["frames_down"] > 100
 
 
+def test_a_phone_in_an_sfu_call_hears_an_engine_player() -> None:
+    """A player is a forwarded sender in an SFU; a phone hears it through the bridge's mix (the
+    player's frame, not its Opus packets), and the Opus participant as a forwarded stream."""
+    seconds, player_hz = 2.5, 1250.0
+
+    async def scenario():
+        engine = Engine(EngineSettings(media_ports="41000-41999"))
+        engine.start()
+        person = SimulatedParticipant("p1", TEST_TONES_HZ[0], tone(TEST_TONES_HZ[0], seconds, amplitude=LOUD))
+        phone = SimulatedParticipant("phone", TEST_TONES_HZ[4], tone(TEST_TONES_HZ[4], seconds, amplitude=LOUD),
+                                     codec="PCMU", send_audio_level=False)
+        try:
+            conference_id = engine.create_conference("sfu")["id"]
+            for p in (person, phone):
+                await join(engine, conference_id, p)
+            start = asyncio.get_running_loop().time() + 0.05
+            for p in (person, phone):
+                p.start(start)
+            engine.add_player(conference_id, tone=player_hz, seconds=seconds)
+            await asyncio.sleep(seconds + 0.3)
+        finally:
+            engine.stop()
+            await asyncio.sleep(0.05)
+            for p in (person, phone):
+                p.close()
+        return person, phone
+
+    person, phone = uvloop.run(scenario())
+    heard = _tones_heard(phone, [player_hz, person.freq_hz, phone.freq_hz])
+    assert heard[player_hz] > -30 and heard[person.freq_hz] > -30, heard
+    assert heard[phone.freq_hz] < HEARD_THRESHOLD_DB, heard
+    assert _tones_heard(person, [player_hz, phone.freq_hz])[player_hz] > -30
+
+
 def test_turn_taking_call_through_the_sfu_loses_nothing_and_adds_little_delay() -> None:
     """Five people talk in turns through last-3 with SRTP, the same call `voicemix demo --mode sfu`
     runs: speakers leave and re-enter slots, and still nobody sees a lost packet, everyone hears
