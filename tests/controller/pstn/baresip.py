@@ -51,9 +51,10 @@ class Baresip:
         args = [BARESIP, "-f", str(self.dir), "-t", str(seconds)]
         for command in commands:
             args += ["-e", command]
-        self.process = await asyncio.create_subprocess_exec(
-            *args, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL)
+        self.log = self.dir / "baresip.log"   # its console: read it when a test fails
+        with open(self.log, "ab") as log:
+            self.process = await asyncio.create_subprocess_exec(
+                *args, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=asyncio.subprocess.STDOUT)
 
     async def wait(self, timeout: float = 30.0) -> int:
         return await asyncio.wait_for(self.process.wait(), timeout)
