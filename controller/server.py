@@ -19,6 +19,7 @@ from controller.app import create_app
 from controller.calls import CallService
 from mixer.engine.client import EngineClient, HttpEngine
 from controller.events import EventHub
+from controller.metrics import ControllerMetrics
 from controller.registry import CallRegistry, MemoryRegistry, RedisRegistry
 from controller.settings import ControllerSettings, ensure_secrets
 from controller.store import Store, database_for
@@ -67,7 +68,9 @@ class ControllerServer:
         self.calls = CallService(settings, self.store, self.registry, engines, self.events)
         self.pstn = None   # the SIP side (controller.pstn.PstnService), made at start()
         self.sip_required = sip_required   # False: a SIP port in use is a warning, not a failure
-        self.app = create_app(settings, self.calls, self.store, self.tokens)
+        self.metrics = ControllerMetrics(self.calls)
+        self.app = create_app(settings, self.calls, self.store, self.tokens, self.metrics)
+        self.metrics_port: int | None = None
         self.cert_path: Path | None = None
         self.key_path: Path | None = None
         self.fingerprint: str | None = None
@@ -128,6 +131,8 @@ class ControllerServer:
                 self._main.result()
                 raise OSError(f"controller could not start on {self.url}")
             await asyncio.sleep(0.01)
+        if self.settings.metrics_listen:
+            self.metrics_port = await self.metrics.listen(self.settings.metrics_listen)
         log.info("controller started: %s (engines %s, registry %s, store %s)", self.url,
                  ", ".join(self.calls.engines), "redis" if self.settings.redis_url else "memory",
                  self.store.dialect)
@@ -157,6 +162,7 @@ class ControllerServer:
         self.announce(f"voicemix controller: SIP on {self.pstn.listening}")
 
     async def stop(self) -> None:
+        await self.metrics.close()
         await self.calls.close()
         if self.pstn is not None:
             await self.pstn.stop()

@@ -28,7 +28,7 @@ import time
 from controller import cdr
 from controller.calls import CallService, _codec_of, _engine_error
 from controller.errors import ApiError
-from controller.events import EventHub, user_channel
+from controller.events import EventHub, user_stream
 from controller.pstn.ivr import PhoneTree
 from controller.pstn.numbers import NumberBook, RouteError, is_e164, normalize, validate_route
 from controller.pstn.screening import CallScreen, Screening
@@ -285,7 +285,7 @@ class PstnService(SipApplication):
         self._ringing[call_id] = state
         if transfer_from is None:
             session.ring()
-        channel = user_channel(identity)
+        channel = user_stream(identity)
         self.events.publish(channel, "incoming_call", {"call": call_id, "from": info["caller"],
                                                        "to": info["number"]})
         waiters = {state["joined"], state["ended"], asyncio.ensure_future(session.ended)}
@@ -329,11 +329,22 @@ class PstnService(SipApplication):
             state["ended"].set_result(reason)
 
     # ---------------------------------------------------------------------------------- IVR
+    async def _ivr_conference(self) -> tuple:
+        """A conference of its own for a caller in a phone tree, on the least loaded engine that
+        is not draining (the next one if it began draining since it was asked)."""
+        candidates = await self.calls._place()
+        for index, engine in enumerate(candidates):
+            try:
+                return engine, (await engine.create_conference("mcu"))["id"]
+            except EngineError as exc:
+                if exc.code != "draining" or index + 1 == len(candidates):
+                    raise
+        raise AssertionError("unreachable: _place returns at least one engine")
+
     async def _to_ivr(self, session: InviteSession, tree_json: dict, info: dict, started: float,
                       screening: Screening) -> None:
         from controller.pstn.ivr_runner import IvrRunner   # noqa: PLC0415 (the runner needs players)
-        engine = await self.calls._place()
-        conference = (await engine.create_conference("mcu"))["id"]
+        engine, conference = await self._ivr_conference()
         try:
             leg = await self._ivr_leg(session, engine, conference, info, started, screening)
         except BaseException:

@@ -59,7 +59,7 @@ class SipLeg:
     # ------------------------------------------------------------------------------ dialog
     async def _on_reoffer(self, session: InviteSession, offer: bytes) -> bytes:
         try:
-            answer = await self.engine.renegotiate_leg(self.conference, self.leg_id,
+            answer = await self.engine.reoffer_leg(self.conference, self.leg_id,
                                                        offer.decode("utf-8", "replace"))
         except EngineError as exc:
             raise SipReject(488 if exc.status in (400, 488) else 500, None,

@@ -64,6 +64,10 @@ class EngineClient(abc.ABC):
     async def remove_leg(self, conference_id: str, leg_id: str) -> None: ...
 
     @abc.abstractmethod
+    async def reoffer_leg(self, conference_id: str, leg_id: str, sdp: str) -> dict:
+        """A new SDP offer on an existing leg (ICE restart, hold, new address) -> {"id", "sdp"}."""
+
+    @abc.abstractmethod
     async def stats(self) -> dict: ...
 
     # legs the engine offers (calls placed through a SIP trunk), re-offers, keys, moves
@@ -78,11 +82,6 @@ class EngineClient(abc.ABC):
         """The peer's answer to an offered leg: the leg starts sending."""
 
     @abc.abstractmethod
-    async def renegotiate_leg(self, conference_id: str, leg_id: str, sdp: str) -> dict:
-        """A new offer for a running leg (a re-INVITE: hold, resume, a new address); the answer
-        has the engine's answer SDP."""
-
-    @abc.abstractmethod
     async def send_dtmf(self, conference_id: str, leg_id: str, digits: str) -> dict:
         """Send DTMF on the leg: RFC 4733 events if negotiated, else in-band tones."""
 
@@ -92,6 +91,13 @@ class EngineClient(abc.ABC):
 
     @abc.abstractmethod
     async def get_leg(self, conference_id: str, leg_id: str) -> dict: ...
+
+    @abc.abstractmethod
+    async def list_conferences(self) -> list[dict]: ...
+
+    @abc.abstractmethod
+    async def drain(self, timeout_s: float | None = None) -> dict:
+        """Stop the engine taking new conferences; current ones end by `timeout_s`."""
 
     # players: a tone or a WAV/Ogg Opus file played into a conference by the engine
     @abc.abstractmethod
@@ -180,6 +186,9 @@ class InProcessEngine(EngineClient):
     async def remove_leg(self, conference_id: str, leg_id: str) -> None:
         self.engine.remove_leg(conference_id, leg_id)
 
+    async def reoffer_leg(self, conference_id: str, leg_id: str, sdp: str) -> dict:
+        return await self.engine.reoffer_leg(conference_id, leg_id, sdp)
+
     async def stats(self) -> dict:
         return self.engine.stats()
 
@@ -189,9 +198,6 @@ class InProcessEngine(EngineClient):
     async def answer_leg(self, conference_id: str, leg_id: str, sdp: str) -> dict:
         return await self.engine.answer_leg(conference_id, leg_id, sdp)
 
-    async def renegotiate_leg(self, conference_id: str, leg_id: str, sdp: str) -> dict:
-        return self.engine.renegotiate_leg(conference_id, leg_id, sdp)
-
     async def send_dtmf(self, conference_id: str, leg_id: str, digits: str) -> dict:
         return self.engine.send_dtmf(conference_id, leg_id, digits)
 
@@ -200,6 +206,12 @@ class InProcessEngine(EngineClient):
 
     async def get_leg(self, conference_id: str, leg_id: str) -> dict:
         return self.engine.get_leg(conference_id, leg_id)
+
+    async def list_conferences(self) -> list[dict]:
+        return self.engine.list_conferences()
+
+    async def drain(self, timeout_s: float | None = None) -> dict:
+        return self.engine.drain(timeout_s)
 
     async def add_player(self, conference_id: str, *, tone: float | None = None,
                          file: str | None = None, loop: bool = False, seconds: float | None = None,
@@ -307,6 +319,10 @@ class HttpEngine(EngineClient):
     async def remove_leg(self, conference_id: str, leg_id: str) -> None:
         await self._request("DELETE", f"/conferences/{conference_id}/legs/{leg_id}")
 
+    async def reoffer_leg(self, conference_id: str, leg_id: str, sdp: str) -> dict:
+        return await self._request("PUT", f"/conferences/{conference_id}/legs/{leg_id}",
+                                   {"sdp": sdp})
+
     async def stats(self) -> dict:
         return await self._request("GET", "/stats")
 
@@ -320,10 +336,6 @@ class HttpEngine(EngineClient):
         return await self._request("PATCH", f"/conferences/{conference_id}/legs/{leg_id}",
                                    {"answer": sdp})
 
-    async def renegotiate_leg(self, conference_id: str, leg_id: str, sdp: str) -> dict:
-        return await self._request("PATCH", f"/conferences/{conference_id}/legs/{leg_id}",
-                                   {"offer": sdp})
-
     async def send_dtmf(self, conference_id: str, leg_id: str, digits: str) -> dict:
         return await self._request("POST", f"/conferences/{conference_id}/legs/{leg_id}/dtmf",
                                    {"digits": digits})
@@ -334,6 +346,12 @@ class HttpEngine(EngineClient):
 
     async def get_leg(self, conference_id: str, leg_id: str) -> dict:
         return await self._request("GET", f"/conferences/{conference_id}/legs/{leg_id}")
+
+    async def list_conferences(self) -> list[dict]:
+        return (await self._request("GET", "/conferences"))["conferences"]
+
+    async def drain(self, timeout_s: float | None = None) -> dict:
+        return await self._request("POST", "/drain", {} if timeout_s is None else {"timeout_s": timeout_s})
 
     async def add_player(self, conference_id: str, *, tone: float | None = None,
                          file: str | None = None, loop: bool = False, seconds: float | None = None,

@@ -12,17 +12,21 @@ import os
 import secrets
 import socket
 import time
+from collections import Counter
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 from mixer.codec import FRAME_MS
 from mixer.engine.clock import TickClock
+from mixer.engine.drain import Drain
 from mixer.engine.errors import EngineError
+from mixer.engine.webrtc import WebRtcLegs
 from mixer.legs.leg import MediaLeg
 from mixer.legs.ports import PortAllocator, PortsExhausted
 from mixer.legs.transport import SendFlusher
 from mixer.mcu.conference import McuConference
+from mixer.metrics import RetiredCounters
 from mixer.codec import OpusSettings
 from mixer.media.fork import MIX, DestinationError, Fork, parse_destination
 from mixer.media.player import PLAYING, Player, PlayerError, ToneSource, open_file
@@ -32,6 +36,7 @@ from mixer.media.recorder import (
 from mixer.media.services import ConferenceMedia
 from mixer.rtp.dtmf import Digit, DtmfError
 from mixer.sdp.offer_answer import DEFAULT_CODECS
+from mixer.sdp.webrtc import is_webrtc_offer
 from mixer.sfu.conference import SfuConference
 from mixer.sdp import (
     AudioAnswer, SdpError, accept_answer, answer_audio, generate_crypto, offer_audio, parse,
@@ -76,11 +81,16 @@ class Engine:
         self.conferences: dict[str, McuConference | SfuConference] = {}
         self.clock = TickClock(self._tick)
         self.flusher = SendFlusher()  # one sendmmsg flush per socket per loop turn, for every leg
+        self.webrtc = WebRtcLegs(self.settings)  # the DTLS certificate, ICE/DTLS answers, counters
         self.started_at: float | None = None
         self.legs_created = 0
         self.legs_removed = 0
         self.pending: dict[str, PendingLeg] = {}   # offered legs awaiting their answer
         self.dtmf_bridged = 0
+        self.legs_joined: Counter[tuple[str, str]] = Counter()  # (mode, transport) -> legs ever
+        self.conferences_created: Counter[str] = Counter()      # mode -> conferences ever
+        self.retired = RetiredCounters()  # counters of legs and conferences that are gone
+        self._drain = Drain(self.conferences, self.delete_conference)
 
     # ---------------------------------------------------------------------------------- lifecycle
     def start(self) -> None:
@@ -90,8 +100,23 @@ class Engine:
 
     def stop(self) -> None:
         self.clock.stop()
+        self._drain.cancel_timer()
         for conference_id in list(self.conferences):
             self.delete_conference(conference_id)
+
+    # ---------------------------------------------------------------------------------- draining
+    def drain(self, timeout_s: float | None = None) -> dict:
+        """Stop taking new conferences; current ones go on until they end or `timeout_s`
+        (default `drain_timeout_s`) passes, when the engine ends them (`mixer/engine/drain.py`)."""
+        return self._drain.start(self.settings.drain_timeout_s if timeout_s is None else timeout_s)
+
+    @property
+    def draining(self) -> bool:
+        return self._drain.active
+
+    async def drained(self) -> None:
+        """Return once draining and no conference is left."""
+        await self._drain.wait()
 
     def _tick(self, now_ms: float) -> None:
         for conference in list(self.conferences.values()):
@@ -105,6 +130,8 @@ class Engine:
         if conference_type is None:
             raise EngineError(400, "unsupported_mode", f"mode {mode!r} is not available "
                               f"(supported: {', '.join(self.conference_types)})")
+        if self.draining:
+            raise EngineError(503, "draining", "the engine is draining: it takes no new conferences")
         if len(self.conferences) >= self.settings.max_conferences:
             raise EngineError(503, "too_many_conferences", "the engine hosts its maximum")
         conference_id = conference_id or secrets.token_hex(8)
@@ -113,12 +140,14 @@ class Engine:
         if conference_id in self.conferences:
             raise EngineError(409, "conference_exists", f"conference {conference_id} exists")
         self.conferences[conference_id] = conference_type(conference_id, self.settings)
-        log.info("conference %s created (mode %s)", conference_id, mode)
+        self.conferences_created[mode] += 1
+        log.info("conference created", extra={"event": "conference_created",
+                                               "conference_id": conference_id, "mode": mode})
         return {"id": conference_id, "mode": mode}
 
     def get_conference(self, conference_id: str) -> dict:
         conference = self._conference(conference_id)
-        return {
+        result = {
             "id": conference.id,
             "mode": conference.mode,
             "legs": [conference.leg_stats(leg_id) for leg_id in conference.voices],
@@ -127,6 +156,19 @@ class Engine:
             "forks": [f.stats() for f in self._forks(conference)],
             "stats": conference.stats(),
         }
+        if self.draining:
+            result["drain"] = self._drain.status()
+        return result
+
+    def list_conferences(self) -> list[dict]:
+        """Every conference in brief (id, mode, legs, speakers), cheap enough to poll."""
+        result = []
+        for conference in self.conferences.values():
+            stats = conference.stats()
+            result.append({"id": conference.id, "mode": conference.mode, "legs": stats["legs"],
+                           "speakers": stats.get("speakers", []),
+                           "dominant_speaker": stats.get("dominant_speaker")})
+        return result
 
     def delete_conference(self, conference_id: str) -> None:
         """Remove the conference: its recordings are finished (files closed, metadata written),
@@ -143,11 +185,21 @@ class Engine:
         for leg_id in [k for k, p in self.pending.items() if p.conference_id == conference_id]:
             self._drop_pending(leg_id)
         del self.conferences[conference_id]
-        log.info("conference %s deleted", conference_id)
+        labels = (("mode", conference.mode),)
+        self.retired.add((family, labels + extra, value)
+                         for family, extra, value in getattr(conference, "counters", list)())
+        for family, extra, histogram in getattr(conference, "histograms", list)():
+            self.retired.add_histogram(family, labels + extra, histogram)
+        log.info("conference deleted", extra={"event": "conference_deleted",
+                                              "conference_id": conference_id})
+        self._drain.check()
 
     def _conference(self, conference_id: str) -> McuConference:
         conference = self.conferences.get(conference_id)
         if conference is None:
+            if conference_id in self._drain.ended:
+                raise EngineError(404, "conference_drained",
+                                  f"conference {conference_id} was ended by the engine's drain")
             raise EngineError(404, "no_such_conference", f"no conference {conference_id}")
         return conference
 
@@ -161,6 +213,8 @@ class Engine:
             offer = parse(offer_sdp)
         except SdpError as exc:
             raise EngineError(400, "bad_sdp", str(exc)) from exc
+        if is_webrtc_offer(offer):
+            return await self._add_webrtc_leg(conference, offer, label)
         audio = next((m for m in offer.media if m.media == "audio"), None)
         wants_mux = audio is not None and audio.rtcp_mux
         try:
@@ -169,7 +223,7 @@ class Engine:
             raise EngineError(503, "no_ports", str(exc)) from exc
         port = rtp_socket.getsockname()[1]
         try:
-            answer = answer_audio(offer, local_ip=self.settings.media_ip, local_port=port,
+            answer = answer_audio(offer, local_ip=self.settings.advertised_addresses[0], local_port=port,
                                   codecs=getattr(conference, "codecs", DEFAULT_CODECS),
                                   srtp_required=self.settings.srtp_required)
         except SdpError as exc:
@@ -185,14 +239,16 @@ class Engine:
             self._release(port, rtp_socket, rtcp_socket)
             raise EngineError(503, "socket_error", str(exc)) from exc
         self._join(conference, leg)
-        log.info("leg %s joined %s on %s:%d (%s%s)", leg_id, conference_id, self.settings.media_ip,
-                 port, answer.codec, ", SRTP" if leg.srtp else "")
+        log.info("leg joined", extra={"event": "leg_joined", "conference_id": conference_id,
+                                      "leg_id": leg_id, "port": port, "codec": answer.codec,
+                                      "transport": leg.transport})
         return {"id": leg_id, "sdp": answer.sdp}
 
     def _join(self, conference, leg: MediaLeg) -> None:
         conference.add_leg(leg)
         leg.on_dtmf = partial(self._on_dtmf, conference.id)
         self.legs_created += 1
+        self.legs_joined[(conference.mode, leg.transport)] += 1
 
     # ------------------------------------------------------------------- legs the engine offers
     async def offer_leg(self, conference_id: str, codecs: tuple[str, ...] | list[str] = ("PCMU", "PCMA"),
@@ -244,8 +300,9 @@ class Engine:
             self._release(port, pending.rtp_socket, pending.rtcp_socket)
             raise EngineError(503, "socket_error", str(exc)) from exc
         self._join(conference, leg)
-        log.info("leg %s joined %s on %s:%d (%s, offered)", leg_id, conference_id,
-                 self.settings.media_ip, port, negotiated.codec)
+        log.info("leg joined", extra={"event": "leg_joined", "conference_id": conference_id,
+                                      "leg_id": leg_id, "port": port, "codec": negotiated.codec,
+                                      "transport": leg.transport, "offered": True})
         return conference.leg_stats(leg_id)
 
     def _pending_in(self, conference_id: str) -> int:
@@ -260,34 +317,6 @@ class Engine:
         for leg_id in [k for k, p in self.pending.items() if p.created < cutoff]:
             log.info("offered leg %s got no answer in %d s: released", leg_id, PENDING_OFFER_TTL_S)
             self._drop_pending(leg_id)
-
-    # ------------------------------------------------------------------------ re-negotiation
-    def renegotiate_leg(self, conference_id: str, leg_id: str, offer_sdp: str) -> dict:
-        """Answer a new offer for an existing leg (a re-INVITE: hold with sendonly/inactive,
-        resume, a new address) on the same port, codec and keys; returns {"id", "sdp"}.
-        488 when the offer drops the leg's codec or would change its SRTP or RTCP muxing."""
-        conference = self._conference(conference_id)
-        leg = self._leg(conference, leg_id)
-        try:
-            offer = parse(offer_sdp)
-        except SdpError as exc:
-            raise EngineError(400, "bad_sdp", str(exc)) from exc
-        if leg.srtp is not None:
-            raise EngineError(488, "srtp_renegotiation", "re-offers are not taken on SRTP legs")
-        origin = leg.answer.description.origin
-        try:
-            answer = answer_audio(offer, local_ip=self.settings.media_ip, local_port=leg.local_port,
-                                  codecs=(leg.codec,), session_id=origin.session_id,
-                                  session_version=origin.session_version + 1)
-        except SdpError as exc:
-            code = getattr(exc, "code", "bad_sdp")
-            raise EngineError(488 if code != "bad_sdp" else 400, code, str(exc)) from exc
-        if answer.remote_crypto is not None or answer.rtcp_mux != leg.rtcp_mux:
-            raise EngineError(488, "transport_change", "the re-offer changes SRTP or rtcp-mux")
-        leg.renegotiate(answer)
-        log.info("leg %s of %s renegotiated: %s, remote %s:%d", leg_id, conference_id,
-                 answer.direction, *answer.remote_rtp)
-        return {"id": leg_id, "sdp": answer.sdp, "direction": answer.direction}
 
     # ---------------------------------------------------------------------------------- DTMF
     def send_dtmf(self, conference_id: str, leg_id: str, digits: str) -> dict:
@@ -346,6 +375,82 @@ class Engine:
         self._leg(conference, leg_id)
         return conference.leg_stats(leg_id)
 
+    async def _add_webrtc_leg(self, conference, offer, label: str | None) -> dict:
+        """A WebRTC leg: one port (rtcp-mux) carrying ICE, DTLS and SRTP (`mixer.engine.webrtc`)."""
+        try:
+            rtp_socket, _ = self.ports.allocate(self.settings.media_ip, False)
+        except PortsExhausted as exc:
+            raise EngineError(503, "no_ports", str(exc)) from exc
+        port = rtp_socket.getsockname()[1]
+        leg_id = secrets.token_hex(6)
+        try:
+            leg = self.webrtc.new_leg(leg_id, conference, offer, rtp_socket, label, self.flusher)
+        except SdpError as exc:
+            self._release(port, rtp_socket)
+            code = getattr(exc, "code", "bad_sdp")
+            raise EngineError(488 if code != "bad_sdp" else 400, code, str(exc)) from exc
+        try:
+            await leg.open()
+        except OSError as exc:
+            self._release(port, rtp_socket)
+            raise EngineError(503, "socket_error", str(exc)) from exc
+        self._join(conference, leg)
+        log.info("leg joined", extra={"event": "leg_joined", "conference_id": conference.id,
+                                      "leg_id": leg_id, "port": port, "codec": leg.codec,
+                                      "transport": leg.transport})
+        return {"id": leg_id, "sdp": leg.answer.sdp}
+
+    async def reoffer_leg(self, conference_id: str, leg_id: str, offer_sdp: str) -> dict:
+        """A new offer on an existing leg (RFC 3264 section 8): ICE restart, a new DTLS
+        fingerprint, a direction change (hold with sendonly/inactive, a SIP re-INVITE), resume, a
+        new address; the same port, SSRCs and codec. Returns {"id", "sdp": answer, "direction"}."""
+        conference = self._conference(conference_id)
+        leg = self._leg(conference, leg_id)
+        try:
+            offer = parse(offer_sdp)
+        except SdpError as exc:
+            raise EngineError(400, "bad_sdp", str(exc)) from exc
+        try:
+            if leg.kind == "webrtc":
+                if not is_webrtc_offer(offer):
+                    raise EngineError(488, "transport_change", "a WebRTC leg's re-offer must stay "
+                                      "UDP/TLS/RTP/SAVPF (make a new leg to change transport)")
+                self.webrtc.reoffer(leg, offer)
+            else:
+                if is_webrtc_offer(offer):
+                    raise EngineError(488, "transport_change", "a plain leg cannot become WebRTC "
+                                      "by re-offer (make a new leg)")
+                self._reoffer_plain(leg, offer)
+        except SdpError as exc:
+            code = getattr(exc, "code", "bad_sdp")
+            raise EngineError(488 if code != "bad_sdp" else 400, code, str(exc)) from exc
+        log.info("leg re-offered", extra={"event": "leg_reoffered", "conference_id": conference_id,
+                                          "leg_id": leg_id,
+                                          "direction": getattr(leg.answer, "direction", None)})
+        return {"id": leg_id, "sdp": leg.answer.sdp,
+                "direction": getattr(leg.answer, "direction", "sendrecv")}
+
+    def _reoffer_plain(self, leg: MediaLeg, offer) -> None:
+        """Plain/SDES re-offer: new remote address, direction (hold), ptime or telephone-event;
+        the codec and payload type stay (only the leg's codec is answered: 488 if the offer
+        drops it); a new SDES key from the peer re-keys the inbound side, ours is kept (RFC 4568
+        7.1.4 allows). The answer's o= line keeps our session id, version + 1 (RFC 3264 8)."""
+        origin = leg.answer.description.origin
+        answer = answer_audio(offer, local_ip=self.settings.advertised_addresses[0],
+                              local_port=leg.local_port, codecs=(leg.codec,),
+                              srtp_required=self.settings.srtp_required,
+                              local_crypto=leg.answer.local_crypto,
+                              session_id=origin.session_id,
+                              session_version=origin.session_version + 1)
+        if (answer.codec, answer.payload_type) != (leg.codec, leg.payload_type):
+            raise EngineError(488, "codec_change", f"the leg runs {leg.codec}/{leg.payload_type}; a "
+                              "re-offer cannot change it (make a new leg)")
+        if answer.rtcp_mux != leg.rtcp_mux:
+            raise EngineError(488, "rtcp_mux_change", "a re-offer cannot change rtcp-mux")
+        if (answer.remote_crypto is None) != (leg.srtp is None):
+            raise EngineError(488, "srtp_change", "a re-offer cannot turn SRTP on or off")
+        leg.apply_answer(answer)
+
     def update_leg(self, conference_id: str, leg_id: str, muted: bool | None = None) -> dict:
         conference = self._conference(conference_id)
         leg = self._leg(conference, leg_id)
@@ -364,7 +469,11 @@ class Engine:
         leg.close()
         self.ports.release(leg.local_port)
         self.legs_removed += 1
-        log.info("leg %s left %s", leg_id, conference_id)
+        labels = (("mode", conference.mode), ("transport", leg.transport))
+        self.retired.add((family, labels + extra, value) for family, extra, value in leg.counters())
+        log.info("leg left", extra={"event": "leg_left", "conference_id": conference_id,
+                                    "leg_id": leg_id, "packets_in": leg.packets_in,
+                                    "packets_out": leg.packets_out})
 
     @staticmethod
     def _leg(conference: McuConference, leg_id: str) -> MediaLeg:
@@ -642,6 +751,8 @@ class Engine:
         fork = self._fork(conference, fork_id)
         fork.stop()
         self.ports.release(fork.leg.local_port)
+        labels = (("mode", conference.mode), ("transport", "fork"))
+        self.retired.add((family, labels + extra, value) for family, extra, value in fork.leg.counters())
         self._detach(conference, fork_id)
         return fork.stats()
 
@@ -748,4 +859,6 @@ class Engine:
             "packets_in": packets_in,
             "packets_out": packets_out,
             "drops": drops,
+            "draining": self.draining,
+            "webrtc": self.webrtc.stats(),
         }

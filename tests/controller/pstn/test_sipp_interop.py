@@ -241,6 +241,6 @@ def test_voicemix_serve_takes_a_sipp_call_into_a_group_call(tmp_path):
             records = http.get("/v1/cdrs", headers=root).json()["records"]
             assert len([r for r in records if r.get("participant_kind") == "pstn"]) == 2
     finally:
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(signal.SIGINT)   # SIGTERM would drain: wait for the call to end
         rest, _ = process.communicate(timeout=20)
     assert process.returncode == 0, "".join(lines) + rest

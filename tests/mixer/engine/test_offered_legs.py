@@ -173,7 +173,7 @@ def test_reoffer_hold_and_resume_on_the_same_port():
         talker.start(asyncio.get_running_loop().time())
         await asyncio.sleep(0.5)
         before_hold = len(phone.packets)
-        held = engine.renegotiate_leg(conf, leg, phone.sdp("sendonly", version=2))
+        held = await engine.reoffer_leg(conf, leg, phone.sdp("sendonly", version=2))
         assert held["direction"] == "recvonly"
         assert parse(held["sdp"]).origin.session_version == 2
         assert engine_address(held["sdp"]) == engine_address(answer["sdp"])
@@ -181,14 +181,14 @@ def test_reoffer_hold_and_resume_on_the_same_port():
         during = len(phone.packets)
         await asyncio.sleep(0.5)
         assert len(phone.packets) - during <= 2   # nothing sent while held (an RTCP race aside)
-        resumed = engine.renegotiate_leg(conf, leg, phone.sdp("sendrecv", version=3))
+        resumed = await engine.reoffer_leg(conf, leg, phone.sdp("sendrecv", version=3))
         assert resumed["direction"] == "sendrecv" and parse(resumed["sdp"]).origin.session_version == 3
         await asyncio.sleep(0.5)
         assert len(phone.packets) - during > 15
         assert before_hold > 15
         other_codec = phone.sdp().replace("RTP/AVP 0 101", "RTP/AVP 8 101").replace("0 PCMU", "8 PCMA")
         with pytest.raises(EngineError) as caught:
-            engine.renegotiate_leg(conf, leg, other_codec)
+            await engine.reoffer_leg(conf, leg, other_codec)
         assert caught.value.status == 488
         engine.stop()
         talker.close()
@@ -329,7 +329,7 @@ def test_the_same_operations_over_the_http_control_api():
         offer = await client.offer_leg(conf, ["PCMU"], "trunk")
         leg = await client.answer_leg(conf, offer["id"], phone.sdp())
         assert leg["codec"] == "PCMU"
-        held = await client.renegotiate_leg(conf, offer["id"], phone.sdp("inactive", version=2))
+        held = await client.reoffer_leg(conf, offer["id"], phone.sdp("inactive", version=2))
         assert held["direction"] == "inactive"
         assert (await client.send_dtmf(conf, offer["id"], "12"))["mode"] == "rfc4733"
         assert (await client.move_leg(conf, offer["id"], other))["id"] == offer["id"]
