@@ -192,7 +192,8 @@ class InviteSession:
             self._terminate("ack_timeout")
             return
         tx = self._ok_tx
-        self.ua._send_response_data(self._ok_data, self._ok, tx.request, tx.flow, tx)
+        self.ua._send_response_data(self._ok_data, self._ok, tx.request, tx.flow, tx,
+                                    retransmission=True)
         self._ok_interval = min(2 * self._ok_interval, self.ua.config.timers.t2)
         self._ok_timer = loop.call_later(self._ok_interval, self._resend_ok)
 
@@ -396,6 +397,7 @@ class InviteSession:
         headers.add("CSeq", f"{request.cseq.number} CANCEL")
         cancel = SipRequest("CANCEL", request.uri, headers)
         self.ua.counters["requests_out"] += 1
+        self.ua.requests_sent["CANCEL"] += 1
         self.ua.layer.create_client(cancel, tx.flow)
         tx.cancel_timeout()
 

@@ -284,7 +284,7 @@ class ServerTransaction(Transaction):
             self.retransmissions += 1
             self.layer.stats_["retransmissions"] += 1
             self.layer.send_response_data(self._last_data, self.last_response, self.request,
-                                          self.flow, self)
+                                          self.flow, self, retransmission=True)
 
     def terminate(self) -> None:
         if self.state == "terminated":

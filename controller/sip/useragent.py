@@ -16,6 +16,7 @@ import ipaddress
 import logging
 import ssl
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -88,6 +89,12 @@ class UserAgent:
                          "requests_out": 0, "invites_in": 0, "invites_flood_rejected": 0,
                          "malformed_answered": 0, "malformed_dropped": 0, "stray_responses": 0,
                          "rejected_by_core": 0, "task_errors": 0, "handler_errors": 0}
+        # by status code, each response once (retransmissions not counted), and requests by
+        # method (methods outside KNOWN_METHODS as "other": a peer cannot grow the label set)
+        self.responses_sent: Counter[int] = Counter()
+        self.responses_received: Counter[int] = Counter()
+        self.requests_sent: Counter[str] = Counter()
+        self.requests_received: Counter[str] = Counter()
 
     # ------------------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -171,10 +178,12 @@ class UserAgent:
     def _on_message(self, message, flow: Flow) -> None:
         if isinstance(message, SipResponse):
             self.counters["responses_in"] += 1
+            self.responses_received[message.status] += 1
             if self.layer.match_response(message) is None:
                 self._on_stray_response(message)
             return
         self.counters["requests_in"] += 1
+        self.requests_received[method_label(message.method)] += 1
         self._stamp_via(message, flow)
         if self.layer.match_request(message) is not None:
             return
@@ -236,6 +245,7 @@ class UserAgent:
         except SipParseError:
             destination = flow.remote
         self.counters["malformed_answered"] += 1
+        self.responses_sent[status] += 1
         try:
             if flow.connection is not None and not flow.connection.closed:
                 flow.connection.write(response.serialize())
@@ -380,10 +390,13 @@ class UserAgent:
         return response
 
     def _send_response_data(self, data: bytes, response: SipResponse, request: SipRequest,
-                            flow: Flow, tx: ServerTransaction | None) -> bool:
+                            flow: Flow, tx: ServerTransaction | None,
+                            retransmission: bool = False) -> bool:
         """Section 18.2.2: over a stream, the connection the request came on; over UDP, the
         received address and the rport (RFC 3581) or sent-by port."""
         self.counters["responses_out"] += 1
+        if not retransmission:
+            self.responses_sent[response.status] += 1
         try:
             if flow.connection is not None and not flow.connection.closed:
                 flow.connection.write(data)
@@ -456,6 +469,7 @@ class UserAgent:
             request.headers.add("User-Agent", self.config.user_agent)
         request.invalidate()
         self.counters["requests_out"] += 1
+        self.requests_sent[method_label(request.method)] += 1
         return self.layer.create_client(request, flow, on_response)
 
     def send_stateless(self, request: SipRequest, flow: Flow) -> bytes:
@@ -465,6 +479,7 @@ class UserAgent:
         data = request.serialize()
         flow.send(data)
         self.counters["requests_out"] += 1
+        self.requests_sent[method_label(request.method)] += 1
         return data
 
     async def request(self, method: str, uri: Uri | str, *, from_: str | None = None,
@@ -506,9 +521,18 @@ class UserAgent:
     # ------------------------------------------------------------------------------ stats
     def stats(self) -> dict:
         return {**self.counters, "sessions": len(self.sessions),
+                "responses_sent_by_code": dict(self.responses_sent),
+                "responses_received_by_code": dict(self.responses_received),
+                "requests_sent_by_method": dict(self.requests_sent),
+                "requests_received_by_method": dict(self.requests_received),
                 "sessions_pending": len(self._pending_uas),
                 "transactions": self.layer.stats(),
                 "transports": {name: t.stats() for name, t in self.transports.items()}}
+
+
+def method_label(method: str) -> str:
+    """A request's method as a metric label: the SIP methods by name, anything else "other"."""
+    return method if method in KNOWN_METHODS else "other"
 
 
 def new_tag_for(tx: ServerTransaction) -> str:

@@ -28,6 +28,7 @@ from mixer.settings import EngineSettings  # noqa: E402
 from mixer.analysis import tone_levels_db  # noqa: E402
 from mixer.sim.participant import SimulatedParticipant  # noqa: E402
 from tests.controller.pstn.kit import Carrier, engine_address, tone8k  # noqa: E402
+from tests.mixer.engine.test_metrics import samples, value  # noqa: E402
 
 NUMBER = "+15550100100"
 
@@ -161,6 +162,14 @@ def test_inbound_refusals(tmp_path):
                 await asyncio.wait_for(session.answered, 5)
             assert caught.value.status == 404   # not one of our numbers
             assert c.server.pstn.stats()["unknown_number"] == 1
+            scraped = samples((await c.client.get("/metrics", headers=c.admin)).text)
+            responses = "voicemix_controller_sip_responses_total"
+            assert value(scraped, responses, code="404", direction="sent") == 1
+            assert value(scraped, responses, code="200", direction="sent") == 0
+            assert value(scraped, "voicemix_controller_sip_requests_total",
+                         method="INVITE", direction="received") == 1
+            assert value(scraped, "voicemix_controller_pstn_calls_total", outcome="unknown_number") == 1
+            assert value(scraped, "voicemix_controller_pstn_calls_total", outcome="inbound") == 1
         await carrier.stop()
     run(main())
 
@@ -341,11 +350,23 @@ def test_outbound_call_with_digest_auth_ringing_answer_and_hangup(tmp_path):
             voip.sim.close()
             reader.cancel()
             cdrs = (await c.client.get("/v1/cdrs", headers=c.admin)).json()["records"]
+            scraped = samples((await c.client.get("/metrics", headers=c.admin)).text)
         phone = answered_phone["phone"]
         await carrier.stop()
-        return heard, phone.audio(), types, cdrs, pid
+        return heard, phone.audio(), types, cdrs, pid, scraped
 
-    heard, phone_heard, types, cdrs, pid = run(main())
+    heard, phone_heard, types, cdrs, pid, scraped = run(main())
+    # the trunk's answers by code, as the controller's metrics count them (each once)
+    responses = "voicemix_controller_sip_responses_total"
+    assert value(scraped, responses, code="401", direction="received") == 1
+    assert value(scraped, responses, code="180", direction="received") == 1
+    assert value(scraped, responses, code="200", direction="received") == 2   # INVITE, BYE
+    requests = "voicemix_controller_sip_requests_total"
+    assert value(scraped, requests, method="INVITE", direction="sent") == 2   # then with credentials
+    # the 200's ACK (a 401's ACK is part of its INVITE transaction, RFC 3261 17.1.1.3: not counted)
+    assert value(scraped, requests, method="ACK", direction="sent") == 1
+    assert value(scraped, requests, method="BYE", direction="sent") == 1
+    assert value(scraped, "voicemix_controller_pstn_calls_total", outcome="answered_outbound") == 1
     assert types[:3] == ["participant_dialing", "participant_ringing", "participant_joined"]
     assert tone_levels_db(heard[-48000:], [930.0])[930.0] > -30
     assert tone_levels_db(phone_heard[-8000:], [350.0], rate=8000)[350.0] > -30
