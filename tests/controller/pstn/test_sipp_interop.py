@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import socket
 import sys
 from pathlib import Path
 
@@ -30,21 +31,52 @@ def run(coro):
     return uvloop.run(coro)
 
 
+MEDIA_BIND_FAILED = "errno = 98"   # sipp could not bind a media port (another process took it)
+
+
 async def sipp(*args: str, cwd: Path, timeout: float = 30.0) -> tuple[int, str]:
-    """Run sipp to completion (no stdin, errors traced); (exit code, its error log)."""
-    error_file = cwd / f"sipp-errors-{free_port()}.log"
-    process = await asyncio.create_subprocess_exec(
-        SIPP, *args, "-nostdin", "-trace_err", "-error_file", str(error_file),
-        "-timeout", f"{int(timeout)}s", "-timeout_error",
-        cwd=str(cwd), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
-    _, stderr = await asyncio.wait_for(process.communicate(), timeout + 10)
-    errors = error_file.read_text(errors="replace") if error_file.exists() else ""
-    return process.returncode, errors + stderr.decode(errors="replace")
+    """Run sipp to completion (no stdin, errors traced); (exit code, its error log). sipp binds
+    its media ports (-mp for audio, +2 for video) itself: on a machine shared with other test
+    runs one may be taken between our check and its bind, so that failure is retried on new ports
+    (before any SIP was sent: sipp binds first)."""
+    args = list(args)
+    for attempt in range(3):
+        error_file = cwd / f"sipp-errors-{free_port()}.log"
+        process = await asyncio.create_subprocess_exec(
+            SIPP, *args, "-nostdin", "-trace_err", "-error_file", str(error_file),
+            "-timeout", f"{int(timeout)}s", "-timeout_error",
+            cwd=str(cwd), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+        _, stderr = await asyncio.wait_for(process.communicate(), timeout + 10)
+        errors = error_file.read_text(errors="replace") if error_file.exists() else ""
+        errors += stderr.decode(errors="replace")
+        if process.returncode == 0 or MEDIA_BIND_FAILED not in errors or "-mp" not in args:
+            break
+        args[args.index("-mp") + 1] = str(free_media_port())
+    return process.returncode, errors
+
+
+def free_media_port() -> int:
+    """An even port with the next three free too (sipp's audio RTP/RTCP and video RTP/RTCP)."""
+    for _ in range(50):
+        base = free_port() & ~1
+        sockets = []
+        try:
+            for port in range(base, base + 4):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                sockets.append(sock)
+                sock.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+    raise OSError("no four free consecutive UDP ports")
 
 
 def local(port: int | None = None) -> list[str]:
     return ["-i", "127.0.0.1", "-p", str(port or free_port()), "-mi", "127.0.0.1",
-            "-mp", str(free_port())]
+            "-mp", str(free_media_port())]
 
 
 async def number_for_call(c, route: dict | None = None):

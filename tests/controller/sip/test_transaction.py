@@ -38,15 +38,22 @@ def test_timer_a_doubles_and_timer_b_gives_up():
     async def main():
         peer = await RawPeer.open()
         ua = await start_ua()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         session = ua.invite(f"sip:x@127.0.0.1:{peer.port}", from_="<sip:a@127.0.0.1>", sdp=SDP.encode())
         with pytest.raises(SipTimeout):
-            await asyncio.wait_for(session.answered, 3)
+            await asyncio.wait_for(session.answered, 5)
+        gave_up = loop.time() - started
         invites = peer.of(lambda m: getattr(m, "method", None) == "INVITE")
-        # sent at 0, T1, 3T1, 7T1, 15T1, 31T1, 63T1; timer B fires at 64 T1
-        assert len(invites) == 7
+        # sent at 0, T1, 3T1, 7T1, 15T1, 31T1, 63T1; timer B fires at 64 T1. Each retransmission
+        # is timed from the one before, so on a loaded machine their lateness adds up and the
+        # last one may lose the race with timer B: 6 or 7, never more
+        assert 6 <= len(invites) <= 7
+        assert gave_up >= 64 * FAST.t1 - 0.005
         gaps = [b - a for a, b in zip(peer.times, peer.times[1:])]
         for gap, expected in zip(gaps, [1, 2, 4, 8, 16, 32]):
-            assert gap == pytest.approx(expected * FAST.t1, abs=0.015)
+            # a timer fires late under load, never early: the interval doubles (17.1.1.2)
+            assert expected * FAST.t1 - 0.005 <= gap <= expected * FAST.t1 + 0.3, gaps
         assert session.end_reason == "timeout" and session.end_status == 408
         await ua.stop()
         peer.close()
