@@ -49,7 +49,7 @@ extensions = [
                 depends=["mixer/mix_kernel.h", "mixer/dsp_kernel.h", "mixer/_rtp.pxd", "mixer/_wire.pxd"],
                 extra_compile_args=COMPILE_ARGS,
                 define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")])
-      for name in ("_rtp", "_rtp_source", "_jitter", "_g711", "_resample", "_mix")],
+      for name in ("_rtp", "_rtp_source", "_jitter", "_g711", "_resample", "_mix", "_dtmf_detect")],
     Extension(
         "mixer._netio",
         ["mixer/_netio.pyx"],

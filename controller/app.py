@@ -102,7 +102,9 @@ class ParticipantCreate(BaseModel):
         None, description="accepted for compatibility and ignored: a bot is an engine player, "
                           "mixed (MCU) or sent as Opus (SFU)")
     label: str | None = Field(None, max_length=64)
-    number: str | None = Field(None, max_length=32, description="pstn (not built yet)")
+    number: str | None = Field(None, max_length=32, description="pstn: the E.164 number to call")
+    caller_id: str | None = Field(None, max_length=32,
+                                  description="pstn: which of the resource's numbers to present")
     replaces: str | None = Field(None, max_length=32, description="the caller's direct participant "
                                  "this engine leg replaces (moving a direct 1:1 call onto the engine)")
 
@@ -155,6 +157,8 @@ class ServiceInfo(BaseModel):
 class ParticipantAdded(BaseModel):
     id: str
     sdp: str | None = None
+    state: str | None = Field(None, description="pstn: 'dialing' (events follow: participant_"
+                                                "ringing, participant_joined or participant_left)")
 
 
 class ParticipantUpdate(BaseModel):
@@ -215,6 +219,17 @@ class TurnCredentials(BaseModel):
     credential: str
     ttl: int
     urls: list[str]
+
+
+class NumberCreate(BaseModel):
+    number: str = Field(max_length=32, description="E.164, e.g. +15550100199")
+    route: dict = Field(description="{'call': id} | {'user': identity} | {'ivr': tree} "
+                                    "(the tree's format: docs/pstn.md)")
+
+
+class ScreeningEntry(BaseModel):
+    pattern: str = Field(max_length=32, description="E.164, a prefix ending in '*', or 'anonymous'")
+    reason: str | None = Field(None, max_length=200)
 
 
 ERRORS = {status: {"model": ErrorBody} for status in (400, 401, 403, 404, 409, 422, 429, 501, 503)}
@@ -342,8 +357,11 @@ def create_app(settings: ControllerSettings, service: CallService, store: Store,
                 calls.extend({**c, "engine": name} for c in await engine.list_conferences())
             except Exception as exc:  # an engine down is a value here, not an error
                 engines[name] = {"error": repr(exc)}
-        return {"controller": service.stats(), "store": store.stats(),
-                "tokens": tokens.cache.stats(), "engines": engines, "calls": calls}
+        result = {"controller": service.stats(), "store": store.stats(),
+                  "tokens": tokens.cache.stats(), "engines": engines, "calls": calls}
+        if app.state.pstn is not None:
+            result["pstn"] = app.state.pstn.stats()
+        return result
 
     @app.get("/metrics", tags=["service"], response_class=PlainTextResponse,
              responses={200: {"content": {"text/plain": {}}}})
@@ -468,7 +486,8 @@ def create_app(settings: ControllerSettings, service: CallService, store: Store,
 
     @app.get("/v1/events", tags=["calls"], responses={200: {"content": {"text/event-stream": {}}}})
     async def user_events(caller: Caller) -> StreamingResponse:
-        """Your own events (Server-Sent Events): `call_invited` when someone invites you."""
+        """Your own events (Server-Sent Events): `call_invited` when someone invites you;
+        `incoming_call`, `incoming_call_answered`, `incoming_call_ended` when a phone rings you."""
         need(caller, "voip")
         if caller.identity is None:
             raise ApiError(403, "identity_required", "a user's stream: use a user token")
@@ -558,17 +577,68 @@ def create_app(settings: ControllerSettings, service: CallService, store: Store,
             return PlainTextResponse(cdr.to_csv(records), media_type="text/csv")
         return JSONResponse({"records": records})
 
-    # -------------------------------------------------------------------- PSTN (not built yet)
-    @app.post("/v1/numbers", tags=["pstn"])
-    @app.get("/v1/numbers", tags=["pstn"])
-    async def numbers(caller: Caller) -> dict:
-        need(caller, "admin")
-        raise ApiError(501, "not_implemented", "phone numbers (PSTN/SIP) are not built yet")
+    # ------------------------------------------------------------------------------------ PSTN
+    app.state.pstn = None   # set when the SIP side starts (ControllerServer)
 
-    @app.delete("/v1/numbers/{number}", tags=["pstn"])
-    async def delete_number(number: str, caller: Caller) -> dict:
+    def pstn():
+        if app.state.pstn is None:
+            raise ApiError(503, "pstn_unavailable", "this controller runs no SIP side "
+                                                    "(set VOICEMIX_SIP_LISTEN)")
+        return app.state.pstn
+
+    @app.post("/v1/numbers", status_code=201, tags=["pstn"])
+    async def add_number(body: NumberCreate, caller: Caller) -> dict:
         need(caller, "admin")
-        raise ApiError(501, "not_implemented", "phone numbers (PSTN/SIP) are not built yet")
+        record = await pstn().add_number(body.number, body.route)
+        return {**record, "created_at": cdr.iso(record["created_at"])}
+
+    @app.get("/v1/numbers", tags=["pstn"])
+    async def list_numbers(caller: Caller) -> dict:
+        need(caller, "admin")
+        return {"numbers": [{**n, "created_at": cdr.iso(n["created_at"])}
+                            for n in await pstn().list_numbers()]}
+
+    @app.get("/v1/numbers/{number}", tags=["pstn"])
+    async def get_number(number: str, caller: Caller) -> dict:
+        need(caller, "admin")
+        record = await pstn().get_number(number)
+        return {**record, "created_at": cdr.iso(record["created_at"])}
+
+    @app.delete("/v1/numbers/{number}", status_code=204, tags=["pstn"])
+    async def delete_number(number: str, caller: Caller) -> Response:
+        need(caller, "admin")
+        await pstn().delete_number(number)
+        return Response(status_code=204)
+
+    @app.get("/v1/numbers/{number}/events", tags=["pstn"],
+             responses={200: {"content": {"text/event-stream": {}}}})
+    async def number_events(number: str, caller: Caller) -> StreamingResponse:
+        """A number's phone tree as it runs: ivr_started, ivr_node, dtmf, ivr_recorded,
+        ivr_transferred, ivr_ended."""
+        need(caller, "admin")
+        await pstn().get_number(number)
+        from controller.pstn.ivr_runner import number_channel   # noqa: PLC0415
+        return StreamingResponse(service.events.stream(number_channel(number)),
+                                 media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    @app.get("/v1/screening", tags=["pstn"])
+    async def screening(caller: Caller) -> dict:
+        need(caller, "admin")
+        return await pstn().screening_lists()
+
+    @app.post("/v1/screening/{list_name}", status_code=201, tags=["pstn"])
+    async def add_screening(list_name: Literal["block", "allow"], body: ScreeningEntry,
+                            caller: Caller) -> dict:
+        need(caller, "admin")
+        return await pstn().add_screening(list_name, body.pattern, body.reason)
+
+    @app.delete("/v1/screening/{list_name}/{pattern}", status_code=204, tags=["pstn"])
+    async def remove_screening(list_name: Literal["block", "allow"], pattern: str,
+                               caller: Caller) -> Response:
+        need(caller, "admin")
+        await pstn().remove_screening(list_name, pattern)
+        return Response(status_code=204)
 
     return app
 

@@ -46,9 +46,13 @@ log = logging.getLogger("voicemix.controller")
 
 ONE_TO_ONE, GROUP = "one_to_one", "group"
 RECORDING_FORMATS = {"ogg": "audio/ogg", "wav": "audio/wav"}
+# participants whose client lives in one controller's process: a PSTN participant's SIP dialog is
+# held by the user agent of the controller that placed or answered it
+LOCAL_KINDS = ("pstn",)
 
 
 ENGINE_FAILED = "engine_failed"
+CONTROLLER_FAILED = "controller_failed"   # a PSTN participant whose controller died
 ENGINE_DRAINED = "engine_drained"
 # a call on a draining engine is ended by the controller this long before the engine's deadline
 # (plus two monitor polls), so its records are complete and not salvaged from samples
@@ -86,6 +90,10 @@ class CallService:
         self.limits = None  # controller.limits.RestLimits, set by the app: quota hits counted
         self._supervisor: asyncio.Task | None = None
         self._cleanups: set[asyncio.Task] = set()  # best-effort deletes on failed engines
+        self.pstn = None        # the PSTN side (controller.pstn.PstnService), when SIP runs
+        # call -> participant -> its client in this process (a SIP dialog: `close()` hangs up)
+        self._local: dict[str, dict[str, object]] = {}
+        self.observers: list = []   # objects with async participant_joined / call_ended
         self._ending: set[tuple[str, str]] = set()  # (call, participant) being removed by the monitor
         self.direct = DirectPath(self)   # the seed's direct 1:1 path (controller/direct.py)
         self.calls_created = 0
@@ -305,12 +313,14 @@ class CallService:
         parts = _parts_of(conference)
         records = []
         for participant in call["participants"].values():
+            self._close_local(call_id, participant["id"])
             records.append(self._leg_record(call, participant, parts.get(participant["id"], {}),
                                             ended_at, reason))
             if reason == ENGINE_FAILED:  # the leg failed, not left: say so to each listener
                 self.events.publish(call_id, "participant_left",
                                     {"participant_id": participant["id"], "reason": reason})
         await self.outbox.call_ended(call, records, ended_at, reason)
+        self._local.pop(call_id, None)
         self._samples.pop(call_id, None)
         self._recording_seen.pop(call_id, None)
         self.events.publish(call_id, "call_ended", {"reason": reason})
@@ -320,15 +330,20 @@ class CallService:
         log.info("call ended", extra={"event": "call_ended", "call_id": call_id, "reason": reason,
                                       "duration_s": round(ended_at - call["created_at"], 3),
                                       "participants": len(call["participants"])})
+        for observer in list(self.observers):
+            await observer.call_ended(call_id, reason)
 
     # ------------------------------------------------------------------------------ participants
     async def add_participant(self, principal: Principal, call_id: str, body: dict) -> dict:
         kind = body.get("kind") or ("voip" if body.get("sdp") is not None else None)
         call = await self.access(principal, call_id, allow_invited=(kind == "voip"))
-        if kind == "pstn":
-            raise ApiError(501, "not_implemented", "PSTN participants are not built yet")
         if len(call["participants"]) >= self.settings.max_participants_per_call:
             raise ApiError(409, "call_full", "the call has its maximum of participants")
+        if kind == "pstn":
+            if self.pstn is None:
+                raise ApiError(503, "pstn_unavailable", "this controller runs no SIP side "
+                                                        "(VOICEMIX_SIP_LISTEN)")
+            return await self.pstn.dial(call, principal, body)
         if kind == "voip":
             if principal.identity is None:
                 raise ApiError(403, "identity_required", "only identities join by SDP offer")
@@ -368,7 +383,23 @@ class CallService:
             participant["replaces"] = moved["id"]
         await self.registry.add_member(call["id"], identity)
         await self._admit(call, participant)
+        for observer in list(self.observers):
+            await observer.participant_joined(call, participant)
         return {"id": answer["id"], "sdp": answer["sdp"]}
+
+    async def admit_local(self, call: dict, participant: dict, client, announce: bool = True) -> None:
+        """Admit a participant whose engine leg the caller made and whose client lives in this
+        controller (a SIP dialog): it is closed when the participant is removed or the call
+        ends here, and removed by an adopting controller if this one dies. With `announce`
+        False it is only registered (an outbound call still ringing): no participant_joined."""
+        await self.direct.move_to_engine(call, "pstn")  # a phone is heard through the engine only
+        participant = {**participant, "controller": self.instance, "media": ENGINE}
+        if announce:
+            await self._admit(call, participant)
+        else:
+            await self.registry.put_participant(call["id"], participant)
+        client.attached_at = time.monotonic()
+        self._local.setdefault(call["id"], {})[participant["id"]] = client
 
     async def reoffer_participant(self, principal: Principal, call_id: str, participant_id: str,
                                   sdp: str) -> dict:
@@ -458,7 +489,8 @@ class CallService:
         return {**participant, "joined_at": cdr.iso(participant["joined_at"])}
 
     async def remove_participant(self, principal: Principal | None, call_id: str,
-                                 participant_id: str, reason: str = "removed") -> None:
+                                 participant_id: str, reason: str = "removed",
+                                 details: dict | None = None) -> None:
         call = await self.access(principal, call_id)
         participant = await self.registry.remove_participant(call_id, participant_id)
         if participant is None:
@@ -472,13 +504,24 @@ class CallService:
                 await engine.remove_player(call["conference"], participant_id)
             else:
                 await engine.remove_leg(call["conference"], participant_id)
+        self._close_local(call_id, participant_id)
         record = self._leg_record(call, participant, final, time.time(), reason)
         await self.outbox.cdrs([record])
         self.events.publish(call_id, "participant_left",
-                            {"participant_id": participant_id, "reason": reason})
+                            {"participant_id": participant_id, "reason": reason, **(details or {})})
         log.info("participant left", extra={
             "event": "participant_left", "call_id": call_id, "participant_id": participant_id,
             "leg_id": participant_id, "kind": participant["kind"], "reason": reason})
+
+    def _close_local(self, call_id: str, participant_id: str) -> None:
+        client = self._local.get(call_id, {}).pop(participant_id, None)
+        if client is not None:
+            client.close()
+
+    def _drop_local(self, call_id: str) -> None:
+        """The call ended elsewhere or was taken over: hang up what this process holds of it."""
+        for client in self._local.pop(call_id, {}).values():
+            client.close()
 
     def _leg_record(self, call: dict, participant: dict, leg: dict, ended_at: float,
                     reason: str) -> dict:
@@ -674,6 +717,7 @@ class CallService:
         draining_announced = False
         while True:
             await asyncio.sleep(self.settings.monitor_interval_s)
+            read_at = time.monotonic()
             try:
                 call = await self.registry.get(call_id)
             except Exception as exc:  # the registry (Redis) unreachable: media goes on; retry
@@ -687,6 +731,10 @@ class CallService:
                 return
             if digits_seen is None:  # an adopted call: digits its last monitor published stay old
                 digits_seen = {k: int(v) for k, v in (call.get("dtmf_seen") or {}).items()}
+            # local participants removed through another controller: hang them up here
+            for participant_id, client in list(self._local.get(call_id, {}).items()):
+                if participant_id not in call["participants"] and client.attached_at < read_at:
+                    self._close_local(call_id, participant_id)
             engine = self.engines.get(call["engine"])
             if engine is None:  # cannot happen for calls made or adopted here; never loop on it
                 log.warning("call %s is on engine %s, not configured here: not monitored",
@@ -871,6 +919,7 @@ class CallService:
 
     def _stop_monitoring(self, call_id: str) -> None:
         self._monitors.pop(call_id, None)
+        self._drop_local(call_id)
         self._samples.pop(call_id, None)
         self._recording_seen.pop(call_id, None)
 
@@ -921,12 +970,29 @@ class CallService:
         return adopted
 
     async def _adopt(self, call_id: str, previous: str | None) -> None:
-        """Monitor the call from now on. Nothing of the dead controller needs removing: its bots
-        play and its recording goes on in the engine."""
+        """Monitor the call from now on. The dead controller's bots play and its recording goes
+        on in the engine; its PSTN participants are removed (their SIP dialogs died with it)."""
         self._samples.setdefault(call_id, {})
         self._monitors[call_id] = asyncio.get_running_loop().create_task(self._monitor(call_id))
         log.warning("call %s adopted from controller %s", call_id, previous)
-        self.calls_adopted += 1
+        try:
+            await self._remove_dead_local_parts(call_id)
+        finally:
+            self.calls_adopted += 1   # counted once whole: a reader of the count sees them gone
+
+    async def _remove_dead_local_parts(self, call_id: str) -> None:
+        call = await self.registry.get(call_id)
+        if call is None:
+            return  # ended meanwhile: the monitor forgets it
+        orphans = [p for p in call["participants"].values() if p["kind"] in LOCAL_KINDS
+                   and p.get("controller") != self.instance]
+        owners = {p.get("controller") for p in orphans} - {None}
+        alive = await self.registry.alive(owners) if owners else set()
+        for participant in orphans:
+            if participant.get("controller") in alive:
+                continue  # held by a third controller, still running
+            with contextlib.suppress(ApiError):
+                await self.remove_participant(None, call_id, participant["id"], CONTROLLER_FAILED)
 
     def stats(self) -> dict:
         return {"calls_created": self.calls_created, "calls_ended": self.calls_ended,

@@ -117,6 +117,7 @@ def leg_record(call: dict, participant: dict, leg: dict, samples: LegSamples,
         **quality,
         **({"seconds_played": leg.get("seconds_played", 0.0)} if participant["kind"] == "bot" else {}),
         "recording_id": call.get("recording") or None,
+        **({"pstn": participant["pstn"]} if participant.get("pstn") else {}),
         "_started": started_at,
         "_ended": ended_at,
     }

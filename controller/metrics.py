@@ -3,7 +3,8 @@
 listener (meant for loopback, where a local Prometheus agent scrapes it).
 
 `ControllerCollector` reads counters the controller keeps anyway (the call service's, the API's
-authentication failures, responses by status) when scraped. In `voicemix serve` the registry also
+authentication failures, responses by status; with SIP on, the user agent's responses by code and
+the PSTN side's calls by outcome) when scraped. In `voicemix serve` the registry also
 holds the in-process engine's and the TURN server's collectors (added by `controller/serve.py`), so one scrape shows the whole
 process.
 """
@@ -131,6 +132,56 @@ class ControllerCollector(Collector):
         yield up
         yield draining
         yield legs
+        pstn = getattr(self.service, "pstn", None)
+        if pstn is not None:
+            yield from sip_families(pstn)
+
+
+# the PSTN side's counters (controller/pstn/service.py) -> their outcome label
+PSTN_OUTCOMES = ("inbound", "forbidden", "unknown_number", "screened", "answered_inbound",
+                 "outbound", "answered_outbound", "failed_outbound")
+# the user agent's and transports' drops -> their reason label
+SIP_DROPS = {"malformed_dropped": "malformed", "invites_flood_rejected": "invite_flood",
+             "stray_responses": "stray_response"}
+TRANSPORT_DROPS = ("oversized", "rate_limited")   # at the transports, before parsing
+
+
+def sip_families(pstn) -> Iterator:
+    """The SIP user agent's and the PSTN side's families (only when this controller runs SIP):
+    responses by status code and requests by method, each way; drops; calls by outcome."""
+    ua = pstn.ua
+    family = CounterMetricFamily(PREFIX + "sip_responses",
+                                 "SIP responses by status code, sent (each once, retransmissions "
+                                 "not counted) and received", labels=["code", "direction"])
+    for direction, counts in (("sent", ua.responses_sent), ("received", ua.responses_received)):
+        for code, count in sorted(counts.items()):
+            family.add_metric([str(code), direction], count)
+    yield family
+    family = CounterMetricFamily(PREFIX + "sip_requests", "SIP requests by method (unknown "
+                                 "methods: other), sent and received", labels=["method", "direction"])
+    for direction, counts in (("sent", ua.requests_sent), ("received", ua.requests_received)):
+        for method, count in sorted(counts.items()):
+            family.add_metric([method, direction], count)
+    yield family
+    family = CounterMetricFamily(PREFIX + "sip_dropped", "SIP messages dropped or refused "
+                                 "before a transaction, by reason", labels=["reason"])
+    for key, reason in SIP_DROPS.items():
+        family.add_metric([reason], ua.counters.get(key, 0))
+    for reason in TRANSPORT_DROPS:
+        family.add_metric([f"transport_{reason}"],
+                          sum(getattr(t.stats_, reason) for t in ua.transports.values()))
+    yield family
+    yield GaugeMetricFamily(PREFIX + "sip_sessions", "SIP INVITE sessions (dialogs) open",
+                            value=len(ua.sessions))
+    family = CounterMetricFamily(PREFIX + "pstn_calls", "PSTN calls by outcome (inbound: every "
+                                 "INVITE for a new call; forbidden, unknown_number, screened: "
+                                 "refused; answered_*; outbound, failed_outbound)",
+                                 labels=["outcome"])
+    for outcome in PSTN_OUTCOMES:
+        family.add_metric([outcome], pstn.counters.get(outcome, 0))
+    yield family
+    yield GaugeMetricFamily(PREFIX + "pstn_legs", "PSTN legs (SIP dialogs bridged into calls) now",
+                            value=len(pstn.legs))
 
 
 class ControllerMetrics:

@@ -30,10 +30,14 @@ from mixer.engine.engine import Engine
 from mixer.settings import EngineSettings
 
 log = logging.getLogger("voicemix.serve")
+# `voicemix serve` answers SIP here unless VOICEMIX_SIP_LISTEN says otherwise ('off': no SIP)
+SERVE_SIP_LISTEN = "127.0.0.1:5060"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_common_arguments(parser)
+    parser.add_argument("--sip-listen", help=f"HOST:PORT for SIP (UDP and TCP; default "
+                        f"{SERVE_SIP_LISTEN}, 'off' for none)")
 
 
 async def start_turn(settings: ControllerSettings, media_ip: str | None = None):
@@ -61,16 +65,19 @@ async def start_turn(settings: ControllerSettings, media_ip: str | None = None):
 
 @contextlib.asynccontextmanager
 async def serving(settings: ControllerSettings, engine_settings: EngineSettings | None = None,
-                  announce=print) -> AsyncIterator[tuple[ControllerServer, Engine, object]]:
+                  announce=print, sip_required: bool = True
+                  ) -> AsyncIterator[tuple[ControllerServer, Engine, object]]:
     """Engine, controller and STUN/TURN on this loop, as `voicemix serve` runs them (the tests of
     the web client run exactly this); yields (controller, engine, TURN server or None). The
-    engine records into the controller's data directory unless `engine_settings` say otherwise."""
+    engine records into the controller's data directory unless `engine_settings` say otherwise.
+    SIP runs when `settings.sip_listen` is set; `sip_required` False: its port taken is a warning."""
     engine = Engine(engine_settings or EngineSettings(data_dir=settings.data_dir,
                                                       recordings_dir=settings.recordings_path))
     engine.start()
     log.info("engine started in-process: media %s ports %s", engine.settings.media_ip,
              engine.settings.media_ports)
-    controller = ControllerServer(settings, [InProcessEngine(engine)], announce=announce)
+    controller = ControllerServer(settings, [InProcessEngine(engine)], announce=announce,
+                                  sip_required=sip_required)
     turn = None
     try:
         await controller.start()
@@ -92,7 +99,11 @@ async def serving(settings: ControllerSettings, engine_settings: EngineSettings 
 
 async def serve(settings: ControllerSettings, announce=print) -> None:
     early_stop = stop_on_signals()  # a signal while starting stops at once
-    async with serving(settings, announce=announce) as (_controller, engine, _turn):
+    sip_explicit = settings.sip_listen is not None
+    if not sip_explicit:   # the default port may be taken (another serve): then no SIP, and say so
+        settings.sip_listen = SERVE_SIP_LISTEN
+    async with serving(settings, announce=announce, sip_required=sip_explicit) as (
+            _controller, engine, _turn):
         gc.freeze()  # start-up objects live as long as the process (see mixer.engine.cli)
         if not early_stop.is_set():
             await until_stopped(engine)  # SIGTERM drains, SIGINT or a second SIGTERM stops
@@ -108,5 +119,5 @@ def development_settings(settings: ControllerSettings) -> ControllerSettings:
 
 def run(args: argparse.Namespace) -> int:
     configure_logging()
-    uvloop.run(serve(development_settings(settings_from(args))))
+    uvloop.run(serve(development_settings(settings_from(args, sip_listen=args.sip_listen))))
     return 0

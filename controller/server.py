@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl
 from pathlib import Path
 
 import uvicorn
@@ -51,7 +52,7 @@ class ControllerServer:
     """
 
     def __init__(self, settings: ControllerSettings, engines: list[EngineClient] | None = None,
-                 announce=print) -> None:
+                 announce=print, sip_required: bool = True) -> None:
         self.settings = settings
         self.announce = announce
         self.generated = ensure_secrets(settings)
@@ -68,6 +69,8 @@ class ControllerServer:
                                      settings.revocation_cache_s)
         self.events = EventHub(settings.redis_url)
         self.calls = CallService(settings, self.store, self.registry, engines, self.events)
+        self.pstn = None   # the SIP side (controller.pstn.PstnService), made at start()
+        self.sip_required = sip_required   # False: a SIP port in use is a warning, not a failure
         self.metrics = ControllerMetrics(self.calls)
         self.app = create_app(settings, self.calls, self.store, self.tokens, self.metrics)
         self.metrics_port: int | None = None
@@ -110,6 +113,8 @@ class ControllerServer:
                  self.store.schema_version)
         await self.events.start()
         await self.calls.start()  # with Redis: this controller's lease, adoption of orphaned calls
+        if self.settings.sip_listen and self.settings.sip_listen.lower() != "off":
+            await self._start_sip()
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -135,9 +140,36 @@ class ControllerServer:
                  ", ".join(self.calls.engines), "redis" if self.settings.redis_url else "memory",
                  self.store.dialect)
 
+    async def _start_sip(self) -> None:
+        from controller.pstn.service import PstnService   # noqa: PLC0415 (only with SIP on)
+        tls = None
+        if "tls" in [t.lower() for t in self.settings.sip_transports]:
+            if self.cert_path is None:   # plain-HTTP controller: SIP TLS still needs a certificate
+                self.cert_path, self.key_path, _ = self_signed(self.settings.data_dir, [self.host])
+            tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            tls.load_cert_chain(str(self.cert_path), str(self.key_path))
+        pstn = PstnService(self.settings, self.calls, self.store, self.events, tls)
+        try:
+            await pstn.start()
+        except OSError as exc:
+            if self.sip_required:
+                raise
+            log.warning("SIP not started: %s is not free (%s); set VOICEMIX_SIP_LISTEN",
+                        self.settings.sip_listen, exc)
+            self.announce(f"voicemix controller: SIP not started ({self.settings.sip_listen} "
+                          f"is in use); set VOICEMIX_SIP_LISTEN")
+            await pstn.stop()
+            return
+        self.pstn = pstn
+        self.app.state.pstn = self.pstn
+        self.announce(f"voicemix controller: SIP on {self.pstn.listening}")
+
     async def stop(self) -> None:
         await self.metrics.close()
         await self.calls.close()
+        if self.pstn is not None:
+            await self.pstn.stop()
+            self.pstn = None
         self.calls.events.close_all()  # open event streams end, so connections can close
         if self._server is not None:
             self._server.should_exit = True

@@ -122,6 +122,51 @@ class ControllerSettings(BaseSettings):
         description="origins (https://app.example.com) whose pages may call the API from the "
                     "browser (CORS); empty = none, only the controller's own web page")
     bot_max_seconds: float = Field(3600.0, gt=0, description="a tone bot stops after this long")
+    # ---- PSTN: the SIP side (docs/pstn.md)
+    sip_listen: str | None = Field(
+        None, description="HOST:PORT the SIP user agent listens on (UDP and TCP); unset = no SIP "
+                          "(`voicemix serve` uses 127.0.0.1:5060); 'off' disables it there too")
+    sip_transports: list[str] = Field(default_factory=lambda: ["udp", "tcp"],
+                                      description="udp, tcp, tls (TLS on the next port up)")
+    sip_public_address: str | None = Field(None, description="host written in Via and Contact; "
+                                           "unset = the listen host")
+    sip_trunk: str | None = Field(None, description="carrier for outbound calls: host[:port] or a "
+                                  "SIP URI such as sip:trunk.example.net:5060;transport=tcp")
+    sip_trunk_username: str | None = Field(None, description="digest user for the trunk's challenges")
+    sip_trunk_password: str | None = Field(None, description="digest password for the trunk")
+    sip_trunk_addresses: list[str] = Field(
+        default_factory=list, description="addresses or CIDRs allowed to send INVITEs; empty = "
+                                          "loopback and the trunk's address")
+    sip_caller_id: str | None = Field(None, description="E.164 number outbound calls present when "
+                                      "the request names none (one of the resource's numbers)")
+    sip_domain: str | None = Field(None, description="host of From/To URIs on outbound calls; "
+                                   "unset = the trunk's host")
+    sip_codecs: list[str] = Field(default_factory=lambda: ["PCMU", "PCMA"],
+                                  description="codecs offered to the trunk, in order")
+    sip_options_interval_s: float = Field(30.0, ge=0, description="OPTIONS keepalive towards the "
+                                          "trunk (0 = none)")
+    sip_ring_timeout_s: float = Field(60.0, gt=0, description="outbound calls unanswered this long "
+                                      "are cancelled (no_answer)")
+    sip_user_ring_timeout_s: float = Field(30.0, gt=0, description="an inbound call ringing a user "
+                                           "who does not join within this gets 480")
+    sip_t1_ms: int = Field(500, ge=10, le=5000, description="RFC 3261 timer T1")
+    sip_max_message_bytes: int = Field(16384, ge=2048, le=65535, description="a larger SIP message is dropped (UDP) or its connection closed (TCP)")
+    sip_invite_rate: float = Field(50.0, gt=0, description="new INVITEs a second from one address "
+                                   "before 503 (flood protection)")
+    sip_source_rate: float = Field(300.0, gt=0, description="SIP messages a second from one address "
+                                   "before they are dropped")
+    # spam and robocall screening of inbound calls
+    pstn_caller_rate_per_minute: float = Field(10.0, gt=0, description="inbound calls a minute from one caller number before 603 (screening)")
+    pstn_trunk_rate_per_second: float = Field(100.0, gt=0, description="inbound calls a second from one trunk before 503 (screening)")
+    pstn_reputation_threshold: int = Field(70, ge=1, le=101, description="score at or above which "
+                                           "an inbound call is declined (603)")
+    pstn_reputation_window_h: float = Field(24.0, gt=0, description="hours of call history the reputation score reads")
+    pstn_odd_hours: str = Field("22-07", pattern=r"^(\d{1,2}-\d{1,2})?$",
+                                description="local hours counted as odd for reputation")
+    pstn_utc_offset_h: float = Field(0.0, ge=-14, le=14, description="local time for odd hours")
+    stir_certs_dir: Path | None = Field(None, description="STIR/SHAKEN signing certificates (PEM, "
+                                        "named as their x5u file) and CAs under ca/")
+    stir_max_age_s: float = Field(60.0, gt=0, description="an Identity header's PASSporT older than this (iat) fails verification (RFC 8224 4.1)")
     direct_one_to_one: bool = Field(
         True, description="1:1 calls between two WebRTC clients send media directly between them "
                           "(the controller relays their offer/answer/candidates) until a third "

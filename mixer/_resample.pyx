@@ -29,6 +29,9 @@ def _design_lowpass(int factor, int taps_per_phase, double cutoff_hz, double hig
     return h / h.sum()
 
 
+_BANKS = {}   # (in_rate, out_rate, taps per phase, beta) -> the read-only filter bank
+
+
 cdef class Resampler:
     """Streams int16 audio between `in_rate` and `out_rate` whose ratio is an integer (e.g. 8000 and
     48000). Keeps filter history across calls, so consecutive 20 ms frames join without clicks.
@@ -43,7 +46,7 @@ cdef class Resampler:
     cdef readonly int out_rate
     cdef readonly int factor
     cdef bint _up
-    cdef float[::1] _bank     # up: per phase, reversed; down: the whole filter, reversed
+    cdef const float[::1] _bank   # up: per phase, reversed; down: the whole filter, reversed
     cdef int _tpp             # taps per phase
     cdef int _ntaps
     cdef float[::1] _hist     # previous input samples, newest last
@@ -57,17 +60,22 @@ cdef class Resampler:
         self.out_rate = out_rate
         self.factor = high // low
         self._up = out_rate > in_rate
-        h = _design_lowpass(self.factor, taps_per_phase, 0.4625 * low, high, beta)
         self._tpp = taps_per_phase
-        self._ntaps = len(h)
-        if self._up:
-            # phase p uses h[p], h[p + L], h[p + 2L], ... applied to x[i], x[i-1], ...: reversed
-            bank = np.stack([h[p::self.factor][::-1] for p in range(self.factor)]) * self.factor
-            self._bank = np.ascontiguousarray(bank.ravel(), dtype=np.float32)
-            self._hist_len = taps_per_phase
-        else:
-            self._bank = np.ascontiguousarray(h[::-1], dtype=np.float32)
-            self._hist_len = self._ntaps
+        self._ntaps = self.factor * taps_per_phase
+        key = (in_rate, out_rate, taps_per_phase, beta)
+        bank = _BANKS.get(key)
+        if bank is None:   # designed once per rate pair: every G.711 leg needs the same filter
+            h = _design_lowpass(self.factor, taps_per_phase, 0.4625 * low, high, beta)
+            if self._up:
+                # phase p uses h[p], h[p + L], h[p + 2L], ... applied to x[i], x[i-1], ...: reversed
+                bank = np.stack([h[p::self.factor][::-1] for p in range(self.factor)]) * self.factor
+                bank = np.ascontiguousarray(bank.ravel(), dtype=np.float32)
+            else:
+                bank = np.ascontiguousarray(h[::-1], dtype=np.float32)
+            bank.flags.writeable = False
+            _BANKS[key] = bank
+        self._bank = bank
+        self._hist_len = taps_per_phase if self._up else self._ntaps
         self._hist = np.zeros(self._hist_len, dtype=np.float32)
 
     def output_length(self, int n_in) -> int:
@@ -90,7 +98,7 @@ cdef class Resampler:
         cdef const float *x
         cdef const float *w
         cdef float acc
-        cdef float[::1] bank = self._bank
+        cdef const float[::1] bank = self._bank
         cdef float[::1] hist = self._hist
         cdef long v
         if out.shape[0] < n_out:

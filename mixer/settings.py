@@ -4,6 +4,7 @@ Defaults run embedded on loopback with no configuration at all.
 """
 from __future__ import annotations
 
+from typing import Literal
 import ipaddress
 from pathlib import Path
 
@@ -86,6 +87,12 @@ class EngineSettings(BaseSettings):
                                      "offer names before media has come from that host (0: "
                                      "nothing until then; see docs/security.md, reflection)")
     rtcp_interval_s: float = Field(5.0, gt=0, description="RFC 3550 6.2 minimum report interval")
+    dtmf_bridge: Literal["two_party", "off"] = Field(
+        "two_party", description="keys pressed on one leg of a two-leg conference are sent to the "
+                                 "other (RFC 4733, or in-band to a G.711 leg without it)")
+    inband_dtmf: Literal["auto", "always", "off"] = Field(
+        "auto", description="Goertzel DTMF detection in the audio of G.711 legs: auto = on legs "
+                            "that negotiated no telephone-event (RFC 4733)")
     # WebRTC legs (ICE-lite, DTLS-SRTP)
     webrtc_srtp_profiles: str = Field(
         "SRTP_AES128_CM_SHA1_80:SRTP_AEAD_AES_128_GCM",

@@ -7,13 +7,15 @@ cd "$(dirname "$0")/.."
 # libopus-dev: the Cython core links libopus. pkg-config: finds it. ffmpeg: the interop peer of the
 # end-to-end tests. redis-server: the shared call registry's peer in the controller tests.
 # coturn: turnutils_* clients and turnserver, the TURN interop peers and benchmark baseline.
+# sip-tester (sipp) and baresip-core: the SIP interop peers (a load generator and scenario player,
+# and a real softphone) of the PSTN tests and the calls-per-second benchmark.
 # opus-tools: opusinfo, an independent checker of the Ogg Opus files the engine records.
 # postgresql: the shared store's server in the controller tests and the store benchmark (the
 # tests start their own in a temporary directory; the package's own cluster is not used).
 # chromium: the real browser of the WebRTC tests (driven by Playwright with executable_path);
 # iproute2: the network namespace those tests put it in (Chromium gathers no loopback candidates).
 # python3-venv: only if this Python cannot make a virtualenv by itself.
-APT_PACKAGES=(libopus-dev libopus0 pkg-config ffmpeg redis-server coturn postgresql opus-tools chromium iproute2)
+APT_PACKAGES=(libopus-dev libopus0 pkg-config ffmpeg redis-server coturn postgresql opus-tools sip-tester baresip-core chromium iproute2)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

@@ -135,3 +135,45 @@ def test_product_code_never_imports_the_test_clients():
                  if not is_tool(module_name(p))
                  for name in imports_of(p) if name.startswith("mixer.sim")]
     assert not offenders, "\n".join(offenders)
+
+
+# The controller's own layers: the SIP stack knows nothing of calls; the call logic knows nothing
+# of SIP (the PSTN side plugs into it); the PSTN side builds on both; the app and the servers
+# assemble everything. The longest matching prefix decides; anything not listed is call logic.
+CONTROLLER_RANKS = {
+    "controller.sip": 0,      # RFC 3261 stack: messages, transports, transactions, dialogs
+    "controller": 1,          # call logic: calls, registry, events, store, engine clients, CDRs
+    "controller.pstn": 2,     # numbers, B2BUA legs, IVR, screening, trunk
+    "controller.app": 3,      # the REST API and the processes that assemble the controller
+    "controller.server": 3,
+    "controller.serve": 3,
+    "controller.cli": 3,
+    "controller.testing": 4,  # test helpers
+}
+
+
+def controller_rank(module: str) -> int:
+    best = ("", 1)
+    for prefix, value in CONTROLLER_RANKS.items():
+        if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > len(best[0]):
+            best = (prefix, value)
+    return best[1]
+
+
+def test_controller_layers_only_look_down():
+    violations = []
+    for path in product_modules("controller"):
+        module = module_name(path)
+        own = controller_rank(module)
+        for imported in imports_of(path):
+            if not imported.startswith("controller"):
+                continue
+            target = imported
+            # `from controller.sip import uri` names a module; `from controller import cdr` too
+            theirs = controller_rank(target)
+            if theirs > own:
+                violations.append(f"{module} (layer {own}) imports {imported} (layer {theirs})")
+        if own == 0 and any(i.startswith("controller") and not i.startswith("controller.sip")
+                            for i in imports_of(path)):
+            violations.append(f"{module} is the SIP stack and imports other controller modules")
+    assert not violations, "\n".join(violations)

@@ -1,5 +1,5 @@
 """The controller's durable records, on SQLite or PostgreSQL: identities, token revocations,
-CDRs, the recordings index, phone numbers.
+CDRs, the recordings index, phone numbers, screening lists and the PSTN call history.
 
 Each method is one SQL text run unchanged on either database (`controller.store.database`).
 Writes that a retry may repeat are idempotent: identities and numbers are created once
@@ -239,6 +239,54 @@ class Store:
 
     async def delete_number(self, number: str) -> bool:
         return await self.db.execute("DELETE FROM numbers WHERE number = $1", number) == 1
+
+
+    # ------------------------------------------------------------------------ screening lists
+    async def add_screening(self, list_name: str, pattern: str, reason: str | None) -> bool:
+        """True if added, False if the pattern is on that list already."""
+        return await self.db.execute(
+            "INSERT INTO screening (list, pattern, reason, created_at) VALUES ($1, $2, $3, $4) "
+            "ON CONFLICT (list, pattern) DO NOTHING", list_name, pattern, reason, time.time()) == 1
+
+    async def remove_screening(self, list_name: str, pattern: str) -> bool:
+        return await self.db.execute("DELETE FROM screening WHERE list = $1 AND pattern = $2",
+                                     list_name, pattern) == 1
+
+    async def screening(self) -> list[dict]:
+        return [{"list": row[0], "pattern": row[1], "reason": row[2], "created_at": float(row[3])}
+                for row in await self.db.fetch(
+                    "SELECT list, pattern, reason, created_at FROM screening ORDER BY created_at")]
+
+    # ----------------------------------------------------------------------- PSTN call history
+    async def add_pstn_calls(self, rows: list[tuple]) -> None:
+        """Rows of (direction, caller, callee, trunk, started_at, duration_s, local_hour,
+        decision, reason, sip_code), in one transaction."""
+        if not rows:
+            return
+        rows = [(r[0], r[1], r[2], r[3], float(r[4]), None if r[5] is None else float(r[5]),
+                 int(r[6]), r[7], r[8], None if r[9] is None else int(r[9])) for r in rows]
+        async with self.db.transaction() as tx:
+            await tx.executemany(
+                "INSERT INTO pstn_calls (direction, caller, callee, trunk, started_at, duration_s, "
+                "local_hour, decision, reason, sip_code) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, "
+                "$9, $10)", rows)
+
+    async def caller_history(self, caller: str, since: float, short_s: float,
+                             odd_hours: frozenset[int]) -> dict:
+        """What `caller` did inbound since `since`: calls, distinct numbers called, calls
+        answered but shorter than `short_s`, calls started at an odd hour, calls never
+        answered."""
+        hours = ",".join(str(int(h)) for h in sorted(odd_hours)) or "-1"
+        row = await self.db.fetchrow(
+            "SELECT COUNT(*), COUNT(DISTINCT callee), "
+            "SUM(CASE WHEN duration_s IS NOT NULL AND duration_s < $1 THEN 1 ELSE 0 END), "
+            f"SUM(CASE WHEN local_hour IN ({hours}) THEN 1 ELSE 0 END), "
+            "SUM(CASE WHEN duration_s IS NULL THEN 1 ELSE 0 END) "
+            "FROM pstn_calls WHERE caller = $2 AND started_at >= $3 AND direction = 'inbound'",
+            float(short_s), caller, float(since))
+        calls, distinct, short, odd, unanswered = (int(v or 0) for v in row)
+        return {"calls": calls, "distinct_callees": distinct, "short_calls": short,
+                "odd_hour_calls": odd, "unanswered": unanswered}
 
 
 def _number(row) -> dict:

@@ -128,6 +128,28 @@ class EngineClient(abc.ABC):
     @abc.abstractmethod
     async def stats(self) -> dict: ...
 
+    # legs the engine offers (calls placed through a SIP trunk), re-offers, keys, moves
+    @abc.abstractmethod
+    async def offer_leg(self, conference_id: str, codecs: list[str], label: str | None = None) -> dict:
+        """A leg whose SDP offer the engine writes (`codecs` in order of preference, e.g.
+        ["PCMU", "PCMA", "telephone-event"]); the answer has the leg (`id`, `sdp` = the offer).
+        The leg sends nothing until `answer_leg`."""
+
+    @abc.abstractmethod
+    async def answer_leg(self, conference_id: str, leg_id: str, sdp: str) -> dict:
+        """The peer's answer to an offered leg: the leg starts sending."""
+
+    @abc.abstractmethod
+    async def send_dtmf(self, conference_id: str, leg_id: str, digits: str) -> dict:
+        """Send DTMF on the leg: RFC 4733 events if negotiated, else in-band tones."""
+
+    @abc.abstractmethod
+    async def move_leg(self, conference_id: str, leg_id: str, target_id: str) -> dict:
+        """Move a running leg into another conference on this engine, keeping its sockets."""
+
+    @abc.abstractmethod
+    async def get_leg(self, conference_id: str, leg_id: str) -> dict: ...
+
     @abc.abstractmethod
     async def list_conferences(self) -> list[dict]: ...
 
@@ -227,6 +249,21 @@ class InProcessEngine(EngineClient):
 
     async def stats(self) -> dict:
         return self.engine.stats()
+
+    async def offer_leg(self, conference_id: str, codecs: list[str], label: str | None = None) -> dict:
+        return await self.engine.offer_leg(conference_id, codecs, label)
+
+    async def answer_leg(self, conference_id: str, leg_id: str, sdp: str) -> dict:
+        return await self.engine.answer_leg(conference_id, leg_id, sdp)
+
+    async def send_dtmf(self, conference_id: str, leg_id: str, digits: str) -> dict:
+        return self.engine.send_dtmf(conference_id, leg_id, digits)
+
+    async def move_leg(self, conference_id: str, leg_id: str, target_id: str) -> dict:
+        return self.engine.move_leg(conference_id, leg_id, target_id)
+
+    async def get_leg(self, conference_id: str, leg_id: str) -> dict:
+        return self.engine.get_leg(conference_id, leg_id)
 
     async def list_conferences(self) -> list[dict]:
         return self.engine.list_conferences()
@@ -393,6 +430,27 @@ class HttpEngine(EngineClient):
 
     async def stats(self) -> dict:
         return await self._request("GET", "/stats")
+
+    async def offer_leg(self, conference_id: str, codecs: list[str], label: str | None = None) -> dict:
+        body: dict = {"codecs": list(codecs)}
+        if label is not None:
+            body["label"] = label
+        return await self._request("POST", f"/conferences/{conference_id}/legs", body)
+
+    async def answer_leg(self, conference_id: str, leg_id: str, sdp: str) -> dict:
+        return await self._request("PATCH", f"/conferences/{conference_id}/legs/{leg_id}",
+                                   {"answer": sdp})
+
+    async def send_dtmf(self, conference_id: str, leg_id: str, digits: str) -> dict:
+        return await self._request("POST", f"/conferences/{conference_id}/legs/{leg_id}/dtmf",
+                                   {"digits": digits})
+
+    async def move_leg(self, conference_id: str, leg_id: str, target_id: str) -> dict:
+        return await self._request("POST", f"/conferences/{conference_id}/legs/{leg_id}/move",
+                                   {"conference": target_id})
+
+    async def get_leg(self, conference_id: str, leg_id: str) -> dict:
+        return await self._request("GET", f"/conferences/{conference_id}/legs/{leg_id}")
 
     async def list_conferences(self) -> list[dict]:
         return (await self._request("GET", "/conferences"))["conferences"]

@@ -135,11 +135,25 @@ def create_app(engine: Engine) -> web.Application:
 
     @routes.post("/conferences/{conference}/legs")
     async def add_leg(request: web.Request) -> web.Response:
+        """`{"sdp": offer}`: the engine answers. `{"codecs": [...]}` without sdp: the engine
+        offers (the answer comes later by PATCH `{"answer": sdp}`)."""
         body = await _json_body(request)
-        result = await engine.add_leg(request.match_info["conference"],
-                                      _field(body, "sdp", str, required=True),
+        conference = request.match_info["conference"]
+        sdp = _field(body, "sdp", str)
+        if sdp is None and "codecs" in body:
+            codecs = _field(body, "codecs", list)
+            if not codecs or not all(isinstance(c, str) for c in codecs):
+                raise EngineError(422, "bad_field", "'codecs' must be a list of codec names")
+            result = await engine.offer_leg(conference, codecs, _field(body, "label", str))
+            return web.json_response(result, status=201)
+        result = await engine.add_leg(conference, _field(body, "sdp", str, required=True),
                                       _field(body, "label", str))
         return web.json_response(result, status=201)
+
+    @routes.get("/conferences/{conference}/legs/{leg}")
+    async def get_leg(request: web.Request) -> web.Response:
+        return web.json_response(engine.get_leg(request.match_info["conference"],
+                                                request.match_info["leg"]))
 
     @routes.put("/conferences/{conference}/legs/{leg}")
     async def reoffer_leg(request: web.Request) -> web.Response:
@@ -150,9 +164,28 @@ def create_app(engine: Engine) -> web.Application:
 
     @routes.patch("/conferences/{conference}/legs/{leg}")
     async def update_leg(request: web.Request) -> web.Response:
+        """`{"muted"}`; `{"answer": sdp}` completes an offered leg (a new offer for a live leg is
+        PUT, above)."""
         body = await _json_body(request)
-        return web.json_response(engine.update_leg(
-            request.match_info["conference"], request.match_info["leg"], _field(body, "muted", bool)))
+        conference, leg = request.match_info["conference"], request.match_info["leg"]
+        answer = _field(body, "answer", str)
+        if answer is not None:
+            return web.json_response(await engine.answer_leg(conference, leg, answer))
+        return web.json_response(engine.update_leg(conference, leg, _field(body, "muted", bool)))
+
+    @routes.post("/conferences/{conference}/legs/{leg}/dtmf")
+    async def send_dtmf(request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        return web.json_response(engine.send_dtmf(
+            request.match_info["conference"], request.match_info["leg"],
+            _field(body, "digits", str, required=True)), status=202)
+
+    @routes.post("/conferences/{conference}/legs/{leg}/move")
+    async def move_leg(request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        return web.json_response(engine.move_leg(
+            request.match_info["conference"], request.match_info["leg"],
+            _field(body, "conference", str, required=True)))
 
     @routes.delete("/conferences/{conference}/legs/{leg}")
     async def remove_leg(request: web.Request) -> web.Response:

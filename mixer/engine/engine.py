@@ -13,6 +13,8 @@ import secrets
 import socket
 import time
 from collections import Counter
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from mixer.codec import FRAME_MS
@@ -33,10 +35,13 @@ from mixer.media.recorder import (
     METADATA_FILE, Recording, RecordingError, read_metadata, repair_recording,
 )
 from mixer.media.services import ConferenceMedia
+from mixer.rtp.dtmf import Digit, DtmfError
 from mixer.sdp.offer_answer import DEFAULT_CODECS
 from mixer.sdp.webrtc import is_webrtc_offer
 from mixer.sfu.conference import SfuConference
-from mixer.sdp import AudioAnswer, SdpError, answer_audio, generate_crypto, parse
+from mixer.sdp import (
+    AudioAnswer, SdpError, accept_answer, answer_audio, generate_crypto, offer_audio, parse,
+)
 from mixer.sdp.stream import STREAM_PAYLOAD_TYPES, describe_stream
 from mixer.settings import EngineSettings
 from mixer.turn.peers import PeerFilter
@@ -44,6 +49,23 @@ from mixer.turn.peers import PeerFilter
 log = logging.getLogger("voicemix.engine")
 
 __all__ = ["Engine", "EngineError"]
+
+# An offer the engine made (for a call it places, e.g. to a SIP trunk) waits this long for its
+# answer before its ports are released.
+PENDING_OFFER_TTL_S = 300.0
+PENDING_SWEEP_TICKS = 500   # 10 s
+
+
+@dataclass
+class PendingLeg:
+    """A leg the engine offered and whose answer has not come yet."""
+
+    conference_id: str
+    offer: str
+    rtp_socket: object
+    rtcp_socket: object
+    label: str | None
+    created: float
 
 
 class Engine:
@@ -65,6 +87,8 @@ class Engine:
         self.warmup_ms = 0.0   # what warming the media paths took at start()
         self.legs_created = 0
         self.legs_removed = 0
+        self.pending: dict[str, PendingLeg] = {}   # offered legs awaiting their answer
+        self.dtmf_bridged = 0
         self.legs_joined: Counter[tuple[str, str]] = Counter()  # (mode, transport) -> legs ever
         self.conferences_created: Counter[str] = Counter()      # mode -> conferences ever
         self.retired = RetiredCounters()  # counters of legs and conferences that are gone
@@ -102,6 +126,8 @@ class Engine:
     def _tick(self, now_ms: float) -> None:
         for conference in list(self.conferences.values()):
             conference.tick(now_ms)
+        if self.pending and self.clock.ticks % PENDING_SWEEP_TICKS == 0:
+            self._expire_pending()
 
     # -------------------------------------------------------------------------------- conferences
     def create_conference(self, mode: str = "mcu", conference_id: str | None = None) -> dict:
@@ -161,6 +187,8 @@ class Engine:
             self.remove_player(conference_id, player_id)
         for leg_id in list(conference.voices):
             self.remove_leg(conference_id, leg_id)
+        for leg_id in [k for k, p in self.pending.items() if p.conference_id == conference_id]:
+            self._drop_pending(leg_id)
         del self.conferences[conference_id]
         labels = (("mode", conference.mode),)
         self.retired.add((family, labels + extra, value)
@@ -215,13 +243,142 @@ class Engine:
         except OSError as exc:
             self._release(port, rtp_socket, rtcp_socket)
             raise EngineError(503, "socket_error", str(exc)) from exc
-        conference.add_leg(leg)
-        self.legs_created += 1
-        self.legs_joined[(conference.mode, leg.transport)] += 1
+        self._join(conference, leg)
         log.info("leg joined", extra={"event": "leg_joined", "conference_id": conference_id,
                                       "leg_id": leg_id, "port": port, "codec": answer.codec,
                                       "transport": leg.transport})
         return {"id": leg_id, "sdp": answer.sdp}
+
+    def _join(self, conference, leg: MediaLeg) -> None:
+        conference.add_leg(leg)
+        leg.on_dtmf = partial(self._on_dtmf, conference.id)
+        self.legs_created += 1
+        self.legs_joined[(conference.mode, leg.transport)] += 1
+
+    # ------------------------------------------------------------------- legs the engine offers
+    async def offer_leg(self, conference_id: str, codecs: tuple[str, ...] | list[str] = ("PCMU", "PCMA"),
+                        label: str | None = None) -> dict:
+        """Make the offer for a leg the engine places (a call out through a SIP trunk): plain RTP,
+        RTCP on the next port (trunks seldom do rtcp-mux), `codecs` and telephone-event. The leg
+        joins the conference when `answer_leg` brings the answer; returns {"id", "sdp"}."""
+        conference = self._conference(conference_id)
+        if len(conference.voices) + self._pending_in(conference_id) >= self.settings.max_legs_per_conference:
+            raise EngineError(409, "conference_full", "the conference has its maximum of legs")
+        allowed = set(getattr(conference, "codecs", DEFAULT_CODECS))
+        codecs = [c for c in codecs if c in allowed or c.lower() in allowed]
+        if not codecs:
+            raise EngineError(488, "no_common_codec", f"this conference takes {sorted(allowed)} only")
+        try:
+            rtp_socket, rtcp_socket = self.ports.allocate(self.settings.media_ip, True)
+        except PortsExhausted as exc:
+            raise EngineError(503, "no_ports", str(exc)) from exc
+        port = rtp_socket.getsockname()[1]
+        try:
+            offer, _ = offer_audio(local_ip=self.settings.media_ip, local_port=port,
+                                   codecs=tuple(codecs), rtcp_mux=False, audio_level_ext_id=None)
+        except ValueError as exc:
+            self._release(port, rtp_socket, rtcp_socket)
+            raise EngineError(422, "bad_field", str(exc)) from exc
+        leg_id = secrets.token_hex(6)
+        self.pending[leg_id] = PendingLeg(conference_id, offer, rtp_socket, rtcp_socket, label,
+                                          time.monotonic())
+        return {"id": leg_id, "sdp": offer, "state": "offered"}
+
+    async def answer_leg(self, conference_id: str, leg_id: str, answer_sdp: str) -> dict:
+        """Complete an offered leg with the peer's answer; the leg joins the conference."""
+        conference = self._conference(conference_id)
+        pending = self.pending.get(leg_id)
+        if pending is None or pending.conference_id != conference_id:
+            raise EngineError(404, "no_such_leg", f"no offered leg {leg_id} in {conference_id}")
+        try:
+            negotiated = accept_answer(pending.offer, answer_sdp)
+        except SdpError as exc:
+            code = getattr(exc, "code", "bad_sdp")
+            raise EngineError(488 if code != "bad_sdp" else 400, code, str(exc)) from exc
+        del self.pending[leg_id]
+        leg = MediaLeg(leg_id, negotiated, pending.rtp_socket, pending.rtcp_socket, self.settings,
+                       pending.label, self.flusher, retransmits=getattr(conference, "retransmits", False))
+        port = pending.rtp_socket.getsockname()[1]
+        try:
+            await leg.open()
+        except OSError as exc:
+            self._release(port, pending.rtp_socket, pending.rtcp_socket)
+            raise EngineError(503, "socket_error", str(exc)) from exc
+        self._join(conference, leg)
+        log.info("leg joined", extra={"event": "leg_joined", "conference_id": conference_id,
+                                      "leg_id": leg_id, "port": port, "codec": negotiated.codec,
+                                      "transport": leg.transport, "offered": True})
+        return conference.leg_stats(leg_id)
+
+    def _pending_in(self, conference_id: str) -> int:
+        return sum(1 for p in self.pending.values() if p.conference_id == conference_id)
+
+    def _drop_pending(self, leg_id: str) -> None:
+        pending = self.pending.pop(leg_id)
+        self._release(pending.rtp_socket.getsockname()[1], pending.rtp_socket, pending.rtcp_socket)
+
+    def _expire_pending(self) -> None:
+        cutoff = time.monotonic() - PENDING_OFFER_TTL_S
+        for leg_id in [k for k, p in self.pending.items() if p.created < cutoff]:
+            log.info("offered leg %s got no answer in %d s: released", leg_id, PENDING_OFFER_TTL_S)
+            self._drop_pending(leg_id)
+
+    # ---------------------------------------------------------------------------------- DTMF
+    def send_dtmf(self, conference_id: str, leg_id: str, digits: str) -> dict:
+        """Send keys to the leg's participant: RFC 4733 events, or in-band tones on a G.711 leg
+        without telephone-event. 409 when the leg can do neither, 422 for a non-DTMF key."""
+        conference = self._conference(conference_id)
+        leg = self._leg(conference, leg_id)
+        if not digits:
+            raise EngineError(422, "bad_field", "'digits' must not be empty")
+        try:
+            mode = leg.send_dtmf(digits)
+        except DtmfError as exc:
+            status = 422 if "not a DTMF key" in str(exc) or "at most" in str(exc) else 409
+            raise EngineError(status, "bad_digits" if status == 422 else "no_dtmf_path", str(exc)) from exc
+        return {"id": leg_id, "mode": mode, "queued": len(digits)}
+
+    def _on_dtmf(self, conference_id: str, leg: MediaLeg, digit: Digit) -> None:
+        """A key pressed on one leg of a two-party call is played to the other (a B2BUA's job:
+        the far end may be an IVR); in a group call keys stay with the engine and controller."""
+        if self.settings.dtmf_bridge != "two_party":
+            return
+        conference = self.conferences.get(conference_id)
+        if conference is None or len(conference.voices) != 2:
+            return
+        other = next(v.leg for k, v in conference.voices.items() if k != leg.id)
+        try:
+            other.send_dtmf(digit.key)
+            self.dtmf_bridged += 1
+        except DtmfError:
+            pass
+
+    # ----------------------------------------------------------------------------- move, read
+    def move_leg(self, conference_id: str, leg_id: str, target_id: str) -> dict:
+        """Move a leg, with its port, SSRC and sequence numbering, to another conference on this
+        engine (an IVR transferring its caller into a call): the peer notices nothing."""
+        conference = self._conference(conference_id)
+        target = self._conference(target_id)
+        leg = self._leg(conference, leg_id)
+        if target is conference:
+            return conference.leg_stats(leg_id)
+        allowed = getattr(target, "codecs", DEFAULT_CODECS)
+        if leg.codec not in allowed and leg.codec.lower() not in allowed:
+            raise EngineError(488, "no_common_codec",
+                              f"conference {target_id} takes {list(allowed)}, the leg is {leg.codec}")
+        if len(target.voices) >= self.settings.max_legs_per_conference:
+            raise EngineError(409, "conference_full", "the target conference has its maximum of legs")
+        conference.remove_leg(leg_id)
+        leg.on_rtp = leg.on_nack = leg.on_ssrc_change = None
+        target.add_leg(leg)
+        leg.on_dtmf = partial(self._on_dtmf, target_id)
+        log.info("leg %s moved from %s to %s", leg_id, conference_id, target_id)
+        return target.leg_stats(leg_id)
+
+    def get_leg(self, conference_id: str, leg_id: str) -> dict:
+        conference = self._conference(conference_id)
+        self._leg(conference, leg_id)
+        return conference.leg_stats(leg_id)
 
     async def _add_webrtc_leg(self, conference, offer, label: str | None) -> dict:
         """A WebRTC leg: one port (rtcp-mux) carrying ICE, DTLS and SRTP (`mixer.engine.webrtc`)."""
@@ -242,16 +399,16 @@ class Engine:
         except OSError as exc:
             self._release(port, rtp_socket)
             raise EngineError(503, "socket_error", str(exc)) from exc
-        conference.add_leg(leg)
-        self.legs_created += 1
-        log.info("leg %s joined %s on %s:%d (%s, WebRTC)", leg_id, conference.id,
-                 self.settings.media_ip, port, leg.codec)
+        self._join(conference, leg)
+        log.info("leg joined", extra={"event": "leg_joined", "conference_id": conference.id,
+                                      "leg_id": leg_id, "port": port, "codec": leg.codec,
+                                      "transport": leg.transport})
         return {"id": leg_id, "sdp": leg.answer.sdp}
 
     async def reoffer_leg(self, conference_id: str, leg_id: str, offer_sdp: str) -> dict:
         """A new offer on an existing leg (RFC 3264 section 8): ICE restart, a new DTLS
-        fingerprint, a direction change (hold), a new address; the same port, SSRCs and codec.
-        Returns {"id", "sdp": answer}."""
+        fingerprint, a direction change (hold with sendonly/inactive, a SIP re-INVITE), resume, a
+        new address; the same port, SSRCs and codec. Returns {"id", "sdp": answer, "direction"}."""
         conference = self._conference(conference_id)
         leg = self._leg(conference, leg_id)
         try:
@@ -268,21 +425,28 @@ class Engine:
                 if is_webrtc_offer(offer):
                     raise EngineError(488, "transport_change", "a plain leg cannot become WebRTC "
                                       "by re-offer (make a new leg)")
-                self._reoffer_plain(conference, leg, offer)
+                self._reoffer_plain(leg, offer)
         except SdpError as exc:
             code = getattr(exc, "code", "bad_sdp")
             raise EngineError(488 if code != "bad_sdp" else 400, code, str(exc)) from exc
-        log.info("leg %s of %s re-offered", leg_id, conference_id)
-        return {"id": leg_id, "sdp": leg.answer.sdp}
+        log.info("leg re-offered", extra={"event": "leg_reoffered", "conference_id": conference_id,
+                                          "leg_id": leg_id,
+                                          "direction": getattr(leg.answer, "direction", None)})
+        return {"id": leg_id, "sdp": leg.answer.sdp,
+                "direction": getattr(leg.answer, "direction", "sendrecv")}
 
-    def _reoffer_plain(self, conference, leg: MediaLeg, offer) -> None:
-        """Plain/SDES re-offer: new remote address or direction (hold); the codec stays; a new
-        SDES key from the peer re-keys the inbound side, ours is kept (RFC 4568 7.1.4 allows)."""
+    def _reoffer_plain(self, leg: MediaLeg, offer) -> None:
+        """Plain/SDES re-offer: new remote address, direction (hold), ptime or telephone-event;
+        the codec and payload type stay (only the leg's codec is answered: 488 if the offer
+        drops it); a new SDES key from the peer re-keys the inbound side, ours is kept (RFC 4568
+        7.1.4 allows). The answer's o= line keeps our session id, version + 1 (RFC 3264 8)."""
+        origin = leg.answer.description.origin
         answer = answer_audio(offer, local_ip=self.settings.advertised_addresses[0],
-                              local_port=leg.local_port,
-                              codecs=getattr(conference, "codecs", DEFAULT_CODECS),
+                              local_port=leg.local_port, codecs=(leg.codec,),
                               srtp_required=self.settings.srtp_required,
-                              local_crypto=leg.answer.local_crypto)
+                              local_crypto=leg.answer.local_crypto,
+                              session_id=origin.session_id,
+                              session_version=origin.session_version + 1)
         if (answer.codec, answer.payload_type) != (leg.codec, leg.payload_type):
             raise EngineError(488, "codec_change", f"the leg runs {leg.codec}/{leg.payload_type}; a "
                               "re-offer cannot change it (make a new leg)")
@@ -301,6 +465,10 @@ class Engine:
 
     def remove_leg(self, conference_id: str, leg_id: str) -> None:
         conference = self._conference(conference_id)
+        pending = self.pending.get(leg_id)
+        if pending is not None and pending.conference_id == conference_id:
+            self._drop_pending(leg_id)   # offered, never answered
+            return
         self._leg(conference, leg_id)
         leg = conference.remove_leg(leg_id)
         leg.close()
@@ -691,6 +859,8 @@ class Engine:
             "forks": forks,
             "legs_created": self.legs_created,
             "legs_removed": self.legs_removed,
+            "legs_offered_pending": len(self.pending),
+            "dtmf_bridged": self.dtmf_bridged,
             "ports_in_use": self.ports.in_use,
             "packets_in": packets_in,
             "packets_out": packets_out,

@@ -20,14 +20,15 @@ import socket
 import time
 from collections.abc import Callable
 
-from mixer import _rtp
+from mixer import _g711, _rtp
+from mixer._dtmf_detect import DtmfDetector
 from mixer._forward import SlotSender, StreamRewriter
 from mixer.codec import CODECS, FRAME_MS
 from mixer.rtp.rtcp import (
     RtcpBye, RtcpError, RtcpNack, RtcpReceiverReport, RtcpSdes, SdesChunk, SDES_CNAME,
     is_rtcp, parse_compound, serialize_compound,
 )
-from mixer.rtp.dtmf import Digit, DtmfReceiver
+from mixer.rtp.dtmf import Digit, DtmfError, DtmfReceiver, DtmfSender, InbandDtmfSender
 from mixer.rtp.srtp import SrtpContext
 from mixer.rtp.stats import (
     ReceiveStatistics, RoundTrip, SendStatistics, learn_from_reports, sender_report,
@@ -72,7 +73,8 @@ class MediaLeg:
         self.payload_type = answer.payload_type
         self.clock_rate = CODECS[answer.codec].clock_rate
         self.samples_per_frame = self.clock_rate * FRAME_MS // 1000
-        self.ptime_ms = answer.ptime_ms
+        self.ptime_ms = answer.ptime_ms            # what the peer sends
+        self.send_ptime_ms = answer.send_ptime_ms  # what we send
         self.telephone_event_pt = answer.telephone_event_pt
         self.audio_level_ext_id = answer.audio_level_ext_id
         # further streams this leg sends, by SSRC (an SFU subscriber's slots); each gets its own SR
@@ -124,6 +126,13 @@ class MediaLeg:
         self.ssrc_changes = 0
         self.dtmf_packets = 0
         self.dtmf = DtmfReceiver(self.clock_rate)  # RFC 4733 digits, for the controller to poll
+        # keys heard in the audio of a G.711 leg that negotiated no telephone-event
+        self.inband_detector: DtmfDetector | None = None
+        self._dtmf_out: DtmfSender | InbandDtmfSender | None = None
+        self._pack = bytearray()   # G.711 samples waiting for a ptime other than 20 ms
+        self._pack_ts = 0
+        self._last_tick_ms: float | None = None
+        self._configure_dtmf()
         self.nacks_in = 0
         self.nacks_out = 0
         self.remote_bye = False
@@ -143,6 +152,31 @@ class MediaLeg:
         self.on_ssrc_change: Callable[[MediaLeg], None] | None = None
         self.on_nack: Callable[[MediaLeg, RtcpNack], None] | None = None
         self.on_dtmf: Callable[[MediaLeg, Digit], None] | None = None
+
+    def _configure_dtmf(self) -> None:
+        g711 = self.codec in ("PCMU", "PCMA")
+        mode = self.settings.inband_dtmf
+        wanted = g711 and (mode == "always" or (mode == "auto" and self.telephone_event_pt is None))
+        if wanted and self.inband_detector is None:
+            self.inband_detector = DtmfDetector()
+        elif not wanted:
+            self.inband_detector = None
+
+    def send_dtmf(self, keys: str) -> str:
+        """Queue keys to send: RFC 4733 events when telephone-event was negotiated, else Q.23
+        tones in the audio of a G.711 leg. Returns "rfc4733" or "inband"; DtmfError if neither
+        is possible (an Opus leg without telephone-event) or a key is not a DTMF key."""
+        if self.telephone_event_pt is not None:
+            if not isinstance(self._dtmf_out, DtmfSender):
+                self._dtmf_out = DtmfSender(self.samples_per_frame, self.clock_rate)
+            self._dtmf_out.add(keys)
+            return "rfc4733"
+        if self.codec in ("PCMU", "PCMA"):
+            if not isinstance(self._dtmf_out, InbandDtmfSender):
+                self._dtmf_out = InbandDtmfSender(self.samples_per_frame)
+            self._dtmf_out.add(keys)
+            return "inband"
+        raise DtmfError(f"leg {self.id} ({self.codec}) negotiated no telephone-event")
 
     # ----------------------------------------------------------------------------------- lifecycle
     async def open(self) -> None:
@@ -184,15 +218,11 @@ class MediaLeg:
         return slot
 
     def apply_answer(self, answer: AudioAnswer) -> None:
-        """Take the answer to a re-offer (same codec and rtcp-mux, checked by the engine): the
-        far end's new address, the new direction (hold: sendonly/inactive), and the peer's new
-        SDES key if it changed (ours is kept; the inbound SRTP state starts over)."""
-        self._set_remote(answer.remote_rtp, answer.remote_rtp if answer.rtcp_mux else answer.remote_rtcp)
-        self.send_enabled = answer.direction in ("sendrecv", "sendonly")
-        self.recv_enabled = answer.direction in ("sendrecv", "recvonly")
-        for slot in self.extra_streams.values():
-            if isinstance(slot, SlotSender):
-                slot.enabled = self.send_enabled and self._consented
+        """Take the answer to a re-offer (a re-INVITE: hold with sendonly/inactive, resume, a new
+        address; same codec and rtcp-mux, checked by the engine): the far end's new address,
+        direction, ptime and telephone-event, and the peer's new SDES key if it changed (ours is
+        kept; the inbound SRTP state starts over). Consent to send carries over only for the host
+        media already came from (docs/security.md)."""
         if (self.srtp is not None and answer.remote_crypto is not None
                 and answer.remote_crypto.key != self.answer.remote_crypto.key):
             self.srtp = SrtpContext(answer.local_crypto.suite, answer.local_crypto.key,
@@ -201,15 +231,31 @@ class MediaLeg:
             for slot in self.extra_streams.values():
                 if isinstance(slot, SlotSender):
                     slot.srtp = self.srtp.outbound_calls
+        ptime_changed = answer.ptime_ms != self.ptime_ms
         self.answer = answer
+        self.ptime_ms = answer.ptime_ms
+        self.send_ptime_ms = answer.send_ptime_ms
+        self.telephone_event_pt = answer.telephone_event_pt
+        self.send_enabled = answer.direction in ("sendrecv", "sendonly")
+        self.recv_enabled = answer.direction in ("sendrecv", "recvonly")
+        remote_rtcp = answer.remote_rtp if answer.rtcp_mux else answer.remote_rtcp
+        if (answer.remote_rtp, remote_rtcp) != (self.remote_rtp, self.remote_rtcp):
+            self._set_remote(answer.remote_rtp, remote_rtcp)
+            self._stream_source = None   # the new address is the participant's now
         if self.symmetric is not None:
             # the re-offer's address is the offered one now; consent carries over only for the
-            # host media already came from (docs/security.md)
+            # host media already came from
             self.symmetric.reoffer(self.remote_rtp, self.remote_rtcp)
             if self.symmetric.consented:
                 self._set_remote(self.symmetric.rtp, self.symmetric.rtcp)
             self._consented = self.symmetric.consented or time.monotonic() < self.symmetric.start_until
-            self._enable_slots()
+        self._enable_slots()
+        self._pack.clear()
+        self._configure_dtmf()
+        if self._dtmf_out is not None and not self._dtmf_out.active:
+            self._dtmf_out = None
+        if ptime_changed and self.on_ssrc_change is not None:
+            self.on_ssrc_change(self)   # the playout of a new packet size starts afresh
 
     def new_slot_ssrc(self) -> int:
         """The SSRC of the next further stream (SFU slot) made for this leg: random here; a
@@ -315,6 +361,11 @@ class MediaLeg:
         if packet.payload_type != self.payload_type:
             self.drops["payload_type"] += 1
             return
+        if self.inband_detector is not None:
+            keys = self.inband_detector.feed_g711(packet.payload, self.codec == "PCMA")
+            if keys:
+                self._report_digits([self.dtmf.add_inband(key, round(self.inband_detector.min_tone_ms),
+                                                          packet.timestamp) for key in keys])
         if packet.ssrc != self.remote_ssrc:
             first = self.remote_ssrc is None
             self._remember_inbound_ssrc(packet.ssrc)
@@ -405,26 +456,70 @@ class MediaLeg:
         skipped after a stall are then a gap in timestamps, and the first packet after such a gap
         carries the marker bit, while sequence numbers stay continuous (nothing was lost in the
         network). `wall_s` is the tick's time.time(), read once per tick (it dates the stream for
-        RTCP sender reports)."""
+        RTCP sender reports).
+
+        While keys are being sent, this tick's audio is replaced: by the telephone-event packet
+        (RFC 4733 2.5.1: the event, not audio, represents the tone) or by the tone itself. A
+        G.711 leg whose peer asked for another ptime gets packets of that many ms."""
         if self._ts_origin_ms is None:
             self._ts_origin_ms = tick_ms
         self._ts = (self._ts_base + round((tick_ms - self._ts_origin_ms) * self.clock_rate / 1000.0)) \
             & 0xFFFFFFFF
+        if self._last_tick_ms is not None and tick_ms - self._last_tick_ms > 1.5 * FRAME_MS:
+            self._pack.clear()   # ticks were skipped: a half-filled packet would span the gap
+        self._last_tick_ms = tick_ms
+        if self._dtmf_out is not None:
+            event = self._dtmf_out.next(self._ts) if isinstance(self._dtmf_out, DtmfSender) \
+                else self._dtmf_out.next()
+            if event is None:
+                if not self._dtmf_out.active:
+                    self._dtmf_out = None
+            elif isinstance(event, tuple):
+                event_payload, event_ts, first = event
+                self._pack.clear()
+                self._send(self.telephone_event_pt, event_ts, event_payload, first, tick_ms, wall_s)
+                return
+            else:
+                payload = (_g711.ulaw_encode(event) if self.codec == "PCMU"
+                           else _g711.alaw_encode(event))
+        if self.send_ptime_ms != FRAME_MS:
+            self._send_packed(payload, tick_ms, wall_s, marker)
+        else:
+            self._send(self.payload_type, self._ts, payload, marker, tick_ms, wall_s)
+
+    def _send(self, payload_type: int, timestamp: int, payload: bytes, marker: bool,
+              tick_ms: float, wall_s: float) -> None:
         if self.send_enabled and self._rtp.is_open:
             if not self._consented:
                 self.withheld += 1      # nobody has shown it wants this stream yet
                 self._last_sent_ms = None
                 return
-            if self._last_sent_ms is not None and tick_ms - self._last_sent_ms > 1.5 * FRAME_MS:
+            # a gap longer than this leg's packet interval (skipped ticks, or the end of a hold)
+            if self._last_sent_ms is not None and \
+                    tick_ms - self._last_sent_ms > 1.5 * max(FRAME_MS, self.send_ptime_ms):
                 marker = True
                 self.send_gaps += 1
             self._last_sent_ms = tick_ms
-            packet = _rtp.build_rtp(self.payload_type, self._seq, self._ts, self.ssrc, payload, marker)
+            packet = _rtp.build_rtp(payload_type, self._seq, timestamp, self.ssrc, payload, marker)
             if self.srtp is not None:
                 packet = self.srtp.protect(packet)
             self._rtp.send(packet, self._remote_rtp_packed)
-            self.sent.on_sent(len(payload), self._ts, wall_s)
+            self.sent.on_sent(len(payload), timestamp, wall_s)
             self._seq = (self._seq + 1) & 0xFFFF
+
+    def _send_packed(self, payload: bytes, tick_ms: float, wall_s: float, marker: bool) -> None:
+        """G.711 carries one octet per sample: gather ticks into packets of send_ptime_ms (30 ms
+        is one packet on two ticks of three, 10 ms two packets a tick)."""
+        if not self._pack:
+            self._pack_ts = self._ts
+        self._pack += payload
+        size = self.clock_rate * self.send_ptime_ms // 1000
+        while len(self._pack) >= size:
+            self._send(self.payload_type, self._pack_ts, bytes(self._pack[:size]), marker,
+                       tick_ms, wall_s)
+            marker = False
+            del self._pack[:size]
+            self._pack_ts = (self._pack_ts + size) & 0xFFFFFFFF
 
     def send_nack(self, media_ssrc: int, lost: list[int]) -> None:
         """Ask the far end to resend `lost` packets of its stream (RFC 4585 generic NACK)."""
@@ -534,6 +629,11 @@ class MediaLeg:
             "send_gaps": self.send_gaps,
             "dtmf_packets": self.dtmf_packets,
             "dtmf": self.dtmf.stats(),
+            "dtmf_inband": self.inband_detector.stats() if self.inband_detector is not None else None,
+            "dtmf_sending": self._dtmf_out is not None and self._dtmf_out.active,
+            "ptime_ms": self.ptime_ms,
+            "send_ptime_ms": self.send_ptime_ms,
+            "direction": self.answer.direction,
             "nacks_in": self.nacks_in,
             "nacks_out": self.nacks_out,
             "remote_bye": self.remote_bye,

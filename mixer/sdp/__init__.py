@@ -14,6 +14,7 @@ from mixer.sdp.offer_answer import (
     SUPPORTED_CODECS,
     AudioAnswer,
     SdpNotAcceptable,
+    accept_answer,
     answer_audio,
     offer_audio,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "SdpNotAcceptable",
     "SessionDescription",
     "Timing",
+    "accept_answer",
     "answer_audio",
     "format_crypto",
     "generate_crypto",

@@ -63,8 +63,11 @@ OPUS_FMTP = "minptime=10;useinbandfec=1"
 # here the DTMF digits 0-15 (RFC 4734).
 TELEPHONE_EVENT = "telephone-event"
 TELEPHONE_EVENT_FMTP = "0-15"
-# RFC 4566 section 6 a=ptime: the engine packetizes 20 ms frames.
+# RFC 4566 section 6 a=ptime: the engine packetizes 20 ms frames; a G.711 peer that asks for
+# another of these gets packets of that size (one octet per sample: any whole number of ticks'
+# worth can be cut anywhere).
 DEFAULT_PTIME_MS = 20
+G711_PTIMES_MS = (10, 20, 30, 40, 50, 60)
 # RFC 6464 section 4: client-to-mixer audio level header extension.
 AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
 # RFC 8285 section 4.2: IDs usable with the one-byte header form our RTP layer writes.
@@ -125,11 +128,12 @@ class AudioAnswer:
     remote_rtp: tuple[str, int]
     remote_rtcp: tuple[str, int]
     rtcp_mux: bool
-    ptime_ms: int  # the offer's a=ptime, or 20
+    ptime_ms: int  # the packet size the peer sends: the offer's a=ptime, or 20
     direction: str  # OUR direction, as written in the answer
     audio_level_ext_id: int | None
     local_crypto: CryptoAttribute | None
     remote_crypto: CryptoAttribute | None
+    send_ptime_ms: int = DEFAULT_PTIME_MS  # the packet size we send (a G.711 peer's a=ptime)
 
 
 def _canonical_codecs(codecs: tuple[str, ...] | list[str]) -> list[str]:
@@ -294,6 +298,7 @@ def answer_audio(
     codecs: tuple[str, ...] = DEFAULT_CODECS,
     session_id: int | None = None,
     srtp_required: bool = False,
+    session_version: int = 1,
     local_crypto: CryptoAttribute | None = None,
 ) -> AudioAnswer:
     """Answer `offer` for one audio leg at `local_ip:local_port` (RFC 3264 section 6).
@@ -349,7 +354,9 @@ def answer_audio(
         accepted.formats.append(telephone_event_pt)
         accepted.add_attribute("rtpmap", f"{telephone_event_pt} {TELEPHONE_EVENT}/{clock_rate}")
         accepted.add_attribute("fmtp", f"{telephone_event_pt} {TELEPHONE_EVENT_FMTP}")
-    accepted.add_attribute("ptime", str(DEFAULT_PTIME_MS))
+    offered_ptime = media.ptime or DEFAULT_PTIME_MS
+    send_ptime = offered_ptime if codec != CODEC_OPUS and offered_ptime in G711_PTIMES_MS else DEFAULT_PTIME_MS
+    accepted.add_attribute("ptime", str(send_ptime))
     accepted.add_attribute(direction)
     if media.rtcp_mux:
         accepted.add_attribute("rtcp-mux")
@@ -362,6 +369,7 @@ def answer_audio(
     # RFC 3264 section 6: as many m-lines as the offer, in order; the t= line equals the offer's;
     # a rejected stream has port 0 and keeps its media, proto and formats.
     answer = _new_session(local_ip, session_id, copy.deepcopy(description.timing) or [Timing()])
+    answer.origin.session_version = session_version   # RFC 3264 8: +1 for each new answer
     for position, offered in enumerate(description.media):
         answer.media.append(accepted if position == index else MediaDescription(
             media=offered.media, port=0, proto=offered.proto, formats=list(offered.formats)))
@@ -378,11 +386,61 @@ def answer_audio(
         remote_rtp=remote_rtp,
         remote_rtcp=remote_rtcp,
         rtcp_mux=media.rtcp_mux,
-        ptime_ms=media.ptime or DEFAULT_PTIME_MS,
+        ptime_ms=offered_ptime,
         direction=direction,
         audio_level_ext_id=audio_level.id if audio_level is not None else None,
         local_crypto=local_crypto,
         remote_crypto=remote_crypto,
+        send_ptime_ms=send_ptime,
+    )
+
+
+def accept_answer(offer_sdp: str, answer: SessionDescription | str) -> AudioAnswer:
+    """The leg an answer to OUR offer (`offer_sdp`, made by `offer_audio`) agrees to (RFC 3264
+    section 7): the first codec of the answer that we offered, with the answer's payload type
+    numbers; the peer's address; our direction as the mirror of the answer's. Raises
+    SdpNotAcceptable when the answer rejects the stream or picks nothing we offered."""
+    offer = parse(offer_sdp)
+    description = parse(answer) if isinstance(answer, str) else answer
+    ours = next((m for m in offer.media if m.media == "audio"), None)
+    if ours is None:
+        raise ValueError("our offer has no audio")
+    index = offer.media.index(ours)
+    if len(description.media) <= index or description.media[index].media != "audio":
+        raise SdpNotAcceptable("no_audio", "the answer has no audio m-line where we offered one")
+    media = description.media[index]
+    if media.port == 0:
+        raise SdpNotAcceptable("audio_disabled", "the answer rejected the audio stream (port 0)")
+    if media.proto != ours.proto:
+        raise SdpNotAcceptable("unsupported_transport", f"answer transport {media.proto} "
+                               f"is not the offered {ours.proto}")
+    offered = [name for name in SUPPORTED_CODECS
+               if any((rm := _safe_rtpmap(ours, f)) is not None and _match_codec(rm, [name])
+                      for f in ours.formats if isinstance(f, int))]
+    codec, payload_type = _choose_codec(media, offered)
+    _, clock_rate, channels = SUPPORTED_CODECS[codec]
+    remote_rtp, remote_rtcp = _remote_addresses(description, media)
+    ptime = media.ptime or DEFAULT_PTIME_MS
+    send_ptime = ptime if codec != CODEC_OPUS and ptime in G711_PTIMES_MS else DEFAULT_PTIME_MS
+    audio_level = _audio_level_extmap(description, media)
+    return AudioAnswer(
+        sdp=offer_sdp,
+        description=offer,
+        codec=codec,
+        payload_type=payload_type,
+        clock_rate=clock_rate,
+        channels=channels,
+        fmtp=media.fmtp(payload_type),
+        telephone_event_pt=_choose_telephone_event(media, clock_rate),
+        remote_rtp=remote_rtp,
+        remote_rtcp=remote_rtcp,
+        rtcp_mux=media.rtcp_mux and ours.rtcp_mux,
+        ptime_ms=ptime,
+        direction=ANSWER_DIRECTION[description.direction_of(media)],
+        audio_level_ext_id=audio_level.id if audio_level is not None and ours.extmaps else None,
+        local_crypto=None,
+        remote_crypto=None,
+        send_ptime_ms=send_ptime,
     )
 
 

@@ -28,6 +28,7 @@ from mixer.legs.leg import MediaLeg
 from mixer.media.player import Player
 from mixer.rtp.rtcp import RtcpNack
 from mixer.settings import EngineSettings
+from mixer.sfu.phones import PHONE_CODECS, PhoneBridge
 from mixer.sfu.sources import PlayerSender
 from mixer.sfu.speakers import SpeakerSelector
 
@@ -43,8 +44,9 @@ FORGED_LEVEL_MARGIN_DB = 20
 FORGED_LEVEL_PACKETS = 15
 CLAIM_CHECK_EVERY = 4
 
-# Codecs an SFU conference accepts: every leg must be able to play every other leg's packets.
-SFU_CODECS = ("opus",)
+# Codecs an SFU conference accepts. Opus legs receive forwarded packets; G.711 legs (phones) are
+# transcoded by the PhoneBridge (mixer/sfu/phones.py): they cannot play forwarded Opus.
+SFU_CODECS = ("opus",) + PHONE_CODECS
 
 
 class Slot:
@@ -198,6 +200,7 @@ class SfuConference:
         self.preroll_packets = 0
         self.packets_stale = 0
         self.busy_ms = 0.0
+        self.bridge = PhoneBridge(settings)
 
     # --------------------------------------------------------------------------------------- legs
     @property
@@ -206,19 +209,27 @@ class SfuConference:
 
     def add_leg(self, leg: MediaLeg) -> None:
         self._numbers += 1
-        participant = Participant(leg, self._numbers, self.settings)
+        phone = PhoneBridge.takes(leg)
+        # a phone subscribes to no forwarded stream: it hears the PhoneBridge's mix
+        participant = Participant(leg, self._numbers, self.settings, subscribes=not phone)
         self.voices[leg.id] = participant
         self.selector.add(participant)
         self._reassign()
-        leg.on_rtp = self._on_rtp
-        leg.on_nack = self._on_nack
-        leg.on_ssrc_change = self._on_ssrc_change
+        if phone:
+            self.bridge.add(leg)
+            leg.on_rtp = self._on_phone_rtp
+            leg.on_ssrc_change = lambda changed: self.bridge.phones[changed.id].reset_stream()
+        else:
+            leg.on_rtp = self._on_rtp
+            leg.on_nack = self._on_nack
+            leg.on_ssrc_change = self._on_ssrc_change
         if self.media is not None:
             self.media.leg_added(leg)
 
     def remove_leg(self, leg_id: str) -> MediaLeg:
         participant = self.voices.pop(leg_id)
         self._forget(participant)
+        self.bridge.remove(leg_id)
         leg = participant.leg
         leg.on_rtp = leg.on_nack = leg.on_ssrc_change = None
         if self.media is not None:
@@ -283,10 +294,17 @@ class SfuConference:
         if not participant.forwarded:
             self.packets_not_forwarded += 1
             return
+        if self.bridge.listening:   # phones hear forwarded speakers through the bridge's mix
+            self.bridge.on_source_rtp(leg, packet, arrival_ms)
         self.packets_forwarded += fan_out(
             participant.targets, participant.source_key | packet.ssrc, packet.sequence_number,
             packet.timestamp, packet.marker, packet.payload, arrival_ms, time.time(),
             -1 if level is None else level[1], level is not None and level[0])
+
+    def _on_phone_rtp(self, leg: MediaLeg, packet: _rtp.RtpPacket, arrival_ms: float) -> None:
+        self.bridge.on_phone_rtp(leg, packet, arrival_ms)
+        if self.media is not None and not leg.muted:
+            self.media.on_packet(leg, packet, arrival_ms)
 
     def _drop_stale(self, participant: Participant) -> None:
         """A packet that sat in the socket longer than `sfu_max_packet_age_ms` (the engine was
@@ -331,11 +349,15 @@ class SfuConference:
         self.ticks += 1
         if self.sources:
             self._play(now_ms)
+        phone_levels = self.bridge.decode_phones(now_ms) if self.bridge.phones else {}
         for participant in self._senders():
-            self.selector.observe(participant, participant.tick_level)
+            level = phone_levels.get(participant.leg.id, participant.tick_level)
+            self.selector.observe(participant, level)
             participant.tick_level = None
         if self.selector.tick():
             self._reassign(now_ms)
+        if self.bridge.phones:
+            self._bridge_phones(now_ms)
         if self.media is not None:
             self.media.on_forwarded(now_ms, [p.leg for p in self._senders() if p.forwarded])
         if self.ticks % RTCP_CHECK_TICKS == 0:
@@ -361,6 +383,20 @@ class SfuConference:
                     source.targets, source.source_key | packet.ssrc, seq, packet.timestamp,
                     packet.marker, packet.payload, now_ms, wall_s, level,
                     level < _rtp.AUDIO_LEVEL_SILENT)
+
+    def _bridge_phones(self, now_ms: float) -> None:
+        """Forward the chosen phones (Opus-encoded) and send the phones their mix."""
+        wall_s = time.time()
+        selected = [p for p in self.selector.selected
+                    if p.leg.id in self.voices or p.leg.id in self.sources]
+        for participant in selected:
+            phone = self.bridge.phones.get(participant.leg.id)
+            if phone is not None:
+                self.packets_forwarded += self.bridge.forward_phone(
+                    phone, participant.targets, participant.source_key, now_ms, wall_s)
+        players = {p.leg.id: self.players[p.leg.id].last_frame for p in selected
+                   if p.leg.id in self.sources}
+        self.bridge.mix_down([p.leg.id for p in selected], now_ms, wall_s, players)
 
     def _reassign(self, now_ms: float | None = None) -> None:
         """Slots follow the selector's choice; with `now_ms` (a speaker change on the clock), each
@@ -395,6 +431,7 @@ class SfuConference:
         result["dominant"] = self.selector.dominant is participant
         result["activity"] = {"short": round(short, 2), "long": round(long, 2)}
         result["level_decodes"] = participant.level_decodes
+        result["transcoded"] = participant.leg.id in self.bridge.phones
         result["levels_trusted"] = participant.trusts_level
         result["slots"] = [{**slot.rewriter.stats(), "source": slot.source.leg.id if slot.source else None,
                             "packets": slot.sender.packets,
@@ -432,6 +469,7 @@ class SfuConference:
             "nack_forwarded": self.nack_forwarded,
             "preroll_packets": self.preroll_packets,
             "packets_stale": self.packets_stale,
+            "phones": self.bridge.stats(),
             "tick_busy_ms_mean": round(self.busy_ms / self.ticks, 3) if self.ticks else 0.0,
         }
 

@@ -60,21 +60,23 @@ def test_errors_are_in_the_shared_shape(tmp_path):
             status, code = await error(await http.post(participants, json={"sdp": video_only},
                                                        headers=alice))
             assert status == 488 and code == "no_common_codec"
-            # PSTN belongs to a later issue: an honest 501 in the shared shape
+            # this controller runs no SIP side: PSTN requests get an honest 503 in the shared shape
             pstn = await c.user("paula", scopes=("voip", "pstn"))
             assert await error(await http.post(participants, json={"kind": "pstn", "number": "+15551234567"},
                                                headers=pstn)) == (403, "not_a_member")
             own = (await http.post("/v1/calls", headers=pstn)).json()
             assert await error(await http.post(f"/v1/calls/{own['id']}/participants",
                                                json={"kind": "pstn", "number": "+15551234567"},
-                                               headers=pstn)) == (501, "not_implemented")
+                                               headers=pstn)) == (503, "pstn_unavailable")
             assert await error(await http.post(f"/v1/calls/{own['id']}/participants",
                                                json={"kind": "pstn"}, headers=alice)) == (
                 403, "insufficient_scope")
-            for method, path in (("POST", "/v1/numbers"), ("GET", "/v1/numbers"),
-                                 ("DELETE", "/v1/numbers/+15551234567")):
-                assert await error(await http.request(method, path, headers=c.admin)) == (
-                    501, "not_implemented")
+            for method, path, body in (("POST", "/v1/numbers", {"number": "+15551234567",
+                                                                 "route": {"user": "alice"}}),
+                                       ("GET", "/v1/numbers", None),
+                                       ("DELETE", "/v1/numbers/+15551234567", None)):
+                assert await error(await http.request(method, path, json=body, headers=c.admin)) == (
+                    503, "pstn_unavailable")
             assert await error(await http.get("/v1/numbers", headers=alice)) == (403, "insufficient_scope")
             # OpenAPI names every path of the contract
             paths = (await http.get("/openapi.json")).json()["paths"]

@@ -91,6 +91,25 @@ CREATE TABLE recordings (id TEXT PRIMARY KEY, call_id TEXT NOT NULL, path TEXT N
 """
 
 
+@pytest.mark.store_independent  # SQLite's own locking
+def test_sqlite_connections_opening_a_new_file_at_once_all_open(tmp_path):
+    # two connections switching a new file to WAL at the same moment can deadlock on the lock
+    # upgrade, which SQLite answers with "database is locked" at once (1 in ~25 pairs here)
+    from controller.store.sqlite import SqliteDatabase
+
+    async def pair(n):
+        databases = [SqliteDatabase(tmp_path / f"d{n}.sqlite3") for _ in range(2)]
+        await asyncio.gather(*(d.open() for d in databases))
+        for database in databases:
+            await database.execute("CREATE TABLE IF NOT EXISTS t (a TEXT)")
+            await database.close()
+
+    async def scenario():
+        for n in range(100):
+            await pair(n)
+    run(scenario())
+
+
 @pytest.mark.store_independent  # a SQLite file's history
 def test_a_sqlite_file_from_before_migrations_is_upgraded_in_place(tmp_path):
     path = tmp_path / "controller.sqlite3"

@@ -18,6 +18,7 @@ TARGET_MODULES = [
     "tests.fuzz.targets_engine",
     "tests.fuzz.targets_webrtc",
     "tests.fuzz.targets_recording",
+    "tests.fuzz.targets_sip",
 ]
 
 

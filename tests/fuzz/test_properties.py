@@ -89,6 +89,18 @@ def test_live_leg_counts_every_datagram_once_and_leaves_its_neighbour_alone(data
 
 
 @FAST
+@given(data=inputs(seeds_of("sip_message"), max_size=1024))
+def test_sip_messages_parse_or_raise_the_parse_error_and_round_trip(data):
+    check_of("sip_message")(data)
+
+
+@SLOW
+@given(data=inputs(seeds_of("sip_ua"), max_size=1024))
+def test_a_live_user_agent_survives_any_datagram_and_answers_its_neighbour(data):
+    check_of("sip_ua")(data)
+
+
+@FAST
 @given(data=inputs(seeds_of("webrtc_demux"), max_size=1500))
 def test_a_webrtc_leg_counts_every_datagram_of_any_kind(data):
     check_of("webrtc_demux")(data)

@@ -60,7 +60,7 @@ def test_non_dtmf_events_and_garbage_are_counted() -> None:
     receiver = DtmfReceiver()
     assert receiver.on_packet(TelephoneEvent(70, True, 0, 100).serialize(), 1) == []  # flash hook etc.
     assert receiver.on_packet(b"\x01", 2) == []
-    assert receiver.stats() == {"digits": "", "total": 0, "other_events": 1, "malformed": 1}
+    assert receiver.stats() == {"digits": "", "total": 0, "inband": 0, "other_events": 1, "malformed": 1}
     try:
         TelephoneEvent.parse(b"")
     except DtmfError:

@@ -268,9 +268,17 @@ def test_opus_without_channel_count_is_tolerated() -> None:
     assert parse(answer.sdp).media[0].rtpmap(96) == ("opus", 48000, 2)
 
 
-def test_offer_ptime_is_reported() -> None:
-    assert answer_audio(offer("m=audio 5000 RTP/AVP 0\na=ptime:30"), **LOCAL).ptime_ms == 30
-    assert parse(answer_audio(offer("m=audio 5000 RTP/AVP 0\na=ptime:30"), **LOCAL).sdp).media[0].ptime == 20
+def test_offer_ptime_is_reported_and_mirrored_for_g711() -> None:
+    """A G.711 peer asking for 30 ms gets 30 ms packets and an answer saying so (one ptime both
+    ways: gear that follows the answer's ptime then sends what the engine expects); Opus and
+    sizes the engine does not cut are answered with 20 ms."""
+    answer = answer_audio(offer("m=audio 5000 RTP/AVP 0\na=ptime:30"), **LOCAL)
+    assert (answer.ptime_ms, answer.send_ptime_ms) == (30, 30)
+    assert parse(answer.sdp).media[0].ptime == 30
+    odd = answer_audio(offer("m=audio 5000 RTP/AVP 0\na=ptime:25"), **LOCAL)
+    assert (odd.ptime_ms, odd.send_ptime_ms, parse(odd.sdp).media[0].ptime) == (25, 20, 20)
+    opus = answer_audio(offer("m=audio 5000 RTP/AVP 111\na=rtpmap:111 opus/48000/2\na=ptime:40"), **LOCAL)
+    assert (opus.ptime_ms, opus.send_ptime_ms, parse(opus.sdp).media[0].ptime) == (40, 20, 20)
 
 
 @pytest.mark.parametrize(

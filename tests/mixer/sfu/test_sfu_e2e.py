@@ -193,21 +193,82 @@ def test_a_broken_sender_disturbs_nobody() -> None:
         assert heard[people[1].freq_hz] > -25
 
 
-def test_sfu_answers_only_opus() -> None:
+def test_sfu_answers_opus_and_g711_only() -> None:
+    """Opus legs are forwarded; G.711 legs are phones, transcoded by the bridge; nothing else."""
     async def scenario():
         engine = Engine(EngineSettings(media_ports="41000-41999"))
         engine.start()
         conference_id = engine.create_conference("sfu")["id"]
-        offer, _ = offer_audio(local_ip="127.0.0.1", local_port=5004, codecs=("PCMU",))
+        g729 = ("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+                "m=audio 5004 RTP/AVP 18\r\na=rtpmap:18 G729/8000\r\n")
+        phone, _ = offer_audio(local_ip="127.0.0.1", local_port=5006, codecs=("PCMU",))
         try:
             with pytest.raises(EngineError) as raised:
-                await engine.add_leg(conference_id, offer)
-            return raised.value
+                await engine.add_leg(conference_id, g729)
+            leg = await engine.add_leg(conference_id, phone)
+            return raised.value, engine.get_leg(conference_id, leg["id"])
         finally:
             engine.stop()
 
-    error = uvloop.run(scenario())
+    error, phone_leg = uvloop.run(scenario())
     assert error.status == 488 and error.code == "no_common_codec"
+    assert phone_leg["codec"] == "PCMU" and phone_leg["transcoded"] is True
+
+
+def test_a_phone_and_opus_participants_hear_each_other_through_the_sfu() -> None:
+    """A PCMU phone in an SFU call: forwarded to the Opus subscribers as Opus (transcoded up), and
+    hearing the forwarded speakers mixed and G.711-encoded (transcoded down), minus itself."""
+    seconds = 3.0
+    people = _participants([LOUD, LOUD], seconds)
+    phone = SimulatedParticipant("phone", TEST_TONES_HZ[4], tone(TEST_TONES_HZ[4], seconds, amplitude=LOUD),
+                                 codec="PCMU", send_audio_level=False)
+    conference, legs = uvloop.run(_run_sfu(people + [phone], seconds))
+    freqs = [p.freq_hz for p in people + [phone]]
+    for listener in people:
+        heard = _tones_heard(listener, freqs)
+        others = [p.freq_hz for p in people + [phone] if p is not listener]
+        assert all(heard[f] > -30 for f in others), (listener.name, heard)
+        assert heard[listener.freq_hz] < HEARD_THRESHOLD_DB, (listener.name, heard)
+    heard = _tones_heard(phone, freqs)
+    assert heard[people[0].freq_hz] > -30 and heard[people[1].freq_hz] > -30, heard
+    assert heard[phone.freq_hz] < HEARD_THRESHOLD_DB, heard
+    assert legs["phone"]["transcoded"] is True and legs["p1"]["transcoded"] is False
+    bridge = conference["stats"]["phones"]
+    assert bridge["phones"] == 1 and bridge["frames_up"] > 100 and bridge["frames_down"] > 100
+
+
+def test_a_phone_in_an_sfu_call_hears_an_engine_player() -> None:
+    """A player is a forwarded sender in an SFU; a phone hears it through the bridge's mix (the
+    player's frame, not its Opus packets), and the Opus participant as a forwarded stream."""
+    seconds, player_hz = 2.5, 1250.0
+
+    async def scenario():
+        engine = Engine(EngineSettings(media_ports="41000-41999"))
+        engine.start()
+        person = SimulatedParticipant("p1", TEST_TONES_HZ[0], tone(TEST_TONES_HZ[0], seconds, amplitude=LOUD))
+        phone = SimulatedParticipant("phone", TEST_TONES_HZ[4], tone(TEST_TONES_HZ[4], seconds, amplitude=LOUD),
+                                     codec="PCMU", send_audio_level=False)
+        try:
+            conference_id = engine.create_conference("sfu")["id"]
+            for p in (person, phone):
+                await join(engine, conference_id, p)
+            start = asyncio.get_running_loop().time() + 0.05
+            for p in (person, phone):
+                p.start(start)
+            engine.add_player(conference_id, tone=player_hz, seconds=seconds)
+            await asyncio.sleep(seconds + 0.3)
+        finally:
+            engine.stop()
+            await asyncio.sleep(0.05)
+            for p in (person, phone):
+                p.close()
+        return person, phone
+
+    person, phone = uvloop.run(scenario())
+    heard = _tones_heard(phone, [player_hz, person.freq_hz, phone.freq_hz])
+    assert heard[player_hz] > -30 and heard[person.freq_hz] > -30, heard
+    assert heard[phone.freq_hz] < HEARD_THRESHOLD_DB, heard
+    assert _tones_heard(person, [player_hz, phone.freq_hz])[player_hz] > -30
 
 
 def test_turn_taking_call_through_the_sfu_loses_nothing_and_adds_little_delay() -> None:
