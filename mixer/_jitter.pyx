@@ -96,9 +96,13 @@ cdef class JitterBuffer:
     cdef readonly int64_t received, lost, late, duplicates, reordered, underruns, discarded, resets
     cdef readonly int64_t played, stale
     cdef double _wait_sum
+    # shrinking by time-scale modification: the caller removes the audio, the buffer only asks
+    cdef readonly bint drop_to_shrink
+    cdef readonly int64_t shrink_requests
+    cdef int _pending_shrinks
 
     def __cinit__(self, int clock_rate=48000, double frame_ms=20.0, double min_delay_ms=20.0,
-                  double max_delay_ms=200.0, int capacity=128):
+                  double max_delay_ms=200.0, int capacity=128, bint drop_to_shrink=True):
         cdef int cap = 1
         if frame_ms <= 0 or min_delay_ms < 0 or max_delay_ms < min_delay_ms:
             raise ValueError("need frame_ms > 0 and 0 <= min_delay_ms <= max_delay_ms")
@@ -114,6 +118,7 @@ cdef class JitterBuffer:
         self.frame_ms = frame_ms
         self.min_delay_ms = min_delay_ms
         self.max_delay_ms = max_delay_ms
+        self.drop_to_shrink = drop_to_shrink
         self._bad_seq = -1
         self._prev_seq = -1
         self._target = self._compute_target()
@@ -367,12 +372,37 @@ cdef class JitterBuffer:
             self._over = 0
         if self._over >= SHRINK_AFTER:
             self._over = 0
+            if not self.drop_to_shrink:
+                # the caller shortens the audio itself (time-scale modification, see
+                # mixer.playout): it pops one packet more than usual when it can
+                self.shrink_requests += 1
+                self._pending_shrinks = 1
+                return
             idx = <int>(self._next & self._mask)
             if self._slots[idx] is not None and self._count > 1:
                 self._slots[idx] = None
                 self._count -= 1
                 self._next += 1
                 self.discarded += 1
+
+    def take_shrink(self) -> bool:
+        """True once after the buffer decided it holds a frame more than it needs (only when
+        built with drop_to_shrink=False): the caller should play one frame's worth faster."""
+        if self._pending_shrinks:
+            self._pending_shrinks = 0
+            return True
+        return False
+
+    @property
+    def stalled(self) -> bool:
+        """Playout ran dry mid-stream and is waiting for packets (BUFFERING after an UNDERRUN):
+        the caller may conceal these ticks (the buffer counts them as played)."""
+        return self._stalled > 0 and self._advanced
+
+    @property
+    def waiting(self) -> int:
+        """Packets held now (the next to play included)."""
+        return self._count
 
     def peek(self):
         """The packet that the next pop() would return, if it is here (for Opus FEC after LOSS)."""
@@ -405,6 +435,7 @@ cdef class JitterBuffer:
             "reordered": self.reordered,
             "underruns": self.underruns,
             "discarded": self.discarded,
+            "shrink_requests": self.shrink_requests,
             "stale": self.stale,
             "resets": self.resets,
             "buffered_ms": self.buffered_ms,

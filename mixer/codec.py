@@ -154,6 +154,23 @@ class FrameDecoder:
         """Forget buffered audio (after a talk spurt ended), keeping codec state."""
         self._count = 0
 
+    @property
+    def pending(self) -> int:
+        """Decoded samples waiting to be taken (the playout's share of the delay)."""
+        return self._count
+
+    def stretch(self, operation) -> int:
+        """Apply a time-scale operation (`mixer.timestretch.accelerate` or `expand`) to the
+        waiting samples; returns how many samples it added (negative: removed), 0 if it declined."""
+        changed = operation(self._pending[:self._count])
+        if changed is None:
+            return 0
+        n = min(len(changed), _MAX_PENDING)
+        self._pending[:n] = changed[:n]
+        delta = n - self._count
+        self._count = n
+        return delta
+
     def stats(self) -> dict:
         return {"decoded": self.decoded, "concealed": self.concealed,
                 "fec_recovered": self.fec_recovered, "decode_errors": self.errors}

@@ -40,6 +40,9 @@ class EngineSettings(BaseSettings):
     jitter_min_ms: float = Field(20.0, ge=0)
     jitter_max_ms: float = Field(200.0, ge=20)
     jitter_capacity: int = Field(128, ge=8, le=4096)
+    jitter_time_stretch: bool = Field(
+        True, description="change playout delay by time-scale modification (accelerate in pauses, "
+                          "PLC while re-buffering) instead of dropping frames and playing silence")
     # Protection
     max_packet_rate: int = Field(200, ge=10, description="packets/s per leg before dropping (flood)")
     max_legs_per_conference: int = Field(1000, ge=2)

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 # end-to-end tests. redis-server: the shared call registry's peer in the controller tests.
 # coturn: turnutils_* clients and turnserver, the TURN interop peers and benchmark baseline.
 # python3-venv: only if this Python cannot make a virtualenv by itself.
-APT_PACKAGES=(libopus-dev libopus0 pkg-config ffmpeg redis-server coturn)
+APT_PACKAGES=(libopus-dev libopus0 pkg-config ffmpeg redis-server coturn espeak-ng flite janus)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

@@ -16,6 +16,8 @@ RANKS = {
     "mixer._": 0,            # the compiled core (no I/O, no asyncio)
     "mixer.settings": 0,
     "mixer.codec": 1,
+    "mixer.timestretch": 1,  # DSP on decoded audio
+    "mixer.playout": 1,      # jitter buffer + decoder + time stretching of one stream
     "mixer.rtp": 1,          # protocol objects
     "mixer.sdp": 1,
     "mixer.turn.stun": 1,

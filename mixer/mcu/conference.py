@@ -22,6 +22,7 @@ import numpy as np
 from mixer import _jitter, _mix, _rtp
 from mixer.codec import FRAME_MS, FRAME_SAMPLES, FrameDecoder, FrameEncoder, OpusSettings
 from mixer.legs.leg import MediaLeg
+from mixer.playout import Playout
 from mixer.settings import EngineSettings
 
 # Exponential smoothing of levels for ranking talkers (weight of the newest frame).
@@ -40,8 +41,7 @@ class Voice:
     def __init__(self, leg: MediaLeg, settings: EngineSettings) -> None:
         self.leg = leg
         self.settings = settings
-        self.jitter_buffer = self._new_jitter_buffer()
-        self._decoder: FrameDecoder | None = None  # created when this leg is first decoded
+        self.playout = self._new_playout()
         self.encoder: FrameEncoder | None = None   # created when this leg first talks
         self.level = _rtp.AUDIO_LEVEL_SILENT       # smoothed, -dBov (lower is louder)
         self.hangover = 0                           # ticks left as a talker after going quiet
@@ -51,37 +51,31 @@ class Voice:
         self.trusts_level = True                    # False once its levels proved false
         self.claimed_level: int | None = None       # this tick's RFC 6464 level, if any
         self._forged_ticks = 0
-        self.packets: list = []                     # this tick's playout decisions
-        self._credit_ms = 0.0
         self.put_results = [0, 0, 0, 0]             # PUT_OK, PUT_DUPLICATE, PUT_LATE, PUT_RESET
 
-    def _new_jitter_buffer(self) -> _jitter.JitterBuffer:
-        return _jitter.JitterBuffer(
-            clock_rate=self.leg.clock_rate, frame_ms=float(self.leg.ptime_ms),
-            min_delay_ms=self.settings.jitter_min_ms, max_delay_ms=self.settings.jitter_max_ms,
-            capacity=self.settings.jitter_capacity)
+    def _new_playout(self) -> Playout:
+        return Playout(self.leg.codec, self.leg.ptime_ms, min_delay_ms=self.settings.jitter_min_ms,
+                       max_delay_ms=self.settings.jitter_max_ms,
+                       capacity=self.settings.jitter_capacity,
+                       time_stretch=self.settings.jitter_time_stretch)
+
+    @property
+    def jitter_buffer(self) -> _jitter.JitterBuffer:
+        return self.playout.jitter_buffer
 
     @property
     def decoder(self) -> FrameDecoder:
-        if self._decoder is None:
-            self._decoder = FrameDecoder(self.leg.codec)
-        return self._decoder
+        return self.playout.decoder
 
     def reset_stream(self) -> None:
         """The sender changed SSRC: a new stream starts from scratch."""
-        self.jitter_buffer = self._new_jitter_buffer()
-        self._decoder = None
+        self.playout = self._new_playout()
 
     def pull(self, now_ms: float) -> int | None:
         """Take this tick's playout decisions; returns the RFC 6464 level they carry, if any."""
-        self.packets.clear()
-        self._credit_ms += FRAME_MS
         level = None
         ext_id = self.leg.audio_level_ext_id
-        while self._credit_ms >= self.leg.ptime_ms:
-            self._credit_ms -= self.leg.ptime_ms
-            status, packet = self.jitter_buffer.pop(now_ms)
-            self.packets.append((status, packet))
+        for _status, packet in self.playout.pull(now_ms):
             if packet is not None and ext_id and self.trusts_level:
                 found = packet.audio_level(ext_id)
                 if found is not None:
@@ -105,18 +99,19 @@ class Voice:
         else:
             self._forged_ticks = 0
 
+    @property
+    def packets(self) -> list:
+        """This tick's playout decisions, until decoded or discarded."""
+        return self.playout.packets
+
     def decode(self) -> np.ndarray | None:
-        """Decode this tick's packets (concealing losses); the 20 ms frame, or None if silent."""
-        for status, packet in self.packets:
-            self.decoder.play(status, packet, self.jitter_buffer.peek())
-        self.packets.clear()
-        return self.decoder.take_frame()
+        """Decode this tick's packets (concealing losses, stretching time); the 20 ms frame, or
+        None if silent."""
+        return self.playout.decode()
 
     def discard(self) -> None:
         """Not mixed this tick: drop the packets undecoded and any buffered audio."""
-        self.packets.clear()
-        if self._decoder is not None:
-            self._decoder.reset()
+        self.playout.discard()
 
     def observe_level(self, level: int) -> None:
         self.level = (1 - LEVEL_SMOOTHING) * self.level + LEVEL_SMOOTHING * level
@@ -129,12 +124,10 @@ class Voice:
     def has_audio(self) -> bool:
         """Something to decode this tick: new playout decisions, or a whole frame already
         decoded (the second half of a 40 ms packet)."""
-        return bool(self.packets) or (self._decoder is not None and self._decoder.has_frame)
+        return self.playout.has_audio
 
     def decoder_stats(self) -> dict:
-        if self._decoder is None:
-            return FrameDecoder.idle_stats()
-        return self._decoder.stats()
+        return self.playout.decoder_stats()
 
     def own_encoder(self, opus: OpusSettings) -> FrameEncoder:
         if self.encoder is None:
@@ -298,7 +291,7 @@ class McuConference:
     def leg_stats(self, leg_id: str) -> dict:
         voice = self.voices[leg_id]
         result = voice.leg.stats()
-        result["jitter_buffer"] = voice.jitter_buffer.stats()
+        result["jitter_buffer"] = voice.playout.stats()
         result["decoder"] = voice.decoder_stats()
         result["talking"] = voice.talking
         result["levels_trusted"] = voice.trusts_level
