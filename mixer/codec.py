@@ -191,6 +191,10 @@ class OpusSettings:
     packet_loss_percent: int = 10
     dtx: bool = False
 
+    def with_fec(self, hint_percent: int) -> OpusSettings:
+        """The same settings with in-band FEC at this loss hint (0: FEC off)."""
+        return OpusSettings(self.bitrate, self.complexity, hint_percent > 0, hint_percent, self.dtx)
+
 
 class FrameEncoder:
     """Encodes 48 kHz 20 ms frames into one codec's RTP payloads."""
@@ -208,6 +212,11 @@ class FrameEncoder:
             self._narrow = np.zeros(FRAME_SAMPLES // 6, dtype=np.int16)
             self._encode_g711 = _g711.ulaw_encode if codec == "PCMU" else _g711.alaw_encode
         self.encoded = 0
+
+    def set_fec(self, hint_percent: int) -> None:
+        """In-band FEC at this packet-loss hint (0: off); G.711 has none."""
+        if self.codec == "opus":
+            self._opus.set_fec(hint_percent > 0, hint_percent)
 
     def encode(self, frame: np.ndarray) -> bytes:
         self.encoded += 1

@@ -31,10 +31,13 @@ class EngineSettings(BaseSettings):
                                     "while the engine stalled) are dropped, not forwarded in a burst")
     sfu_packet_cache: int = Field(128, ge=16, le=1024,
                                   description="SFU: recent packets kept per sender to answer NACKs")
-    opus_bitrate: int = Field(32000, ge=6000, le=510000)
-    opus_complexity: int = Field(5, ge=0, le=10)
-    opus_fec: bool = True
-    opus_packet_loss_percent: int = Field(10, ge=0, le=100)
+    # Encoders of the mixes (docs/quality.md: chosen from PESQ against CPU per encode)
+    opus_bitrate: int = Field(48000, ge=6000, le=510000)
+    opus_complexity: int = Field(7, ge=0, le=10)
+    opus_fec: bool = Field(True, description="in-band FEC for receivers whose RTCP reports loss")
+    opus_packet_loss_percent: int | None = Field(
+        None, ge=0, le=100, description="a fixed loss hint for every encoder; unset: each listener "
+                                        "group's hint follows its receiver reports")
     opus_dtx: bool = False
     # Jitter buffer
     jitter_min_ms: float = Field(20.0, ge=0)

@@ -22,6 +22,7 @@ import numpy as np
 from mixer import _jitter, _mix, _rtp
 from mixer.codec import FRAME_MS, FRAME_SAMPLES, FrameDecoder, FrameEncoder, OpusSettings
 from mixer.legs.leg import MediaLeg
+from mixer.mcu.encoding import LossEstimate, tier_hint
 from mixer.playout import Playout
 from mixer.settings import EngineSettings
 
@@ -51,7 +52,8 @@ class Voice:
         self.trusts_level = True                    # False once its levels proved false
         self.claimed_level: int | None = None       # this tick's RFC 6464 level, if any
         self._forged_ticks = 0
-        self.put_results = [0, 0, 0, 0]             # PUT_OK, PUT_DUPLICATE, PUT_LATE, PUT_RESET
+        self.put_results = [0, 0, 0, 0]
+        self.loss = LossEstimate()                  # what its receiver reports about our stream             # PUT_OK, PUT_DUPLICATE, PUT_LATE, PUT_RESET
 
     def _new_playout(self) -> Playout:
         return Playout(self.leg.codec, self.leg.ptime_ms, min_delay_ms=self.settings.jitter_min_ms,
@@ -129,10 +131,20 @@ class Voice:
     def decoder_stats(self) -> dict:
         return self.playout.decoder_stats()
 
-    def own_encoder(self, opus: OpusSettings) -> FrameEncoder:
+    def own_encoder(self, opus: OpusSettings, adaptive_fec: bool) -> FrameEncoder:
         if self.encoder is None:
+            if adaptive_fec:
+                opus = opus.with_fec(tier_hint(self.loss.tier))
             self.encoder = FrameEncoder(self.leg.codec, opus)
         return self.encoder
+
+    def follow_reports(self, adaptive_fec: bool) -> None:
+        """Take this leg's latest RTCP report about what we send it: its loss decides its FEC
+        tier (which listener group it is in, and how its own encoder protects its mix-minus)."""
+        round_trip = self.leg.round_trip
+        if self.loss.update(round_trip.reports, round_trip.remote_fraction_lost) and adaptive_fec \
+                and self.encoder is not None:
+            self.encoder.set_fec(tier_hint(self.loss.tier))
 
 
 class McuConference:
@@ -144,9 +156,12 @@ class McuConference:
         self.id = conference_id
         self.settings = settings
         self.voices: dict[str, Voice] = {}
-        self.opus = OpusSettings(settings.opus_bitrate, settings.opus_complexity, settings.opus_fec,
-                                 settings.opus_packet_loss_percent, settings.opus_dtx)
-        self._shared: dict[str, FrameEncoder] = {}
+        fixed = settings.opus_packet_loss_percent
+        self.opus = OpusSettings(settings.opus_bitrate, settings.opus_complexity,
+                                 settings.opus_fec and bool(fixed), fixed or 0, settings.opus_dtx)
+        # FEC follows each receiver's reports unless a fixed hint is set (mixer/mcu/encoding.py)
+        self.adaptive_fec = settings.opus_fec and fixed is None
+        self._shared: dict[tuple[str, int], FrameEncoder] = {}  # (codec, FEC tier) -> encoder
         n = settings.max_speakers
         self._stack = np.zeros((n, FRAME_SAMPLES), dtype=np.int16)
         self._minus = np.zeros((n, FRAME_SAMPLES), dtype=np.int16)
@@ -230,10 +245,10 @@ class McuConference:
         else:
             self._total[:] = 0
         # 5-6: encode once per codec for listeners, once per talker for talkers, and send
-        shared: dict[str, bytes] = {}
+        shared: dict[tuple[str, int], bytes] = {}
         wall_s = time.time()
         for index, voice in enumerate(mixed):
-            payload = voice.own_encoder(self.opus).encode(self._minus[index])
+            payload = voice.own_encoder(self.opus, self.adaptive_fec).encode(self._minus[index])
             self.own_encodes += 1
             voice.leg.send_payload(payload, now_ms, wall_s)
         for voice in self.voices.values():
@@ -242,16 +257,17 @@ class McuConference:
                 continue
             if voice.packets:
                 voice.discard()  # not mixed this tick: its packets go undecoded
-            codec = voice.leg.codec
-            payload = shared.get(codec)
+            group = (voice.leg.codec, voice.loss.tier if self.adaptive_fec else 0)
+            payload = shared.get(group)
             if payload is None:
-                payload = shared[codec] = self._shared_encoder(codec).encode(self._total)
+                payload = shared[group] = self._shared_encoder(group).encode(self._total)
                 self.shared_encodes += 1
             voice.leg.send_payload(payload, now_ms, wall_s)
         if self.ticks % RTCP_CHECK_TICKS == 0:
             now_s = time.monotonic()
             for voice in self.voices.values():
                 voice.leg.maybe_send_rtcp(now_s)
+                voice.follow_reports(self.adaptive_fec)
         self.busy_ms += (time.perf_counter() - began) * 1000.0
 
     def _after_stall(self, now_ms: float) -> None:
@@ -281,10 +297,13 @@ class McuConference:
         self.speakers = candidates
         return candidates
 
-    def _shared_encoder(self, codec: str) -> FrameEncoder:
-        encoder = self._shared.get(codec)
+    def _shared_encoder(self, group: tuple[str, int]) -> FrameEncoder:
+        """The listeners' encoder of one codec and FEC tier (one listener group)."""
+        encoder = self._shared.get(group)
         if encoder is None:
-            encoder = self._shared[codec] = FrameEncoder(codec, self.opus)
+            codec, tier = group
+            opus = self.opus.with_fec(tier_hint(tier)) if self.adaptive_fec else self.opus
+            encoder = self._shared[group] = FrameEncoder(codec, opus)
         return encoder
 
     # -------------------------------------------------------------------------------------- stats
@@ -296,6 +315,8 @@ class McuConference:
         result["talking"] = voice.talking
         result["levels_trusted"] = voice.trusts_level
         result["level"] = round(voice.level, 1)
+        result["reported_loss_percent"] = round(voice.loss.percent, 2)
+        result["fec_tier"] = voice.loss.tier
         return result
 
     def stats(self) -> dict:
@@ -305,6 +326,7 @@ class McuConference:
             "ticks": self.ticks,
             "decodes": self.decodes,
             "shared_encodes": self.shared_encodes,
+            "listener_groups": len(self._shared),
             "own_encodes": self.own_encodes,
             "stalls": self.stalls,
             "stalled_ms": round(self.stalled_ms, 1),
