@@ -161,7 +161,8 @@ class McuConference:
                                  settings.opus_fec and bool(fixed), fixed or 0, settings.opus_dtx)
         # FEC follows each receiver's reports unless a fixed hint is set (mixer/mcu/encoding.py)
         self.adaptive_fec = settings.opus_fec and fixed is None
-        self._shared: dict[tuple[str, int], FrameEncoder] = {}  # (codec, FEC tier) -> encoder
+        self._shared: dict[str, FrameEncoder] = {}   # codec -> the listeners' shared encoder
+        self._shared_tier: dict[str, int] = {}       # codec -> its FEC tier (the group's worst)
         n = settings.max_speakers
         self._stack = np.zeros((n, FRAME_SAMPLES), dtype=np.int16)
         self._minus = np.zeros((n, FRAME_SAMPLES), dtype=np.int16)
@@ -245,7 +246,7 @@ class McuConference:
         else:
             self._total[:] = 0
         # 5-6: encode once per codec for listeners, once per talker for talkers, and send
-        shared: dict[tuple[str, int], bytes] = {}
+        shared: dict[str, bytes] = {}
         wall_s = time.time()
         for index, voice in enumerate(mixed):
             payload = voice.own_encoder(self.opus, self.adaptive_fec).encode(self._minus[index])
@@ -257,10 +258,10 @@ class McuConference:
                 continue
             if voice.packets:
                 voice.discard()  # not mixed this tick: its packets go undecoded
-            group = (voice.leg.codec, voice.loss.tier if self.adaptive_fec else 0)
-            payload = shared.get(group)
+            codec = voice.leg.codec
+            payload = shared.get(codec)
             if payload is None:
-                payload = shared[group] = self._shared_encoder(group).encode(self._total)
+                payload = shared[codec] = self._shared_encoder(codec).encode(self._total)
                 self.shared_encodes += 1
             voice.leg.send_payload(payload, now_ms, wall_s)
         if self.ticks % RTCP_CHECK_TICKS == 0:
@@ -268,6 +269,8 @@ class McuConference:
             for voice in self.voices.values():
                 voice.leg.maybe_send_rtcp(now_s)
                 voice.follow_reports(self.adaptive_fec)
+            if self.adaptive_fec:
+                self._protect_listener_groups()
         self.busy_ms += (time.perf_counter() - began) * 1000.0
 
     def _after_stall(self, now_ms: float) -> None:
@@ -297,14 +300,30 @@ class McuConference:
         self.speakers = candidates
         return candidates
 
-    def _shared_encoder(self, group: tuple[str, int]) -> FrameEncoder:
-        """The listeners' encoder of one codec and FEC tier (one listener group)."""
-        encoder = self._shared.get(group)
+    def _shared_encoder(self, codec: str) -> FrameEncoder:
+        """The encoder of one listener group: everyone who hears the total in this codec."""
+        encoder = self._shared.get(codec)
         if encoder is None:
-            codec, tier = group
+            tier = self._shared_tier.get(codec, 0)
             opus = self.opus.with_fec(tier_hint(tier)) if self.adaptive_fec else self.opus
-            encoder = self._shared[group] = FrameEncoder(codec, opus)
+            encoder = self._shared[codec] = FrameEncoder(codec, opus)
         return encoder
+
+    def _protect_listener_groups(self) -> None:
+        """Each listener group's FEC follows the worst loss its listeners report. The group keeps
+        one encoder whose settings change (a CTL, seamless for the decoders): splitting the group
+        by loss was measured first, and a listener moving between two encoders' streams as its
+        reports rose and fell heard every move (PESQ 1.6 at 2 % loss against 4.0)."""
+        worst: dict[str, int] = {}
+        for voice in self.voices.values():
+            codec = voice.leg.codec
+            worst[codec] = max(worst.get(codec, 0), voice.loss.tier)
+        for codec, tier in worst.items():
+            if self._shared_tier.get(codec, 0) != tier:
+                self._shared_tier[codec] = tier
+                encoder = self._shared.get(codec)
+                if encoder is not None:
+                    encoder.set_fec(tier_hint(tier))
 
     # -------------------------------------------------------------------------------------- stats
     def leg_stats(self, leg_id: str) -> dict:
@@ -326,7 +345,7 @@ class McuConference:
             "ticks": self.ticks,
             "decodes": self.decodes,
             "shared_encodes": self.shared_encodes,
-            "listener_groups": len(self._shared),
+            "listener_fec_tiers": dict(self._shared_tier),
             "own_encodes": self.own_encodes,
             "stalls": self.stalls,
             "stalled_ms": round(self.stalled_ms, 1),

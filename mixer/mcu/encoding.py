@@ -12,8 +12,9 @@ senders do, the hint follows what the receivers report (RTCP RR fraction lost, R
 - the estimate puts the leg in a `FEC tier`: none below 1 %, a 3 % hint up to 6 %, a 5 % hint
   above (more than 5 % measured worse at every loss rate: the main signal loses more than the
   FEC gives back), with hysteresis so a leg does not flap;
-- listeners share one encode per codec *and tier* (a listener group); a clean group pays nothing
-  for a lossy one. A talker's own encoder follows its own tier.
+- listeners share one encode per codec (a listener group); the group's encoder runs at the
+  worst tier among its listeners, changed in place (no new encoder state for anyone to jump
+  to). A talker's own encoder follows its own tier.
 """
 from __future__ import annotations
 
