@@ -35,8 +35,8 @@ from mixer import _jitter, _rtp
 from mixer.codec import CODECS, FRAME_SAMPLES, MIX_RATE, FrameDecoder
 from mixer.timestretch import MIN_LAG, accelerate, cut, is_silent
 
-# Ticks of a post-underrun re-buffering that are concealed before the rest is silence: beyond
-# ~100 ms PLC turns into a hum, and the talker has probably stopped.
+# Ticks of a post-underrun re-buffering that are concealed, while no packet has come yet, before
+# the rest is silence: beyond ~100 ms PLC turns into a hum, and the talker has probably stopped.
 MAX_STALL_CONCEAL = 5
 # A shrink waits this many ticks for a pause in the speech, where removing audio is inaudible and
 # costs nothing (PESQ re-aligns per utterance too); only then does it remove pitch periods of
@@ -118,7 +118,9 @@ class Playout:
         decoder, jb = self.decoder, self.jitter_buffer
         for status, packet in self.packets:
             if status == _jitter.BUFFERING and self.time_stretch and jb.stalled:
-                if self._stall_concealed < MAX_STALL_CONCEAL:
+                # packets waiting: the talk goes on, conceal until it is rebuilt; none: the talker
+                # may have stopped, conceal a little and then let it be silent
+                if jb.waiting > 0 or self._stall_concealed < MAX_STALL_CONCEAL:
                     self._stall_concealed += 1
                     self.stall_concealed += 1
                     decoder.conceal()
