@@ -345,6 +345,11 @@ class VoicemixServer:
     def cpu_s(self) -> float:
         return self.process.cpu_s()
 
+    async def stats(self) -> dict:
+        """The engine's clock: how late its ticks ran (a loaded machine shows here first)."""
+        stats = await self.client.stats()
+        return {k: v for k, v in stats.items() if "late" in k or "skipped" in k}
+
     async def stop(self) -> None:
         await self.process.stop()
 
@@ -398,13 +403,16 @@ class JanusServer:
     def cpu_s(self) -> float:
         return process_cpu_s(self.process.pid)
 
+    async def stats(self) -> dict:
+        return {}
+
     async def stop(self) -> None:
         await self.session.close()
         self.process.stop()
 
 
 async def run_path(path: Path, conditions: list[str], voice_names: list[str],
-                   settings: EngineSettings, seed: int = 1, batch: int = 6) -> list[dict]:
+                   settings: EngineSettings, seed: int = 1, batch: int = 4) -> list[dict]:
     """Every condition of one path, one conference each, `batch` conferences at a time (more
     at once and the load generator's own event loop starts to add jitter); returns scored rows."""
     voices_all = [(v, speech(v)) for v in voice_names]
@@ -448,6 +456,7 @@ async def _run_batch(path: Path, plan: list, settings: EngineSettings) -> list[d
         for listener, _, _ in job[3]:
             if hasattr(listener, "finish"):
                 await listener.finish()
+    server_stats = await server.stats()
     await server.stop()
     for person in people:
         person.close()
@@ -459,11 +468,16 @@ async def _run_batch(path: Path, plan: list, settings: EngineSettings) -> list[d
             if hasattr(listener, "wav_path"):
                 from controller.media import read_recording
                 heard = read_recording(listener.wav_path)
+                receiver = {}
             else:
-                heard, _ = play_out(path.received(listener), path.second if path.name != McuTalker.name
-                                    else "opus", min_delay_ms=RECEIVER_MIN_DELAY_MS)
+                heard, playout = play_out(path.received(listener), path.second
+                                          if path.name != McuTalker.name else "opus",
+                                          min_delay_ms=RECEIVER_MIN_DELAY_MS)
+                receiver = {k: playout.stats()[k] for k in ("lost", "late", "underruns",
+                                                            "stall_concealed", "accelerated_ms")}
             rows.append({"path": path.name, "condition": condition, "hop": hop, "voice": voice,
                          "band": path.band, "seed": s, "pesq": _score(reference, heard, path.band),
+                         "receiver": receiver, "server": server_stats,
                          "_ref": reference, "_heard": heard})
     return rows
 

@@ -213,6 +213,12 @@ class FrameEncoder:
             self._encode_g711 = _g711.ulaw_encode if codec == "PCMU" else _g711.alaw_encode
         self.encoded = 0
 
+    def continue_from(self, other: FrameEncoder) -> None:
+        """Take over `other`'s encoder state (Opus only; G.711 has none): a receiver of `other`'s
+        stream then hears no jump when its packets start coming from this encoder."""
+        if self.codec == "opus" and other.codec == "opus":
+            self._opus.copy_state_from(other._opus)
+
     def set_fec(self, hint_percent: int) -> None:
         """In-band FEC at this packet-loss hint (0: off); G.711 has none."""
         if self.codec == "opus":

@@ -39,6 +39,9 @@ class EngineSettings(BaseSettings):
         None, ge=0, le=100, description="a fixed loss hint for every encoder; unset: each listener "
                                         "group's hint follows its receiver reports")
     opus_dtx: bool = False
+    mcu_seamless_switch: bool = Field(
+        True, description="a listener who starts talking gets an own encoder that continues the shared "
+                          "encoder's state (no jump in what its decoder hears)")
     # Jitter buffer
     jitter_min_ms: float = Field(20.0, ge=0)
     jitter_max_ms: float = Field(200.0, ge=20)

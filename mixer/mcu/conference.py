@@ -48,6 +48,7 @@ class Voice:
         self.hangover = 0                           # ticks left as a talker after going quiet
         self.talking = False
         self.in_mix = False                         # mixed this tick (it hears its mix-minus)
+        self.was_in_mix = False                     # mixed the tick before
         self.carries_level = False                  # its packets have carried RFC 6464 levels
         self.trusts_level = True                    # False once its levels proved false
         self.claimed_level: int | None = None       # this tick's RFC 6464 level, if any
@@ -173,6 +174,7 @@ class McuConference:
         self.decodes = 0
         self.shared_encodes = 0
         self.own_encodes = 0
+        self.seamless_switches = 0  # own encoders that took over the shared one's state
         self.busy_ms = 0.0
         self._last_tick_ms: float | None = None
         self.stalls = 0            # ticks that came after skipped ones (the process stalled)
@@ -249,10 +251,14 @@ class McuConference:
         shared: dict[str, bytes] = {}
         wall_s = time.time()
         for index, voice in enumerate(mixed):
-            payload = voice.own_encoder(self.opus, self.adaptive_fec).encode(self._minus[index])
+            encoder = voice.own_encoder(self.opus, self.adaptive_fec)
+            if not voice.was_in_mix and self.settings.mcu_seamless_switch:
+                self._continue_shared(voice, encoder)
+            payload = encoder.encode(self._minus[index])
             self.own_encodes += 1
             voice.leg.send_payload(payload, now_ms, wall_s)
         for voice in self.voices.values():
+            voice.was_in_mix = voice.in_mix
             if voice.in_mix:
                 voice.in_mix = False
                 continue
@@ -299,6 +305,18 @@ class McuConference:
             voice.talking = True
         self.speakers = candidates
         return candidates
+
+    def _continue_shared(self, voice: Voice, encoder: FrameEncoder) -> None:
+        """A listener starts talking: its own encoder takes over the state of the shared one, whose
+        stream its decoder was following until now, so the change of encoder is not a jump (the
+        way back, to the shared stream, still is: that state cannot be rewritten for one)."""
+        shared = self._shared.get(voice.leg.codec)
+        if shared is None:
+            return
+        encoder.continue_from(shared)
+        if self.adaptive_fec:
+            encoder.set_fec(tier_hint(voice.loss.tier))
+        self.seamless_switches += 1
 
     def _shared_encoder(self, codec: str) -> FrameEncoder:
         """The encoder of one listener group: everyone who hears the total in this codec."""
@@ -347,6 +365,7 @@ class McuConference:
             "shared_encodes": self.shared_encodes,
             "listener_fec_tiers": dict(self._shared_tier),
             "own_encodes": self.own_encodes,
+            "seamless_switches": self.seamless_switches,
             "stalls": self.stalls,
             "stalled_ms": round(self.stalled_ms, 1),
             "stale_frames": self.stale_frames,
