@@ -523,6 +523,37 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def wide_table(rows: list[dict]) -> str:
+    """One line per path and hop (and its references), one column per condition; each cell is
+    the voices' scores, "espeak / flite"."""
+    conditions = [c for c in CONDITIONS if any(r["condition"] == c for r in rows)]
+    voices = [v for v in VOICES if any(r["voice"] == v for r in rows)]
+    lines = ["| path | hop | " + " | ".join(conditions) + " |", "|---|---|" + "---|" * len(conditions)]
+    keys = []
+    for r in rows:
+        for hop in ("down", "up"):
+            if (r["path"], hop) not in keys and (r["hop"] in (hop, "clean")):
+                if r["hop"] == hop or any(x["path"] == r["path"] and x["hop"] == hop for x in rows):
+                    keys.append((r["path"], hop))
+
+    def cell(path: str, hop: str, condition: str, field: str) -> str:
+        found = {r["voice"]: r.get(field) for r in rows if r["path"] == path and r["condition"] == condition
+                 and r["hop"] in ((hop,) if condition != "clean" else ("clean",))}
+        return " / ".join(_fmt(found.get(v)) for v in voices) if found else "n/a"
+
+    done_refs = set()
+    for path, hop in keys:
+        lines.append(f"| {path} | {hop} | " + " | ".join(cell(path, hop, c, "pesq") for c in conditions) + " |")
+        band = next(r["band"] for r in rows if r["path"] == path)
+        for field, label in (("codec_alone", "codec alone"), ("tandem", "two encodes in tandem")):
+            ref_key = (field, band, hop, path if field == "tandem" else band)
+            if any(r.get(field) is not None for r in rows if r["path"] == path) and ref_key not in done_refs:
+                done_refs.add(ref_key)
+                lines.append(f"| *{label} ({path})* | {hop} | " +
+                             " | ".join(cell(path, hop, c, field) for c in conditions) + " |")
+    return "\n".join(lines)
+
+
 def _fmt(value) -> str:
     return "-" if value is None else f"{value:.2f}"
 
@@ -536,7 +567,11 @@ def main() -> None:
     parser.add_argument("--no-references", action="store_true")
     parser.add_argument("--json", help="write the rows here")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--render", help="print the wide table of a --json file and exit")
     args = parser.parse_args()
+    if args.render:
+        print(wide_table(json.loads(FsPath(args.render).read_text())))
+        return
     settings = EngineSettings()
     print(f"engine encoder: {settings.opus_bitrate} b/s, complexity {settings.opus_complexity}, "
           f"FEC {'follows RTCP' if settings.opus_fec and settings.opus_packet_loss_percent is None else settings.opus_packet_loss_percent}; "

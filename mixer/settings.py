@@ -32,8 +32,8 @@ class EngineSettings(BaseSettings):
     sfu_packet_cache: int = Field(128, ge=16, le=1024,
                                   description="SFU: recent packets kept per sender to answer NACKs")
     # Encoders of the mixes (docs/quality.md: chosen from PESQ against CPU per encode)
-    opus_bitrate: int = Field(48000, ge=6000, le=510000)
-    opus_complexity: int = Field(7, ge=0, le=10)
+    opus_bitrate: int = Field(64000, ge=6000, le=510000)
+    opus_complexity: int = Field(5, ge=0, le=10)
     opus_fec: bool = Field(True, description="in-band FEC for receivers whose RTCP reports loss")
     opus_packet_loss_percent: int | None = Field(
         None, ge=0, le=100, description="a fixed loss hint for every encoder; unset: each listener "
