@@ -513,13 +513,19 @@ def references(rows: list[dict], path: Path, settings: EngineSettings) -> None:
                                            row["seed"], settings), path.band)
 
 
+def _visqol(reference: np.ndarray, heard: np.ndarray) -> float | None:
+    score = visqol_score(reference, heard)
+    return None if score is None else round(score, 3)
+
+
 def table(rows: list[dict]) -> str:
-    lines = ["| path | condition | hop | voice | PESQ | codec alone | tandem | ViSQOL |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| path | condition | hop | voice | PESQ | codec alone | tandem | ViSQOL | ViSQOL codec alone / tandem |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['path']} | {r['condition']} | {r['hop']} | {r['voice']} | "
                      f"{_fmt(r['pesq'])} | {_fmt(r.get('codec_alone'))} | {_fmt(r.get('tandem'))} | "
-                     f"{_fmt(r.get('visqol'))} |")
+                     f"{_fmt(r.get('visqol'))} | {_fmt(r.get('visqol_codec_alone'))} / "
+                     f"{_fmt(r.get('visqol_tandem'))} |")
     return "\n".join(lines)
 
 
@@ -587,7 +593,12 @@ def main() -> None:
         if args.visqol:
             for row in rows:
                 if row["condition"] == "clean" and row["band"] == "wb":
-                    row["visqol"] = round(visqol_score(row["_ref"], row["_heard"]) or 0, 3)
+                    row["visqol"] = _visqol(row["_ref"], row["_heard"])
+                    if not args.no_references:
+                        pcm, clean = row["_ref"], Impairment()
+                        row["visqol_codec_alone"] = _visqol(pcm, codec_alone(pcm, "opus", clean, 1))
+                        row["visqol_tandem"] = _visqol(pcm, tandem(pcm, "opus", "opus", clean, "down",
+                                                                   1, settings))
         print(f"{path.name}: {len(rows)} rows in {time.monotonic() - began:.0f} s", file=sys.stderr)
         print(table(rows), flush=True)
         all_rows.extend(rows)

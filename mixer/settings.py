@@ -39,6 +39,9 @@ class EngineSettings(BaseSettings):
         None, ge=0, le=100, description="a fixed loss hint for every encoder; unset: each listener "
                                         "group's hint follows its receiver reports")
     opus_dtx: bool = False
+    mcu_talker_linger_ms: int = Field(
+        1000, ge=0, le=10000, description="a talker who stops keeps its own encoder (encoding the total) "
+                                      "this long before moving to the shared stream")
     mcu_seamless_switch: bool = Field(
         True, description="a listener who starts talking gets an own encoder that continues the shared "
                           "encoder's state (no jump in what its decoder hears)")

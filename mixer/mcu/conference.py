@@ -48,7 +48,8 @@ class Voice:
         self.hangover = 0                           # ticks left as a talker after going quiet
         self.talking = False
         self.in_mix = False                         # mixed this tick (it hears its mix-minus)
-        self.was_in_mix = False                     # mixed the tick before
+        self.on_own = False                         # its last packet came from its own encoder
+        self.linger = 0                             # ticks left on its own encoder after talking
         self.carries_level = False                  # its packets have carried RFC 6464 levels
         self.trusts_level = True                    # False once its levels proved false
         self.claimed_level: int | None = None       # this tick's RFC 6464 level, if any
@@ -175,6 +176,7 @@ class McuConference:
         self.shared_encodes = 0
         self.own_encodes = 0
         self.seamless_switches = 0  # own encoders that took over the shared one's state
+        self.linger_encodes = 0     # own encodes of the total for talkers who just stopped
         self.busy_ms = 0.0
         self._last_tick_ms: float | None = None
         self.stalls = 0            # ticks that came after skipped ones (the process stalled)
@@ -252,18 +254,28 @@ class McuConference:
         wall_s = time.time()
         for index, voice in enumerate(mixed):
             encoder = voice.own_encoder(self.opus, self.adaptive_fec)
-            if not voice.was_in_mix and self.settings.mcu_seamless_switch:
+            if not voice.on_own and self.settings.mcu_seamless_switch:
                 self._continue_shared(voice, encoder)
             payload = encoder.encode(self._minus[index])
             self.own_encodes += 1
             voice.leg.send_payload(payload, now_ms, wall_s)
+        linger = self.settings.mcu_talker_linger_ms // FRAME_MS
         for voice in self.voices.values():
-            voice.was_in_mix = voice.in_mix
             if voice.in_mix:
                 voice.in_mix = False
+                voice.on_own = True
+                voice.linger = linger
                 continue
             if voice.packets:
                 voice.discard()  # not mixed this tick: its packets go undecoded
+            if voice.linger > 0 and voice.encoder is not None:
+                # just stopped talking: stay on the own encoder a while (it hears the total,
+                # which no longer holds its voice), so a pause between sentences is no switch
+                voice.linger -= 1
+                self.linger_encodes += 1
+                voice.leg.send_payload(voice.encoder.encode(self._total), now_ms, wall_s)
+                continue
+            voice.on_own = False
             codec = voice.leg.codec
             payload = shared.get(codec)
             if payload is None:
@@ -366,6 +378,7 @@ class McuConference:
             "listener_fec_tiers": dict(self._shared_tier),
             "own_encodes": self.own_encodes,
             "seamless_switches": self.seamless_switches,
+            "linger_encodes": self.linger_encodes,
             "stalls": self.stalls,
             "stalled_ms": round(self.stalled_ms, 1),
             "stale_frames": self.stale_frames,
