@@ -475,6 +475,7 @@ async def _run_batch(path: Path, plan: list, settings: EngineSettings) -> list[d
                                           min_delay_ms=RECEIVER_MIN_DELAY_MS)
                 receiver = {k: playout.stats()[k] for k in ("lost", "late", "underruns",
                                                             "stall_concealed", "accelerated_ms")}
+                receiver.update(playout.decoder_stats())
             rows.append({"path": path.name, "condition": condition, "hop": hop, "voice": voice,
                          "band": path.band, "seed": s, "pesq": _score(reference, heard, path.band),
                          "receiver": receiver, "server": server_stats,

@@ -6,11 +6,11 @@ the way a softphone does (`mixer.sim.receiver`) and scored with PESQ wide-band (
 against what was sent. Quality, not time: nothing here depends on how fast the machine is, only
 on what the engine's jitter buffer, mixer and encoders did to the speech.
 
-Measured (docs/quality.md): 3.9-4.1 for this voice through the MCU on an idle machine, 4.1-4.2 for
-two Opus encodes in tandem (the best a transcoding bridge can do), 3.4 through Janus AudioBridge
-at its defaults. Before the encoder policy of issue 20 (32 kb/s, complexity 5, FEC with a fixed
-10 % loss hint) the same call scored 2.8-3.2. The floor sits between, with room for a loaded
-CI machine (a late tick now and then costs a concealed frame).
+Measured with this test's call (8 s of the flite voice): 4.15-4.16, and 3.68 while other sessions
+loaded the machine (late ticks cost concealed frames); two Opus encodes in tandem, the best a
+transcoding bridge can do, score 4.2 (docs/quality.md). With the settings before issue 20 (32 kb/s,
+complexity 5, FEC with a fixed 10 % loss hint, frames dropped to shrink the delay) the same call
+scored 2.56-3.03. The floor sits between the two, with room for a loaded CI machine.
 """
 from __future__ import annotations
 
