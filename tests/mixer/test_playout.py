@@ -117,3 +117,35 @@ def test_an_undecoded_stream_honours_a_shrink_by_dropping_unheard():
             assert status in (_jitter.FRAME, _jitter.BUFFERING, _jitter.IDLE, _jitter.UNDERRUN)
         playout.discard()
     assert playout.stats()["mean_wait_ms"] < 800
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+_STREAM = packets(speechlike(1.2))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.floats(0, 150), st.integers(-3, 3)),
+                min_size=len(_STREAM), max_size=len(_STREAM)),
+       st.booleans(), st.lists(st.booleans(), min_size=80, max_size=80))
+def test_any_arrival_pattern_plays_whole_frames_and_stays_bounded(fates, time_stretch, decoded):
+    """Whatever the network does (loss, delay, reordering) and whichever ticks are decoded or
+    discarded (the MCU decodes only talkers), every decoded tick is one whole frame or silence,
+    and the audio held stays bounded."""
+    playout = Playout("opus", time_stretch=time_stretch)
+    arrivals = sorted((k * 20.0 + delay + shift * 20.0, k)
+                      for k, (lost, delay, shift) in enumerate(fates) if not lost)
+    index = 0
+    for tick, decode in enumerate(decoded):
+        now = 5.0 + tick * 20.0
+        while index < len(arrivals) and arrivals[index][0] <= now:
+            playout.put(_STREAM[arrivals[index][1]], arrivals[index][0])
+            index += 1
+        playout.pull(now)
+        if decode:
+            frame = playout.decode()
+            assert frame is None or len(frame) == FRAME_SAMPLES
+        else:
+            playout.discard()
+        assert playout.decoder.pending <= 12 * FRAME_SAMPLES
+        assert len(playout.packets) == 0
