@@ -6,7 +6,9 @@ One talker sends speech (Opus 32 kb/s) to a conference of N listeners; each serv
 process, and its CPU time (user + system, /proc) over the talk is read. The cost per listener is
 the slope between two sizes, (cpu(N2) - cpu(N1)) / (N2 - N1), in percent of one core: what one
 more listener costs, without the fixed cost of the talker's decode and the servers' idle loops.
-Listeners do not send (a listen-only leg; both servers mix whoever talks). Other sessions load
+Listeners send silence (Janus sends nothing to a plain-RTP participant it has not heard from);
+the MCU judges them by their RFC 6464 level and does not decode them; Janus decodes every
+participant it mixes. Other sessions load
 this machine too: run it twice, and compare the two servers within one run.
 """
 from __future__ import annotations
@@ -18,8 +20,9 @@ import sys
 import numpy as np
 import uvloop
 
-from speech_quality import TALKER, JanusServer, VoicemixServer, participant
+from speech_quality import TALKER, JanusServer, VoicemixServer, _Replay, encode_all, participant
 from mixer.settings import EngineSettings
+from mixer.sim.participant import SimulatedParticipant
 from mixer.sim.speech import speech
 
 TALK_S = 12.0
@@ -36,10 +39,16 @@ async def measure(kind: str, listeners: int, settings: EngineSettings) -> float:
         talker = participant("talker", pcm, "opus", TALKER)
         people.append(talker)
         await server.join(room, talker, *_clean(), 0, [])
+        silence = encode_all(np.zeros(48000, dtype=np.int16), "opus")
         for i in range(listeners):
-            listener = participant(f"l{i}", np.zeros(0, dtype=np.int16), "opus")
+            # listeners send silence (Janus sends a plain-RTP participant nothing before it has
+            # heard from it; the MCU judges them by their level and never decodes them)
+            listener = SimulatedParticipant(f"l{i}", 0.0, np.zeros(int((TALK_S + 2) * 48000), dtype=np.int16))
+            listener.encoder = _Replay(silence * int(TALK_S + 3))
             people.append(listener)
             await server.join(room, listener, *_clean(), 0, [])
+        for listener in people[1:]:
+            listener.start()
         await asyncio.sleep(1.0)
         before = server.cpu_s()
         talker.start()
