@@ -24,7 +24,7 @@ from controller import cdr
 from controller.calls import CallService
 from controller.errors import ApiError
 from controller.settings import ControllerSettings
-from controller.store import Store
+from controller.store import Store, StoreUnavailable
 from controller.tokens import ADMIN_KEY_PRINCIPAL, Principal, TokenAuthority
 
 log = logging.getLogger("voicemix.controller")
@@ -117,6 +117,7 @@ class TurnCredentials(BaseModel):
 
 
 ERRORS = {status: {"model": ErrorBody} for status in (400, 401, 403, 404, 409, 422, 501, 503)}
+STORE_RETRY_AFTER_S = 1
 
 
 # ------------------------------------------------------------------------------------------ auth
@@ -167,16 +168,16 @@ def create_app(settings: ControllerSettings, service: CallService, store: Store,
                 engines[name] = await engine.stats()
             except Exception as exc:  # an engine down is a value here, not an error
                 engines[name] = {"error": repr(exc)}
-        return {"controller": service.stats(), "engines": engines}
+        return {"controller": service.stats(), "store": store.stats(),
+                "tokens": tokens.cache.stats(), "engines": engines}
 
     # ---------------------------------------------------------------------------- identities
     @app.post("/v1/identities", status_code=201, response_model=IdentityCreated, tags=["identities"])
     async def create_identity(caller: Caller, body: IdentityCreate | None = None) -> dict:
         need(caller, "admin")
         identity = (body.id if body else None) or secrets.token_hex(8)
-        if await store.identity_exists(identity):
+        if not await store.create_identity(identity):
             raise ApiError(409, "identity_exists", f"identity {identity} exists")
-        await store.create_identity(identity)
         return {"id": identity}
 
     @app.post("/v1/identities/{identity}/tokens", status_code=201, response_model=TokenIssued,
@@ -195,7 +196,7 @@ def create_app(settings: ControllerSettings, service: CallService, store: Store,
     @app.delete("/v1/identities/{identity}/tokens", status_code=204, tags=["identities"])
     async def revoke_tokens(identity: str, caller: Caller) -> Response:
         need(caller, "admin")
-        if not await store.revoke_all(identity, round(time.time(), 3)):
+        if not await tokens.revoke_all(identity):
             raise ApiError(404, "no_such_identity", f"no identity {identity}")
         return Response(status_code=204)
 
@@ -204,7 +205,7 @@ def create_app(settings: ControllerSettings, service: CallService, store: Store,
         need(caller, "admin")
         if not await store.identity_exists(identity):
             raise ApiError(404, "no_such_identity", f"no identity {identity}")
-        await store.revoke_token(identity, token_id, time.time() + settings.token_max_ttl_s)
+        await tokens.revoke(identity, token_id, time.time() + settings.token_max_ttl_s)
         return Response(status_code=204)
 
     # --------------------------------------------------------------------------------- calls
@@ -349,6 +350,14 @@ def install_error_handlers(app: FastAPI) -> None:
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
         return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+
+    @app.exception_handler(StoreUnavailable)
+    async def store_unavailable(request: Request, exc: StoreUnavailable) -> JSONResponse:
+        # what failed stays in the log (it may name hosts); calls keep their media meanwhile
+        log.warning("store unavailable on %s %s: %s", request.method, request.url.path, exc)
+        return JSONResponse({"error": {"code": "store_unavailable",
+                                       "message": "the database does not answer; try again"}},
+                            status_code=503, headers={"Retry-After": str(STORE_RETRY_AFTER_S)})
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

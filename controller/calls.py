@@ -31,10 +31,11 @@ from controller import cdr, media
 from controller.engine_client import EngineClient
 from controller.errors import ApiError
 from controller.events import EventHub
+from controller.outbox import Outbox
 from controller.registry import CallRegistry
 from controller.salvage import SalvageError, salvage_wav
 from controller.settings import ControllerSettings
-from controller.store import Store
+from controller.store import Store, StoreUnavailable
 from controller.tokens import Principal
 from mixer.engine.engine import EngineError
 
@@ -67,6 +68,10 @@ class CallService:
         self.engines = {engine.name: engine for engine in engines}
         self.events = events or EventHub()
         self.instance = secrets.token_hex(6)  # this controller, for calls' local parts
+        # CDRs and finished recordings: committed before the API answers, or (store down)
+        # queued on disk and retried
+        self.outbox = Outbox(store, settings.data_dir / "outbox", self.instance,
+                             settings.outbox_retry_s)
         self._local: dict[str, dict[str, media.SimulatedParticipant]] = {}  # call -> pid -> client
         self._samples: dict[str, dict[str, cdr.LegSamples]] = {}
         self._monitors: dict[str, asyncio.Task] = {}
@@ -79,8 +84,10 @@ class CallService:
 
     # -------------------------------------------------------------------------------- lifecycle
     async def start(self) -> None:
-        """With a shared registry: take this controller's lease, adopt the calls of controllers
-        whose lease ran out (now, then every third of the lease)."""
+        """Start the outbox (records a stopped controller left queued are written); with a
+        shared registry: take this controller's lease, adopt the calls of controllers whose
+        lease ran out (now, then every third of the lease)."""
+        await self.outbox.start()
         if not self.registry.shared:
             return  # in memory: one process holds every call, and a restart loses them all
         await self.registry.heartbeat(self.instance, self.settings.controller_lease_s)
@@ -100,6 +107,7 @@ class CallService:
             await self.registry.drop_heartbeat(self.instance)
         for engine in self.engines.values():
             await engine.close()
+        await self.outbox.close()
 
     # ------------------------------------------------------------------------------------ access
     async def access(self, principal: Principal | None, call_id: str, *,
@@ -239,10 +247,7 @@ class CallService:
             if reason == ENGINE_FAILED:  # the leg failed, not left: say so to each listener
                 self.events.publish(call_id, "participant_left",
                                     {"participant_id": participant["id"], "reason": reason})
-        previous = await self.store.leg_cdrs_of_call(call_id)
-        call_record = cdr.call_record(call, previous + records, ended_at, reason,
-                                      await self.store.recording_ids_of_call(call_id))
-        await self.store.add_cdrs(records + [call_record])
+        await self.outbox.call_ended(call, records, ended_at, reason)
         self._local.pop(call_id, None)
         self._samples.pop(call_id, None)
         self.events.publish(call_id, "call_ended", {"reason": reason})
@@ -368,7 +373,7 @@ class CallService:
         if participant["kind"] == "recorder":
             await self.registry.clear(call_id, "recording")
         record = self._leg_record(call, participant, leg, time.time(), reason)
-        await self.store.add_cdrs([record])
+        await self.outbox.cdrs([record])
         self.events.publish(call_id, "participant_left",
                             {"participant_id": participant_id, "reason": reason})
 
@@ -384,8 +389,8 @@ class CallService:
         if isinstance(client, media.Recorder):
             duration = await client.finish()
             recording_id = client.name
-            await self.store.finish_recording(recording_id, sorted(call["members"]), time.time(),
-                                              duration)
+            await self.outbox.recording_finished(recording_id, sorted(call["members"]),
+                                                 time.time(), duration)
             self.events.publish(call["id"], "recording_stopped",
                                 {"recording_id": recording_id, "duration_s": round(duration, 3)})
         else:
@@ -404,17 +409,23 @@ class CallService:
             if not await self.registry.set_if_absent(call_id, "recording", recording_id):
                 raise ApiError(409, "recording_active", f"call {call_id} is being recorded")
             try:
+                # indexed before any audio is written: a store that is down refuses the start
+                # (503), instead of leaving a file nobody can find
+                await self.store.add_recording(recording_id, call_id, str(path),
+                                               sorted(call["members"]), time.time())
                 recorder.begin()
                 await self._attach(call, recorder, {"kind": "recorder", "identity": None,
                                                     "label": "recorder", "muted": True,
                                                     "recording_id": recording_id,
                                                     "codec": recorder.codec})
-            except BaseException:
+            except BaseException as exc:
                 await self.registry.clear(call_id, "recording")
-                await recorder.finish()
+                duration = await recorder.finish()
+                if not isinstance(exc, StoreUnavailable):
+                    with contextlib.suppress(StoreUnavailable):  # indexed, never attached
+                        await self.outbox.recording_finished(recording_id, None, time.time(),
+                                                             duration)
                 raise
-            await self.store.add_recording(recording_id, call_id, str(path),
-                                           sorted(call["members"]), time.time())
             self.events.publish(call_id, "recording_started", {"recording_id": recording_id})
             return {"id": recording_id, "state": "recording"}
         if not current:
@@ -425,7 +436,10 @@ class CallService:
             with contextlib.suppress(ApiError):
                 await self.remove_participant(None, call_id, recorder_pid, "recording_stopped")
         await self.registry.clear(call_id, "recording")
-        recording = await self.store.get_recording(current)
+        try:
+            recording = await self.store.get_recording(current)
+        except StoreUnavailable:  # stopped all the same; its index row is queued
+            recording = None
         return {"id": current, "state": "stopped",
                 "duration_s": recording["duration_s"] if recording else None}
 
@@ -441,7 +455,12 @@ class CallService:
             raise ApiError(403, "not_a_member", "this recording is not yours")
         if recording["ended_at"] is None:
             raise ApiError(409, "recording_active", "the recording is still being made")
-        return Path(recording["path"])
+        path = Path(recording["path"])
+        if not path.is_file():  # indexed in the shared store, written on another host
+            raise ApiError(404, "recording_file_elsewhere",
+                           "the recording's file is not on this controller's host: fetch it "
+                           "through the controller that recorded it")
+        return path
 
     # ---------------------------------------------------------------------------------- monitor
     async def _monitor(self, call_id: str) -> None:
@@ -574,10 +593,8 @@ class CallService:
         clients = self._local.pop(call_id, {})
         for participant_id, client in clients.items():
             if isinstance(client, media.Recorder):
-                duration = await client.finish()
-                recording = await self.store.get_recording(client.name)
-                members = recording["members"] if recording else []
-                await self.store.finish_recording(client.name, members, time.time(), duration)
+                duration = await client.finish()  # members as recorded at its start
+                await self.outbox.recording_finished(client.name, None, time.time(), duration)
             else:
                 client.close()
         self._samples.pop(call_id, None)
@@ -670,8 +687,8 @@ class CallService:
             log.warning("recording %s: could not salvage %s (%s)", recording_id,
                         recording["path"], exc)
             duration = 0.0
-        await self.store.finish_recording(recording_id, sorted(call["members"]), time.time(),
-                                          duration)
+        await self.outbox.recording_finished(recording_id, sorted(call["members"]), time.time(),
+                                             duration)
         self.events.publish(call["id"], "recording_stopped",
                             {"recording_id": recording_id, "duration_s": round(duration, 3),
                              "reason": CONTROLLER_FAILED})
@@ -680,7 +697,8 @@ class CallService:
         return {"calls_created": self.calls_created, "calls_ended": self.calls_ended,
                 "calls_local": len(self._monitors), "calls_adopted": self.calls_adopted,
                 "calls_engine_failed": self.calls_engine_failed,
-                "events_published": self.events.published, "events_dropped": self.events.dropped}
+                "events_published": self.events.published, "events_dropped": self.events.dropped,
+                "outbox": self.outbox.stats()}
 
 
 async def cancel_and_wait(task: asyncio.Task, timeout_s: float = 2.0) -> None:

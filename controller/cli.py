@@ -22,6 +22,8 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--insecure-http", action="store_true", default=None,
                         help="serve plain HTTP instead of HTTPS (loopback tests only)")
     parser.add_argument("--redis-url", help="shared call registry, e.g. redis://127.0.0.1:6379/0")
+    parser.add_argument("--database-url", help="shared store, postgresql://user:password@host/db "
+                        "(default: SQLite in the data directory)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,7 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def settings_from(args: argparse.Namespace, **extra) -> ControllerSettings:
     return load_settings(args.config, listen=args.listen, data_dir=args.data_dir,
-                         insecure_http=args.insecure_http, redis_url=args.redis_url, **extra)
+                         insecure_http=args.insecure_http, redis_url=args.redis_url,
+                         database_url=args.database_url, **extra)
 
 
 def stop_on_signals() -> asyncio.Event:

@@ -20,7 +20,7 @@ from controller.engine_client import EngineClient, HttpEngine
 from controller.events import EventHub
 from controller.registry import CallRegistry, MemoryRegistry, RedisRegistry
 from controller.settings import ControllerSettings, ensure_secrets
-from controller.store import Store
+from controller.store import Store, database_for
 from controller.tls import fingerprint_sha256, self_signed
 from controller.tokens import TokenAuthority
 
@@ -56,10 +56,12 @@ class ControllerServer:
             if not settings.engines:
                 raise ValueError("no engine: give --engine URL, or run `voicemix serve`")
             engines = [HttpEngine(url) for url in settings.engines]
-        self.store = Store(settings.data_dir / "controller.sqlite3")
+        self.store = Store(database_for(settings.database_url, settings.data_dir,
+                                        settings.database_pool_size, settings.database_timeout_s))
         self.registry: CallRegistry = (RedisRegistry(settings.redis_url) if settings.redis_url
                                        else MemoryRegistry())
-        self.tokens = TokenAuthority(settings.token_secret, self.store, settings.token_leeway_s)
+        self.tokens = TokenAuthority(settings.token_secret, self.store, settings.token_leeway_s,
+                                     settings.revocation_cache_s)
         self.events = EventHub(settings.redis_url)
         self.calls = CallService(settings, self.store, self.registry, engines, self.events)
         self.app = create_app(settings, self.calls, self.store, self.tokens)
@@ -97,6 +99,9 @@ class ControllerServer:
                           f"(kept in {self.settings.data_dir / 'secrets.json'})")
         if not self.settings.insecure_http:
             self._tls()
+        await self.store.open()  # connect, apply migrations (fails the start if it cannot)
+        log.info("store: %s at schema version %d", self.store.db.describe(),
+                 self.store.schema_version)
         await self.events.start()
         await self.calls.start()  # with Redis: this controller's lease, adoption of orphaned calls
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
@@ -118,8 +123,9 @@ class ControllerServer:
                 self._main.result()
                 raise OSError(f"controller could not start on {self.url}")
             await asyncio.sleep(0.01)
-        log.info("controller started: %s (engines %s, registry %s)", self.url,
-                 ", ".join(self.calls.engines), "redis" if self.settings.redis_url else "memory")
+        log.info("controller started: %s (engines %s, registry %s, store %s)", self.url,
+                 ", ".join(self.calls.engines), "redis" if self.settings.redis_url else "memory",
+                 self.store.dialect)
 
     async def stop(self) -> None:
         await self.calls.close()
@@ -131,7 +137,7 @@ class ControllerServer:
             self._server = None
         await self.events.stop()
         await self.registry.close()
-        self.store.close()
+        await self.store.close()
         if self._socket is not None:
             self._socket.close()
             self._socket = None

@@ -12,7 +12,7 @@ import secrets
 import tomllib
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 log = logging.getLogger("voicemix.controller")
@@ -29,7 +29,8 @@ class ControllerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="VOICEMIX_", extra="ignore")
 
     data_dir: Path = Field(Path.home() / ".local" / "share" / "voicemix",
-                           description="SQLite store, certificate, secrets, recordings")
+                           description="SQLite store, certificate, secrets, recordings, "
+                                       "CDRs queued while the store is down")
     listen: str = Field("127.0.0.1:8443", description="HTTPS address of the REST API")
     insecure_http: bool = Field(False, description="serve plain HTTP (tests on loopback only)")
     tls_cert: Path | None = Field(None, description="PEM certificate chain; unset = self-signed")
@@ -48,6 +49,21 @@ class ControllerSettings(BaseSettings):
                                  description="URLs handed to clients; empty = derived from turn_listen")
     turn_ttl_s: int = Field(86400, ge=60, le=7 * 86400)
     redis_url: str | None = Field(None, description="shared call registry; unset = in memory")
+    database_url: str | None = Field(
+        None, description="shared store, postgresql://user:password@host:port/database; "
+                          "unset = SQLite in data_dir")
+    database_pool_size: int = Field(10, ge=1, le=1000,
+                                    description="PostgreSQL connections per controller, at most")
+    database_timeout_s: float = Field(
+        5.0, gt=0, description="a statement, connection or lock wait taking longer counts as the "
+                               "database being down: 503 store_unavailable")
+    revocation_cache_s: float = Field(
+        1.0, ge=0, le=60, description="how long a token's revocation state is reused from memory: "
+                                      "the bound on how late a revocation made through another "
+                                      "controller is seen here (0 = ask the store every request)")
+    outbox_retry_s: float = Field(
+        1.0, gt=0, description="first retry delay of CDRs queued while the store was down "
+                               "(doubling up to 30 s)")
     auto_sfu_threshold: int = Field(8, ge=2, description="auto mode: SFU above this many participants")
     monitor_interval_s: float = Field(0.5, gt=0, description="engine stats poll for speakers and CDRs")
     engine_failure_polls: int = Field(
@@ -61,6 +77,15 @@ class ControllerSettings(BaseSettings):
                                "live one adopts its calls (monitoring, its bots' legs)")
     max_participants_per_call: int = Field(500, ge=2)
     bot_max_seconds: float = Field(3600.0, gt=0, description="a tone bot stops after this long")
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgresql_only(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        if value.split(":", 1)[0].lower() not in ("postgresql", "postgres"):
+            raise ValueError("database_url must be a postgresql:// URL (unset = embedded SQLite)")
+        return value
 
     @property
     def recordings_dir(self) -> Path:

@@ -3,14 +3,19 @@
 `running_controller()` starts an in-process engine (or uses the engine clients given), a
 `ControllerServer` over HTTPS with its self-signed certificate on port 0, and an httpx client that
 trusts exactly that certificate. `RestParticipant` joins a call through the REST API with a real
-`SimulatedParticipant` (real UDP RTP).
+`SimulatedParticipant` (real UDP RTP). `redis_server()` and `PostgresServer` run the real servers
+the shared registry and the shared store talk to, on loopback in temporary directories.
 """
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import glob
 import json
+import os
+import secrets
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -154,6 +159,127 @@ def redis_server():
                 process.wait(5)
             return
         raise RuntimeError("redis-server did not start")
+
+
+def postgres_bin_dir() -> Path | None:
+    """Where PostgreSQL's server programs are: Debian keeps them out of PATH, in
+    /usr/lib/postgresql/<version>/bin (the newest is taken); elsewhere, where `initdb` on PATH
+    really lives."""
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"),
+                   key=lambda p: [int(x) if x.isdigit() else 0 for x in Path(p).parts[-3].split(".")])
+    if found:
+        return Path(found[-1]).parent
+    on_path = shutil.which("initdb")
+    return Path(on_path).resolve().parent if on_path else None
+
+
+class PostgresServer:
+    """A real PostgreSQL server in a temporary directory on a free loopback port (no Unix
+    socket outside that directory), with password authentication for one superuser.
+
+    PostgreSQL refuses to run as root: as root the server (and initdb) run as the `postgres`
+    system user that Debian's package creates. `durable=False` (tests) turns fsync off: a clean
+    stop still keeps every commit, only a machine crash would lose them. `start()` again after
+    `stop()` restarts the same data directory on the same port (the database-outage tests).
+    """
+
+    USER = "voicemix"
+
+    def __init__(self, bin_dir: Path, *, durable: bool = False) -> None:
+        self.bin_dir = bin_dir
+        self.durable = durable
+        self.password = secrets.token_hex(12)
+        self.workdir = Path(tempfile.mkdtemp(prefix="voicemix-pg-"))
+        self.data_dir = self.workdir / "data"
+        self.port: int | None = None
+        self.process: subprocess.Popen | None = None
+        self._run_as = "postgres" if os.geteuid() == 0 else None
+        self._initdb()
+
+    def _owned(self, path: Path) -> None:
+        if self._run_as:
+            shutil.chown(path, self._run_as, self._run_as)
+
+    def _initdb(self) -> None:
+        self._owned(self.workdir)
+        password_file = self.workdir / "password"
+        password_file.write_text(self.password + "\n")
+        self._owned(password_file)
+        subprocess.run(
+            [str(self.bin_dir / "initdb"), "-D", str(self.data_dir), "-U", self.USER,
+             "--pwfile", str(password_file), "--auth-local=trust", "--auth-host=scram-sha-256",
+             "-E", "UTF8", "--locale=C", "--no-sync"],
+            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, user=self._run_as,
+            cwd=self.workdir)
+        password_file.unlink()
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql://{self.USER}:{self.password}@127.0.0.1:{self.port}/{database}"
+
+    def start(self, timeout_s: float = 20.0) -> "PostgresServer":
+        settings = ["listen_addresses=127.0.0.1", f"unix_socket_directories={self.workdir}",
+                    "max_connections=200", "shared_buffers=32MB", "log_min_messages=warning"]
+        if not self.durable:
+            settings += ["fsync=off", "full_page_writes=off"]
+        for _attempt in range(5):
+            port = self.port or free_port()
+            command = [str(self.bin_dir / "postgres"), "-D", str(self.data_dir), "-p", str(port)]
+            for setting in settings:
+                command += ["-c", setting]
+            log = open(self.workdir / "server.log", "ab")
+            self.process = subprocess.Popen(command, stdout=log, stderr=log, user=self._run_as,
+                                            cwd=self.workdir)
+            log.close()
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline and self.process.poll() is None:
+                ready = subprocess.run(
+                    [str(self.bin_dir / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(port)],
+                    check=False)
+                if ready.returncode == 0:
+                    self.port = port
+                    return self
+                time.sleep(0.05)
+            self._halt()
+            if self.port is not None:  # a restart keeps its port: no other choice to try
+                break
+        raise RuntimeError(f"postgres did not start; log: {self.workdir / 'server.log'}")
+
+    def _halt(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)  # fast shutdown: ends sessions, checkpoints
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def stop(self) -> None:
+        """Fast shutdown: connected clients are disconnected, committed data stays."""
+        self._halt()
+
+    def psql(self, sql: str, database: str = "postgres") -> str:
+        result = subprocess.run(
+            [str(self.bin_dir / "psql"), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
+             "-h", "127.0.0.1", "-p", str(self.port), "-U", self.USER, "-d", database, "-c", sql],
+            check=True, capture_output=True, text=True,
+            env={**os.environ, "PGPASSWORD": self.password})
+        return result.stdout
+
+    def create_database(self, name: str) -> str:
+        """A new empty database; its URL."""
+        self.psql(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+    def close(self) -> None:
+        self._halt()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> "PostgresServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 class ControllerThread:

@@ -1,11 +1,8 @@
 # cython: language_level=3
 """G.711 (ITU-T G.711) mu-law and A-law by table, bit-exact with the ITU reference.
 """
-from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t
-from libc.stdlib cimport malloc, free, calloc
-from libc.string cimport memcpy, memset
-from libc.math cimport sqrt, log10, ceil, lround
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_FromStringAndSize
+from libc.stdint cimport int16_t, uint8_t, uint16_t
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 
 import numpy as np
 cimport numpy as cnp

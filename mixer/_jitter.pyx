@@ -2,11 +2,9 @@
 """The adaptive jitter buffer: reorders one stream's RTP packets and decides, once per frame
 tick, what to play (see `JitterBuffer`).
 """
-from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t
-from libc.stdlib cimport malloc, free, calloc
-from libc.string cimport memcpy, memset
-from libc.math cimport sqrt, log10, ceil, lround
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_FromStringAndSize
+from libc.stdint cimport int32_t, int64_t, uint32_t
+from libc.stdlib cimport free, calloc
+from libc.math cimport ceil
 
 from mixer._rtp cimport RtpPacket, c_seq_diff
 

@@ -2,11 +2,10 @@
 """The mix kernel (total and every talker's mix-minus in one pass, SIMD where the CPU has it) and
 RFC 6464 audio levels measured from PCM.
 """
-from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t
-from libc.stdlib cimport malloc, free, calloc
-from libc.string cimport memcpy, memset
-from libc.math cimport sqrt, log10, ceil, lround
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_FromStringAndSize
+from libc.stdint cimport int16_t, int32_t
+from libc.stdlib cimport malloc, free
+from libc.string cimport memset
+from libc.math cimport sqrt, log10, lround
 
 import numpy as np
 cimport numpy as cnp

@@ -2,11 +2,9 @@
 """Resampling by an integer factor (8 kHz telephony <-> 48 kHz mix rate): a stateful polyphase FIR
 whose output is exactly one frame per frame in.
 """
-from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t
-from libc.stdlib cimport malloc, free, calloc
-from libc.string cimport memcpy, memset
-from libc.math cimport sqrt, log10, ceil, lround
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_FromStringAndSize
+from libc.stdint cimport int16_t
+from libc.stdlib cimport malloc, free
+from libc.math cimport lround
 
 import numpy as np
 cimport numpy as cnp

@@ -4,10 +4,8 @@ RFC 6464 audio-level elements, and 16/32-bit sequence and timestamp arithmetic (
 
 `parse()` checks every length before reading, so arbitrary bytes give a packet or RtpError.
 """
-from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t
-from libc.stdlib cimport malloc, free, calloc
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t
 from libc.string cimport memcpy, memset
-from libc.math cimport sqrt, log10, ceil, lround
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_FromStringAndSize
 
 from mixer._wire cimport _u16, _u32, _put16, _put32

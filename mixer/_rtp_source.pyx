@@ -2,11 +2,7 @@
 """Per-SSRC receive state of RFC 3550 appendix A: sequence validity and the extended highest
 sequence number (A.1), expected and lost counts (A.3), interarrival jitter (A.8).
 """
-from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t
-from libc.stdlib cimport malloc, free, calloc
-from libc.string cimport memcpy, memset
-from libc.math cimport sqrt, log10, ceil, lround
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_FromStringAndSize
+from libc.stdint cimport int32_t, int64_t, uint32_t
 
 # RFC 3550 appendix A.1
 MAX_DROPOUT = 3000

@@ -3,6 +3,8 @@ import pytest
 
 from controller import emodel
 
+pytestmark = pytest.mark.store_independent  # no store involved
+
 
 def test_perfect_g711_is_the_g107_default_rating():
     assert emodel.r_factor("PCMU", 0.0, 0.0) == pytest.approx(93.2)

@@ -12,6 +12,8 @@ from mixer.engine.engine import Engine, EngineError
 from mixer.sim.participant import SimulatedParticipant
 from controller.testing import continuous_tone
 
+pytestmark = pytest.mark.store_independent  # no store involved
+
 
 def run(coro):
     return uvloop.run(coro)

@@ -3,11 +3,15 @@ codec, and the recorder's placement of whatever packets arrive (any order, gaps,
 import math
 
 import numpy as np
+import pytest
 from hypothesis import example, given, settings, strategies as st
 
 from controller import cdr, media
 from controller.calls import _codec_of
+from controller.store.postgresql import redacted
 from mixer.codec import MIX_RATE
+
+pytestmark = pytest.mark.store_independent  # no store involved
 
 
 @given(st.text(max_size=40))
@@ -74,3 +78,15 @@ def test_recorder_writes_any_packet_sequence_without_failing(tmp_path_factory, b
     assert len(recorder._mix) <= (media.MAX_DRIFT_S + 1) * MIX_RATE + 6 * 960
     recorder._writer.close()
     assert all(not packets for packets in recorder.received.streams.values())
+
+
+@given(st.text(max_size=30), st.text(min_size=1, max_size=20))
+@example("db.example", "s3cret")
+@example("[::1", "pw")
+def test_database_urls_in_logs_never_show_the_password(host, password):
+    from urllib.parse import quote
+    secret = quote(password, safe="")
+    shown = redacted(f"postgresql://voicemix:{secret}@{host}:5432/voicemix")
+    assert f"voicemix:{secret}@" not in shown
+    assert redacted("postgresql://u:pw@h:5432/d") == "postgresql://u:***@h:5432/d"
+    assert redacted("postgresql://h/d") == "postgresql://h/d"

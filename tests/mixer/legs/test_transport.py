@@ -59,11 +59,11 @@ def test_batches_keep_order_and_content_and_split_at_the_batch_size() -> None:
 
 def test_ipv6_addresses() -> None:
     if not socket.has_ipv6:
-        pytest.skip("no IPv6 on this machine")
+        pytest.skip("environment: no IPv6 on this machine")
     try:
         receiver, sender = _udp(socket.AF_INET6, "::1"), _udp(socket.AF_INET6, "::1")
     except OSError as exc:
-        pytest.skip(f"IPv6 loopback unavailable: {exc}")
+        pytest.skip(f"environment: IPv6 loopback unavailable: {exc}")
     address = _netio.pack_address("::1", receiver.getsockname()[1])
     assert _netio.send_batch(sender.fileno(), [b"six"], [address]) == 1
     (data, source), = _netio.BatchReceiver(4).receive(receiver.fileno())
