@@ -160,7 +160,7 @@ class FrameDecoder:
         return self._count
 
     def stretch(self, operation) -> int:
-        """Apply a time-scale operation (`mixer.timestretch.accelerate` or `expand`) to the
+        """Apply a time-scale operation (`mixer.timestretch.accelerate` or `cut`) to the
         waiting samples; returns how many samples it added (negative: removed), 0 if it declined."""
         changed = operation(self._pending[:self._count])
         if changed is None:

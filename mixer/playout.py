@@ -5,13 +5,15 @@ those decisions into 48 kHz audio (PLC, in-band FEC). Between them sits the ques
 delay changes, which is where listeners hear a jitter buffer:
 
 - **shrinking** (the buffer holds more than it needs): the buffer used to drop a whole frame, a
-  20 ms hole in a word. Here it asks instead (`take_shrink`), the playout decodes one packet more
-  than the tick needs, and then *accelerates*: removes one pitch period at a time where the
-  speech is periodic or silent (`mixer.timestretch`, NetEq's Accelerate), over the next ticks;
+  20 ms hole in a word. Here it says by how many frames instead (`take_shrink`), the playout
+  decodes that many packets more than the ticks need and keeps them, and *accelerates* them away
+  where nobody hears it (`mixer.timestretch`, NetEq's Accelerate): silence inside a pause between
+  sentences first, one pitch period at a time of voiced speech after SHRINK_SILENCE_TICKS without
+  such a pause, a cross-faded cut after SHRINK_PATIENCE;
 - **growing after an underrun** (a packet came later than the delay allowed): the buffer
   re-buffers for a few ticks. Those ticks used to be silence; here they are concealed by the
-  decoder (Opus PLC, NetEq's Expand), up to MAX_STALL_CONCEAL frames, and the late packet then
-  follows the concealment;
+  decoder (Opus PLC, NetEq's Expand) while packets are waiting (at most MAX_STALL_CONCEAL frames
+  while none has come), and the late packet then follows the concealment.
 
 While packets get lost, an Opus stream's buffer holds one frame more (`loss_headroom`): with a
 one-frame buffer the packet after a lost one is never there in time, and in-band FEC, which the
@@ -23,9 +25,9 @@ without it), because the buffer's level dips often under jitter and each expansi
 of an utterance; growth by concealment after an underrun cost less, so it is the only way up.
 
 How many packets a tick pops follows the samples held (`_held`): normally one 20 ms packet per
-20 ms tick, none while an expansion still holds a frame, two after an accelerate shortened what
-was held. A stream that is not decoded this tick (the MCU decodes only talkers) pops the same way
-and the audio is dropped undecoded; a shrink request then just drops the extra packet, unheard.
+20 ms tick (two of 10 ms, one every other tick of 40 ms), plus what a shrink keeps decoded until
+it is removed. A stream that is not decoded this tick (the MCU decodes only talkers) pops the same
+way and its packets are dropped undecoded; a shrink then just drops the extra packets, unheard.
 """
 from __future__ import annotations
 

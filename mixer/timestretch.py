@@ -1,16 +1,20 @@
-"""Time-scale modification of decoded speech: remove or repeat one pitch period, inaudibly.
+"""Time-scale modification of decoded speech: shorten it where nobody hears it.
 
-A jitter buffer that changes its delay must play audio faster or slower for a moment. Dropping or
-inserting whole 20 ms frames is heard as a click or a stutter; WebRTC's NetEq instead *accelerates*
-(removes one pitch period where the signal is periodic) and *pre-emptively expands* (repeats one),
-cross-fading the two periods so the waveform stays continuous. This is that operation (a
-pitch-synchronous overlap-add, the WSOLA family):
+A jitter buffer that lowers its delay must play audio faster for a moment. Dropping a whole 20 ms
+frame is heard as a click or a hole in a word; WebRTC's NetEq instead *accelerates*: it removes
+one pitch period where the signal is periodic, cross-fading the two periods so the waveform stays
+continuous (a pitch-synchronous overlap-add, the WSOLA family). `accelerate` does that:
 
-- the pitch lag is searched on a 4 kHz copy of the audio (lags 2.5-15 ms: voices of 67-400 Hz),
-  then refined at full rate around the best coarse lag;
-- the change is made only where the two periods correlate (normalised correlation at least
-  CORRELATION_THRESHOLD, NetEq uses the same 0.9) or the audio is near silence, where any lag
-  is inaudible; elsewhere (onsets, fricatives) the caller tries again on the next frame.
+- in near-silence (below -50 dBov) any amount up to the caller's limit goes, cross-faded;
+- in voiced speech (if the caller allows it) one pitch period: the lag is searched on a 4 kHz copy
+  of the audio (2.5-15 ms: voices of 67-400 Hz), the shortest of the near-best lags, refined at
+  full rate; the change is made only where the two periods correlate (normalised correlation at
+  least CORRELATION_THRESHOLD, NetEq's 0.9); elsewhere (onsets, fricatives) the caller tries again
+  on the next frame;
+- `cut` removes a given amount whatever the audio holds: the last resort.
+
+The opposite operation (pre-emptive expand, repeating a period) was built too and measured worse
+than concealment after an underrun (see mixer/playout.py), so it is not here.
 
 Only a few calls a second per stream while the delay changes, so numpy is fast enough here (about
 30 us a call); the per-frame path does not call it at all.
@@ -87,16 +91,6 @@ def accelerate(x: np.ndarray, max_remove: int = MAX_LAG, voiced: bool = True) ->
     if not lag:
         return None
     return np.concatenate([_crossfade(x[:lag], x[lag:2 * lag]), x[2 * lag:]])
-
-
-def expand(x: np.ndarray, max_add: int = MAX_LAG, voiced: bool = True) -> np.ndarray | None:
-    """`x` longer by one pitch period (or up to `max_add` samples of silence), or None when
-    nothing can be repeated unheard: x[:L], then x[L:2L] fading into x[0:L] (the period again),
-    then x[L:] unchanged."""
-    lag = _period(x, max_add, voiced)
-    if not lag:
-        return None
-    return np.concatenate([x[:lag], _crossfade(x[lag:2 * lag], x[:lag]), x[lag:]])
 
 
 def cut(x: np.ndarray, count: int) -> np.ndarray | None:

@@ -142,7 +142,8 @@ class Voice:
 
     def follow_reports(self, adaptive_fec: bool) -> None:
         """Take this leg's latest RTCP report about what we send it: its loss decides its FEC
-        tier (which listener group it is in, and how its own encoder protects its mix-minus)."""
+        tier (how its own encoder protects its mix-minus, and what it asks of its listener
+        group's shared encoder)."""
         round_trip = self.leg.round_trip
         if self.loss.update(round_trip.reports, round_trip.remote_fraction_lost) and adaptive_fec \
                 and self.encoder is not None:
