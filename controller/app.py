@@ -11,6 +11,7 @@ import hmac
 import logging
 import secrets
 import time
+from pathlib import Path
 from typing import Annotated, Literal
 
 from fastapi import Depends, FastAPI, Query, Request, Response
@@ -85,7 +86,10 @@ class ParticipantCreate(BaseModel):
     sdp: str | None = Field(None, min_length=1, max_length=64 * 1024, description="SDP offer")
     kind: Literal["voip", "bot", "pstn"] | None = None
     play: str | None = Field(None, max_length=128, description="bot: 'tone:<Hz>' or a recording id")
-    codec: Literal["opus", "PCMU", "PCMA"] | None = Field(None, description="bot codec")
+    loop: bool | None = Field(None, description="bot: play the recording over and over")
+    codec: Literal["opus", "PCMU", "PCMA"] | None = Field(
+        None, description="accepted for compatibility and ignored: a bot is an engine player, "
+                          "mixed (MCU) or sent as Opus (SFU)")
     label: str | None = Field(None, max_length=64)
     number: str | None = Field(None, max_length=32, description="pstn (not built yet)")
 
@@ -101,12 +105,51 @@ class ParticipantUpdate(BaseModel):
 
 class RecordingAction(BaseModel):
     action: Literal["start", "stop"]
+    format: Literal["ogg", "wav"] = Field("ogg", description="start: Ogg Opus or 16-bit WAV")
+    tracks: Literal["mix", "mix+participants"] = Field(
+        "mix", description="start: the mix only, or also one track per participant")
 
 
 class RecordingState(BaseModel):
     id: str
     state: str
+    format: str | None = None
+    tracks: str | None = None
     duration_s: float | None = None
+
+
+class RecordingTrack(BaseModel):
+    participant_id: str
+    track_id: str
+    label: str | None = None
+    kind: str | None = None
+    offset_s: float | None = Field(None, description="where the track starts in the mix, seconds")
+    duration_s: float | None = None
+
+
+class RecordingTracks(BaseModel):
+    recording_id: str
+    format: str
+    state: str
+    duration_s: float | None = None
+    tracks: list[RecordingTrack]
+
+
+class ForkCreate(BaseModel):
+    source: str = Field(min_length=1, max_length=64, description="'mix' or a participant id")
+    destination: str = Field(min_length=3, max_length=300, description="host:port (RTCP to port+1)")
+    srtp: bool = Field(False, description="SDES-SRTP: the answer's SDP carries the key (a=crypto)")
+    codec: Literal["opus", "PCMU", "PCMA"] | None = Field(
+        None, description="the mix's codec (default opus); a participant's fork keeps its codec")
+
+
+class ForkCreated(BaseModel):
+    id: str
+    sdp: str = Field(description="what a receiver needs: the stream's codec, destination and key")
+    source: str
+    destination: str
+    srtp: bool
+    codec: str
 
 
 class TurnCredentials(BaseModel):
@@ -264,14 +307,48 @@ def create_app(settings: ControllerSettings, service: CallService, store: Store,
               response_model_exclude_none=True, tags=["recordings"])
     async def recording(call_id: str, body: RecordingAction, caller: Caller) -> dict:
         need(caller, "voip", "admin")
-        return await service.recording(caller, call_id, body.action)
+        return await service.recording(caller, call_id, body.action, body.format, body.tracks)
+
+    def audio(found, media_type: str, name: str) -> Response:
+        filename = f"{name}.{'ogg' if media_type == 'audio/ogg' else 'wav'}"
+        if isinstance(found, Path):
+            return FileResponse(found, media_type=media_type, filename=filename)
+        return StreamingResponse(found, media_type=media_type, headers={
+            "Content-Disposition": f'attachment; filename="{filename}"'})
 
     @app.get("/v1/recordings/{recording_id}", tags=["recordings"],
-             responses={200: {"content": {"audio/wav": {}}}})
-    async def get_recording(recording_id: str, caller: Caller) -> FileResponse:
+             responses={200: {"content": {"audio/ogg": {}, "audio/wav": {}}}})
+    async def get_recording(recording_id: str, caller: Caller) -> Response:
         need(caller, "voip", "admin")
-        path = await service.recording_file(caller, recording_id)
-        return FileResponse(path, media_type="audio/wav", filename=f"{recording_id}.wav")
+        found, media_type = await service.recording_download(caller, recording_id)
+        return audio(found, media_type, recording_id)
+
+    @app.get("/v1/recordings/{recording_id}/tracks", response_model=RecordingTracks,
+             tags=["recordings"])
+    async def recording_tracks(recording_id: str, caller: Caller) -> dict:
+        need(caller, "voip", "admin")
+        return await service.recording_tracks(caller, recording_id)
+
+    @app.get("/v1/recordings/{recording_id}/tracks/{participant_id}", tags=["recordings"],
+             responses={200: {"content": {"audio/ogg": {}, "audio/wav": {}}}})
+    async def recording_track(recording_id: str, participant_id: str, caller: Caller) -> Response:
+        need(caller, "voip", "admin")
+        found, media_type = await service.recording_download(caller, recording_id, participant_id)
+        return audio(found, media_type, f"{recording_id}-{participant_id}")
+
+    # ----------------------------------------------------------------------------------- forks
+    @app.post("/v1/calls/{call_id}/forks", status_code=201, response_model=ForkCreated,
+              tags=["forks"])
+    async def add_fork(call_id: str, body: ForkCreate, caller: Caller) -> dict:
+        need(caller, "voip", "admin")
+        return await service.add_fork(caller, call_id, body.source, body.destination, body.srtp,
+                                      body.codec)
+
+    @app.delete("/v1/calls/{call_id}/forks/{fork_id}", status_code=204, tags=["forks"])
+    async def remove_fork(call_id: str, fork_id: str, caller: Caller) -> Response:
+        need(caller, "voip", "admin")
+        await service.remove_fork(caller, call_id, fork_id)
+        return Response(status_code=204)
 
     # ------------------------------------------------------------------------------------ TURN
     @app.get("/v1/turn/credentials", response_model=TurnCredentials, tags=["turn"])

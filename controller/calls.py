@@ -4,19 +4,19 @@ A call is one engine conference (its id is the call id) on the engine chosen at 
 anchored on the engine from the first participant, so a 1:1 call becoming a group call (a third
 participant or a bot) only adds a leg: the first two legs are not touched.
 
-What lives only in this controller's process: bots and the recorder (real RTP clients on this
-host), and the call monitor that polls the engine for speakers and jitter. With a shared Redis
-registry any controller can serve any call's REST requests; those local parts stay with the
-controller that created them.
+The controller does no media work: bots are engine players, recordings are made by the engine,
+and media forks are sent by it; the controller asks through the engine client interface and keeps
+the records. What lives only in this controller's process is the call monitor that polls the
+engine for speakers, jitter, DTMF and the state of players and recordings. With a shared Redis
+registry any controller can serve any call's REST requests.
 
 Failures (docs/failover.md): an engine that fails ENGINE_FAILURE_POLLS monitor polls in a row (or
 answers that it lost the conference) is dead for the call: its legs' and the call's CDRs are written
 from what the monitor sampled, with end reason `engine_failed`, and the call ends. With Redis, each
 controller holds a lease (a key refreshed every third of CONTROLLER_LEASE_S); a controller whose
 lease ran out is taken for dead, and a live one claims each of its calls (compare-and-set on the
-call's `controller` field), monitors it from then on, and removes the dead one's bots and
-recorder, whose RTP clients died with it. Media never stops: it flows between the clients and
-the engine.
+call's `controller` field) and monitors it from then on. Media never stops: it flows between the
+clients and the engine, and the engine keeps playing bots and recording.
 """
 from __future__ import annotations
 
@@ -25,28 +25,27 @@ import contextlib
 import logging
 import secrets
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
-from controller import cdr, media
-from controller.engine_client import EngineClient
+from controller import cdr
+from controller.bots import PlayError, parse_tone
 from controller.errors import ApiError
 from controller.events import EventHub
 from controller.outbox import Outbox
 from controller.registry import CallRegistry
-from controller.salvage import SalvageError, salvage_wav
 from controller.settings import ControllerSettings
 from controller.store import Store, StoreUnavailable
 from controller.tokens import Principal
-from mixer.engine.engine import EngineError
+from mixer.engine.client import EngineClient, EngineError
 
 log = logging.getLogger("voicemix.controller")
 
 ONE_TO_ONE, GROUP = "one_to_one", "group"
-LOCAL_KINDS = ("bot", "recorder")
+RECORDING_FORMATS = {"ogg": "audio/ogg", "wav": "audio/wav"}
 
 
 ENGINE_FAILED = "engine_failed"
-CONTROLLER_FAILED = "controller_failed"
 
 
 def _engine_error(exc: EngineError) -> ApiError:
@@ -67,13 +66,13 @@ class CallService:
         self.registry = registry
         self.engines = {engine.name: engine for engine in engines}
         self.events = events or EventHub()
-        self.instance = secrets.token_hex(6)  # this controller, for calls' local parts
+        self.instance = secrets.token_hex(6)  # this controller, in the calls it monitors
         # CDRs and finished recordings: committed before the API answers, or (store down)
         # queued on disk and retried
         self.outbox = Outbox(store, settings.data_dir / "outbox", self.instance,
                              settings.outbox_retry_s)
-        self._local: dict[str, dict[str, media.SimulatedParticipant]] = {}  # call -> pid -> client
         self._samples: dict[str, dict[str, cdr.LegSamples]] = {}
+        self._recording_seen: dict[str, dict] = {}  # call -> its recording as the monitor last saw it
         self._monitors: dict[str, asyncio.Task] = {}
         self._supervisor: asyncio.Task | None = None
         self._cleanups: set[asyncio.Task] = set()  # best-effort deletes on failed engines
@@ -94,7 +93,7 @@ class CallService:
         self._supervisor = asyncio.get_running_loop().create_task(self._supervise())
 
     async def close(self) -> None:
-        """End every call this controller monitors (their bots and recorders die with it)."""
+        """End every call this controller monitors (the engine finishes their recordings)."""
         if self._supervisor is not None:
             await cancel_and_wait(self._supervisor)
             self._supervisor = None
@@ -170,7 +169,6 @@ class CallService:
                 "created_at": time.time(), "type": ONE_TO_ONE, "controller": self.instance}
         invited = {i for i in invite if i != principal.identity}
         await self.registry.create(call, {principal.identity}, invited)
-        self._local[call_id] = {}
         self._samples[call_id] = {}
         self._monitors[call_id] = asyncio.get_running_loop().create_task(self._monitor(call_id))
         self.calls_created += 1
@@ -179,7 +177,7 @@ class CallService:
         return self.view(await self.registry.get(call_id))
 
     def view(self, call: dict, conference: dict | None = None) -> dict:
-        legs = {leg["id"]: leg for leg in (conference or {}).get("legs", [])}
+        legs = _parts_of(conference)
         participants = []
         for p in sorted(call["participants"].values(), key=lambda p: p["joined_at"]):
             item = {**p, "joined_at": cdr.iso(p["joined_at"])}
@@ -196,6 +194,9 @@ class CallService:
         if conference is not None:
             speakers = conference.get("stats", {}).get("speakers", [])
             result["speakers"] = [s for s in speakers if s in call["participants"]]
+            result["forks"] = [{k: f.get(k) for k in ("id", "source", "destination", "state",
+                                                       "srtp", "codec", "packets_out")}
+                               for f in conference.get("forks", [])]
             result["engine"] = {k: v for k, v in conference.get("stats", {}).items()
                                 if k != "speakers"}
         return result
@@ -214,8 +215,9 @@ class CallService:
         return self.view(await self.registry.get(call_id))
 
     async def end_call(self, principal: Principal | None, call_id: str, reason: str = "ended") -> None:
-        """End the call: engine conference, local parts, CDRs. With reason `engine_failed` the
-        engine is not asked (it is gone): the records come from what the monitor sampled."""
+        """End the call: its recording finished, the engine conference deleted, CDRs written.
+        With reason `engine_failed` the engine is not asked (it is gone): the records come from
+        what the monitor sampled."""
         await self.access(principal, call_id)
         call = await self.registry.delete(call_id)
         if call is None:
@@ -228,6 +230,8 @@ class CallService:
         ended_at = time.time()
         engine = self.engines.get(call["engine"])
         conference = None
+        if call.get("recording"):
+            await self._finish_recording(call, engine if reason != ENGINE_FAILED else None, reason)
         if engine is not None and reason != ENGINE_FAILED:
             with contextlib.suppress(EngineError):
                 conference = await engine.get_conference(call["conference"])
@@ -238,18 +242,17 @@ class CallService:
                 self._delete_quietly(engine, call["conference"]))
             self._cleanups.add(task)
             task.add_done_callback(self._cleanups.discard)
-        legs = {leg["id"]: leg for leg in (conference or {}).get("legs", [])}
+        parts = _parts_of(conference)
         records = []
         for participant in call["participants"].values():
-            await self._close_local(call, participant["id"])
-            records.append(self._leg_record(call, participant, legs.get(participant["id"], {}),
+            records.append(self._leg_record(call, participant, parts.get(participant["id"], {}),
                                             ended_at, reason))
             if reason == ENGINE_FAILED:  # the leg failed, not left: say so to each listener
                 self.events.publish(call_id, "participant_left",
                                     {"participant_id": participant["id"], "reason": reason})
         await self.outbox.call_ended(call, records, ended_at, reason)
-        self._local.pop(call_id, None)
         self._samples.pop(call_id, None)
+        self._recording_seen.pop(call_id, None)
         self.events.publish(call_id, "call_ended", {"reason": reason})
         self.events.close(call_id)
         self.calls_ended += 1
@@ -284,45 +287,32 @@ class CallService:
         return {"id": answer["id"], "sdp": answer["sdp"]}
 
     async def _add_bot(self, call: dict, principal: Principal, body: dict) -> dict:
+        """A bot is an engine player: a tone, or a finished recording of this service that the
+        caller may read (its mix file, which the engine reads from its recordings directory)."""
         play = body.get("play") or "tone:440"
-        codec = body.get("codec") or "opus"
         try:
-            freq = media.parse_tone(play)
-            if freq is not None:
-                signal = media.ToneSignal(freq, self.settings.bot_max_seconds)
-            else:
-                recording = await self.store.get_recording(play)
-                if recording is None or not self._may_read(principal, recording):
-                    raise ApiError(404, "no_such_recording", f"no recording {play}")
-                if recording["ended_at"] is None:
-                    raise ApiError(409, "recording_active", "that recording is still being made")
-                signal = await asyncio.to_thread(media.read_recording, Path(recording["path"]))
-                freq = 0.0
-        except media.PlayError as exc:
+            freq = parse_tone(play)
+        except PlayError as exc:
             raise ApiError(422, "bad_play", str(exc)) from None
+        source: dict = {"tone": freq, "seconds": self.settings.bot_max_seconds}
+        if freq is None:
+            recording = await self.store.get_recording(play)
+            if recording is None or not self._may_read(principal, recording):
+                raise ApiError(404, "no_such_recording", f"no recording {play}")
+            if recording["ended_at"] is None:
+                raise ApiError(409, "recording_active", "that recording is still being made")
+            source = {"file": recording["path"]}
         label = body.get("label") or f"bot:{play}"
-        bot = media.BotParticipant(label, freq, signal, codec=codec)
-        participant = {"kind": "bot", "identity": None, "added_by": principal.identity,
-                       "label": label, "play": play, "muted": False, "codec": codec}
-        answer = await self._attach(call, bot, participant)
-        bot.start()
-        return {"id": answer}
-
-    async def _attach(self, call: dict, client: media.SimulatedParticipant, participant: dict) -> str:
-        """Join a local RTP client (bot or recorder) to the call's conference."""
-        offer = await client.offer()
         try:
-            answer = await self._engine(call).add_leg(call["conference"], offer, participant["label"])
+            player = await self._engine(call).add_player(call["conference"], label=label,
+                                                         loop=bool(body.get("loop")), **source)
         except EngineError as exc:
-            client.close()
             raise _engine_error(exc) from None
-        client.accept(answer["sdp"])
-        participant = {"id": answer["id"], **participant, "joined_at": time.time(),
-                       "controller": self.instance}
+        participant = {"id": player["id"], "kind": "bot", "identity": None,
+                       "added_by": principal.identity, "label": label, "play": play,
+                       "muted": False, "joined_at": time.time()}
         await self._admit(call, participant)
-        client.attached_at = time.monotonic()  # the monitor judges only clients older than its read
-        self._local.setdefault(call["id"], {})[answer["id"]] = client
-        return answer["id"]
+        return {"id": player["id"]}
 
     async def _admit(self, call: dict, participant: dict) -> None:
         await self.registry.put_participant(call["id"], participant)
@@ -331,8 +321,7 @@ class CallService:
         fresh = await self.registry.get(call["id"])
         if fresh is None:
             return
-        talkers = [p for p in fresh["participants"].values() if p["kind"] != "recorder"]
-        becomes_group = len(talkers) >= 3 or participant["kind"] == "bot"
+        becomes_group = len(fresh["participants"]) >= 3 or participant["kind"] == "bot"
         if becomes_group and await self.registry.set_if_absent(call["id"], "converted_at",
                                                                  cdr.iso(time.time())):
             await self.registry.update(call["id"], type=GROUP)
@@ -346,8 +335,12 @@ class CallService:
         if participant is None:
             raise ApiError(404, "no_such_participant", f"no participant {participant_id}")
         if muted is not None:
+            engine = self._engine(call)
             try:
-                await self._engine(call).update_leg(call["conference"], participant_id, muted)
+                if participant["kind"] == "bot":
+                    await engine.update_player(call["conference"], participant_id, muted)
+                else:
+                    await engine.update_leg(call["conference"], participant_id, muted)
             except EngineError as exc:
                 raise _engine_error(exc) from None
             participant["muted"] = muted
@@ -363,16 +356,15 @@ class CallService:
         if participant is None:
             raise ApiError(404, "no_such_participant", f"no participant {participant_id}")
         engine = self._engine(call)
-        leg = {}
+        final = {}
         with contextlib.suppress(EngineError):
-            conference = await engine.get_conference(call["conference"])
-            leg = next((x for x in conference["legs"] if x["id"] == participant_id), {})
+            final = _parts_of(await engine.get_conference(call["conference"])).get(participant_id, {})
         with contextlib.suppress(EngineError):
-            await engine.remove_leg(call["conference"], participant_id)
-        await self._close_local(call, participant_id)
-        if participant["kind"] == "recorder":
-            await self.registry.clear(call_id, "recording")
-        record = self._leg_record(call, participant, leg, time.time(), reason)
+            if participant["kind"] == "bot":
+                await engine.remove_player(call["conference"], participant_id)
+            else:
+                await engine.remove_leg(call["conference"], participant_id)
+        record = self._leg_record(call, participant, final, time.time(), reason)
         await self.outbox.cdrs([record])
         self.events.publish(call_id, "participant_left",
                             {"participant_id": participant_id, "reason": reason})
@@ -382,72 +374,126 @@ class CallService:
         samples = self._samples.get(call["id"], {}).pop(participant["id"], cdr.LegSamples())
         return cdr.leg_record(call, participant, leg, samples, ended_at, reason)
 
-    async def _close_local(self, call: dict, participant_id: str) -> None:
-        client = self._local.get(call["id"], {}).pop(participant_id, None)
-        if client is None:
-            return
-        if isinstance(client, media.Recorder):
-            duration = await client.finish()
-            recording_id = client.name
-            await self.outbox.recording_finished(recording_id, sorted(call["members"]),
-                                                 time.time(), duration)
-            self.events.publish(call["id"], "recording_stopped",
-                                {"recording_id": recording_id, "duration_s": round(duration, 3)})
-        else:
-            client.close()
+    # ------------------------------------------------------------------------------------ forks
+    async def add_fork(self, principal: Principal, call_id: str, source: str, destination: str,
+                       srtp: bool = False, codec: str | None = None) -> dict:
+        """Send the mix or a participant's audio to `destination` (the engine sends it and checks
+        the destination against its peer filter: 403 destination_forbidden)."""
+        call = await self.access(principal, call_id)
+        if source != "mix":
+            participant = call["participants"].get(source)
+            if participant is None:
+                raise ApiError(404, "no_such_participant", f"no participant {source}")
+            if participant["kind"] != "voip":
+                raise ApiError(422, "bad_source", "a fork's source is 'mix' or a participant who "
+                                                  "sends audio (not a bot)")
+        try:
+            fork = await self._engine(call).add_fork(call["conference"], source, destination,
+                                                     srtp=srtp, codec=codec)
+        except EngineError as exc:
+            raise _engine_error(exc) from None
+        self.events.publish(call_id, "fork_started", {"fork_id": fork["id"], "source": source,
+                                                      "destination": fork["destination"],
+                                                      "srtp": fork["srtp"]})
+        log.info("call %s: fork %s of %s to %s", call_id, fork["id"], source, fork["destination"])
+        return {"id": fork["id"], "sdp": fork["sdp"], "source": source,
+                "destination": fork["destination"], "srtp": fork["srtp"], "codec": fork["codec"]}
+
+    async def remove_fork(self, principal: Principal, call_id: str, fork_id: str) -> None:
+        call = await self.access(principal, call_id)
+        try:
+            await self._engine(call).remove_fork(call["conference"], fork_id)
+        except EngineError as exc:
+            raise _engine_error(exc) from None
+        self.events.publish(call_id, "fork_stopped", {"fork_id": fork_id, "reason": "removed"})
 
     # -------------------------------------------------------------------------------- recording
-    async def recording(self, principal: Principal, call_id: str, action: str) -> dict:
+    async def recording(self, principal: Principal, call_id: str, action: str,
+                        fmt: str = "ogg", tracks: str = "mix") -> dict:
+        """Start or stop the call's recording. The engine records (the mix, and with
+        `tracks` "mix+participants" a track per participant); the controller keeps the index."""
         call = await self.access(principal, call_id)
         current = call.get("recording")
         if action == "start":
             if current:
                 raise ApiError(409, "recording_active", f"call {call_id} is being recorded")
             recording_id = secrets.token_hex(8)
-            path = self.settings.recordings_dir / f"{recording_id}.wav"
-            recorder = media.Recorder(recording_id, path)
             if not await self.registry.set_if_absent(call_id, "recording", recording_id):
                 raise ApiError(409, "recording_active", f"call {call_id} is being recorded")
+            engine = self._engine(call)
             try:
-                # indexed before any audio is written: a store that is down refuses the start
-                # (503), instead of leaving a file nobody can find
-                await self.store.add_recording(recording_id, call_id, str(path),
-                                               sorted(call["members"]), time.time())
-                recorder.begin()
-                await self._attach(call, recorder, {"kind": "recorder", "identity": None,
-                                                    "label": "recorder", "muted": True,
-                                                    "recording_id": recording_id,
-                                                    "codec": recorder.codec})
+                started = await engine.start_recording(call["conference"], format=fmt,
+                                                       tracks=tracks, recording_id=recording_id)
             except BaseException as exc:
                 await self.registry.clear(call_id, "recording")
-                duration = await recorder.finish()
-                if not isinstance(exc, StoreUnavailable):
-                    with contextlib.suppress(StoreUnavailable):  # indexed, never attached
-                        await self.outbox.recording_finished(recording_id, None, time.time(),
-                                                             duration)
+                if isinstance(exc, EngineError):
+                    raise _engine_error(exc) from None
                 raise
-            self.events.publish(call_id, "recording_started", {"recording_id": recording_id})
-            return {"id": recording_id, "state": "recording"}
+            try:
+                # indexed before anyone is told it records: a store that is down refuses the
+                # start (503) and the engine stops what it began, instead of recording a file
+                # nobody can find
+                await self.store.add_recording(recording_id, call_id, started["path"],
+                                               sorted(call["members"]), time.time(), fmt=fmt,
+                                               tracks_mode=tracks, engine=engine.name)
+            except BaseException:
+                await self.registry.clear(call_id, "recording")
+                with contextlib.suppress(EngineError):
+                    await engine.stop_recording(call["conference"], recording_id)
+                raise
+            self.events.publish(call_id, "recording_started",
+                                {"recording_id": recording_id, "format": fmt, "tracks": tracks})
+            return {"id": recording_id, "state": "recording", "format": fmt, "tracks": tracks}
         if not current:
             raise ApiError(409, "not_recording", f"call {call_id} is not being recorded")
-        recorder_pid = next((p["id"] for p in call["participants"].values()
-                             if p.get("recording_id") == current), None)
-        if recorder_pid is not None:
-            with contextlib.suppress(ApiError):
-                await self.remove_participant(None, call_id, recorder_pid, "recording_stopped")
-        await self.registry.clear(call_id, "recording")
-        try:
-            recording = await self.store.get_recording(current)
-        except StoreUnavailable:  # stopped all the same; its index row is queued
-            recording = None
+        recording = await self._finish_recording(call, self.engines.get(call["engine"]), "stopped")
         return {"id": current, "state": "stopped",
-                "duration_s": recording["duration_s"] if recording else None}
+                "duration_s": recording["duration_s"] if recording else None,
+                "format": recording.get("format") if recording else None}
+
+    async def _finish_recording(self, call: dict, engine: EngineClient | None,
+                                reason: str) -> dict | None:
+        """The engine finishes the call's recording and says what it wrote (durations, tracks
+        with their offsets); the index keeps it. Without an engine (it failed), the recording
+        is marked interrupted with the duration the monitor last saw: the engine repairs the
+        files when it starts again."""
+        recording_id = call["recording"]
+        metadata = None
+        if engine is not None:
+            try:
+                metadata = await engine.stop_recording(call["conference"], recording_id)
+            except EngineError as exc:
+                if exc.code != "no_such_recording":  # else: stopped already, through another controller
+                    log.warning("recording %s: the engine could not stop it: %s", recording_id, exc)
+        with contextlib.suppress(Exception):  # the call may be gone from the registry already
+            await self.registry.clear(call["id"], "recording")
+        if metadata is None:
+            with contextlib.suppress(StoreUnavailable):
+                stored = await self.store.get_recording(recording_id)
+                if stored is not None and stored["ended_at"] is not None:
+                    return stored  # finished already, through another controller
+            seen = self._recording_seen.get(call["id"], {})
+            metadata = {"state": "interrupted", "duration_s": seen.get("duration_s", 0.0),
+                        "tracks": []}
+        participants = call["participants"]
+        tracks = [_track_view(t, participants) for t in metadata.get("tracks", [])]
+        duration = float(metadata.get("duration_s") or 0.0)
+        state = metadata.get("state", "stopped")
+        # through the outbox: with the store down, the index row waits on disk, not lost
+        await self.outbox.recording_finished(recording_id, sorted(call["members"]), time.time(),
+                                             duration, state=state, tracks=tracks)
+        event = {"recording_id": recording_id, "duration_s": round(duration, 3)}
+        if reason not in ("stopped",):
+            event["reason"] = reason
+        self.events.publish(call["id"], "recording_stopped", event)
+        return {"id": recording_id, "duration_s": duration, "state": state,
+                "format": metadata.get("format"), "tracks": tracks}
 
     @staticmethod
     def _may_read(principal: Principal, recording: dict) -> bool:
         return principal.is_admin or principal.identity in recording["members"]
 
-    async def recording_file(self, principal: Principal, recording_id: str) -> Path:
+    async def _readable_recording(self, principal: Principal, recording_id: str) -> dict:
         recording = await self.store.get_recording(recording_id)
         if recording is None:
             raise ApiError(404, "no_such_recording", f"no recording {recording_id}")
@@ -455,30 +501,72 @@ class CallService:
             raise ApiError(403, "not_a_member", "this recording is not yours")
         if recording["ended_at"] is None:
             raise ApiError(409, "recording_active", "the recording is still being made")
+        return recording
+
+    async def recording_tracks(self, principal: Principal, recording_id: str) -> dict:
+        recording = await self._readable_recording(principal, recording_id)
+        return {"recording_id": recording_id, "format": recording["format"],
+                "duration_s": recording["duration_s"], "state": recording["state"],
+                "tracks": [{k: v for k, v in t.items() if k != "file"}
+                           for t in recording["tracks"]]}
+
+    async def recording_download(self, principal: Principal, recording_id: str,
+                                 participant_id: str | None = None
+                                 ) -> tuple[Path | AsyncIterator[bytes], str]:
+        """Where a finished recording's mix (or one participant's track) can be read, and its
+        media type: the file itself when it is in this controller's recordings directory (an
+        in-process engine, or a shared disk), else the engine's bytes, streamed through its
+        client. A path outside that directory is never read, whatever an engine reported."""
+        recording = await self._readable_recording(principal, recording_id)
+        media_type = RECORDING_FORMATS.get(recording["format"], "application/octet-stream")
         path = Path(recording["path"])
-        if not path.is_file():  # indexed in the shared store, written on another host
-            raise ApiError(404, "recording_file_elsewhere",
-                           "the recording's file is not on this controller's host: fetch it "
-                           "through the controller that recorded it")
-        return path
+        track_id = None
+        if participant_id is not None:
+            track = next((t for t in recording["tracks"] if t["participant_id"] == participant_id),
+                         None)
+            if track is None:
+                raise ApiError(404, "no_such_track",
+                               f"recording {recording_id} has no track of {participant_id}")
+            track_id = track["track_id"]
+            path = path.with_name(track["file"])
+        local = self.settings.recordings_path.resolve()
+        if path.resolve().is_relative_to(local) and path.is_file():
+            return path, media_type
+        engine = self.engines.get(recording.get("engine") or "")
+        if engine is None:
+            raise ApiError(404, "no_such_file", "the recording's file is not reachable from here")
+        chunks = engine.recording_chunks(recording_id, track_id)
+        try:
+            first = await chunks.__anext__()
+        except StopAsyncIteration:
+            first = b""
+        except EngineError as exc:
+            raise _engine_error(exc) from None
+
+        async def stream() -> AsyncIterator[bytes]:
+            yield first
+            async for chunk in chunks:
+                yield chunk
+        return stream(), media_type
 
     # ---------------------------------------------------------------------------------- monitor
     async def _monitor(self, call_id: str) -> None:
-        """Poll the engine: jitter samples for CDRs; speaker changes, dominant speaker and DTMF
-        digits for events; and whether the engine is still there."""
+        """Poll the engine: jitter samples for CDRs; speaker changes, dominant speaker, DTMF
+        digits, bots that finished playing and recordings that failed, for events; and whether
+        the engine is still there."""
         speakers: list[str] = []
         dominant: str | None = None
         digits_seen: dict[str, int] | None = None  # leg -> digits published (in the registry)
+        forks_ended: set[str] = set()
         failed_polls = 0
         while True:
             await asyncio.sleep(self.settings.monitor_interval_s)
-            read_at = time.monotonic()
             try:
                 call = await self.registry.get(call_id)
             except Exception as exc:  # the registry (Redis) unreachable: media goes on; retry
                 log.warning("call %s: registry unreachable (%r)", call_id, exc)
                 continue
-            if call is None:  # ended through another controller: let go of our local parts
+            if call is None:  # ended through another controller
                 await self._forget(call_id)
                 return
             if call.get("controller") != self.instance:  # taken over: we were taken for dead
@@ -486,10 +574,6 @@ class CallService:
                 return
             if digits_seen is None:  # an adopted call: digits its last monitor published stay old
                 digits_seen = {k: int(v) for k, v in (call.get("dtmf_seen") or {}).items()}
-            # bots or a recorder of ours removed through another controller: stop them here
-            for participant_id, client in list(self._local.get(call_id, {}).items()):
-                if participant_id not in call["participants"] and client.attached_at < read_at:
-                    await self._close_local(call, participant_id)
             engine = self.engines.get(call["engine"])
             if engine is None:  # cannot happen for calls made or adopted here; never loop on it
                 log.warning("call %s is on engine %s, not configured here: not monitored",
@@ -528,10 +612,30 @@ class CallService:
                 samples.setdefault(leg["id"], cdr.LegSamples()).add(leg)
                 participant = call["participants"].get(leg["id"])
                 # an MCU says who is mixed ("talking"), an SFU who is forwarded
-                if participant and participant["kind"] != "recorder" and (
-                        leg.get("talking") or leg.get("forwarded")):
+                if participant and (leg.get("talking") or leg.get("forwarded")):
                     talking.append((leg.get("level", 127), leg["id"]))
                 self._publish_digits(call_id, leg, digits_seen)
+            for player in conference.get("players", []):
+                samples.setdefault(player["id"], cdr.LegSamples()).add(player)
+                participant = call["participants"].get(player["id"])
+                if participant and participant["kind"] == "bot" and player["state"] != "playing":
+                    # a bot that played to its end leaves the call
+                    self.events.publish(call_id, "player_finished",
+                                        {"participant_id": player["id"], "state": player["state"],
+                                         "seconds_played": player.get("seconds_played")})
+                    # shielded: the call ending meanwhile cancels this monitor, and the bot's
+                    # record must still be written
+                    task = asyncio.get_running_loop().create_task(
+                        self._remove_quietly(call_id, player["id"], "finished"))
+                    self._cleanups.add(task)
+                    task.add_done_callback(self._cleanups.discard)
+                    await asyncio.shield(task)
+            await self._watch_recording(call, engine, conference)
+            for fork in conference.get("forks", []):
+                if fork["state"] == "source_left" and fork["id"] not in forks_ended:
+                    forks_ended.add(fork["id"])
+                    self.events.publish(call_id, "fork_stopped",
+                                        {"fork_id": fork["id"], "reason": "source_left"})
             if digits_seen != digits_before:  # rare (key presses): one write, for a successor
                 with contextlib.suppress(Exception):
                     await self.registry.update(call_id, dtmf_seen=digits_seen)
@@ -545,6 +649,23 @@ class CallService:
             if loudest is not None and loudest != dominant and loudest in call["participants"]:
                 dominant = loudest
                 self.events.publish(call_id, "dominant_speaker", {"participant_id": dominant})
+
+    async def _remove_quietly(self, call_id: str, participant_id: str, reason: str) -> None:
+        with contextlib.suppress(ApiError):
+            await self.remove_participant(None, call_id, participant_id, reason)
+
+    async def _watch_recording(self, call: dict, engine: EngineClient, conference: dict) -> None:
+        """Keep what the engine says of the call's recording (its duration so far, for a record
+        should the engine die); a recording the engine had to stop (a full disk) is finished."""
+        recording_id = call.get("recording")
+        if not recording_id:
+            return
+        seen = next((r for r in conference.get("recordings", []) if r["id"] == recording_id), None)
+        if seen is None:
+            return
+        self._recording_seen[call["id"]] = seen
+        if seen["state"] == "failed":
+            await self._finish_recording(call, engine, "failed")
 
     async def _engine_failed(self, call_id: str) -> None:
         """The engine stopped answering for this call: end it with what was sampled so far."""
@@ -587,29 +708,22 @@ class CallService:
             for key in dtmf.get("digits", "")[-new:]:
                 self.events.publish(call_id, "dtmf", {"participant_id": leg["id"], "digit": key})
 
-    async def _drop_local(self, call_id: str) -> None:
-        """Stop monitoring the call and stop its bots and recorders on this host."""
+    def _stop_monitoring(self, call_id: str) -> None:
         self._monitors.pop(call_id, None)
-        clients = self._local.pop(call_id, {})
-        for participant_id, client in clients.items():
-            if isinstance(client, media.Recorder):
-                duration = await client.finish()  # members as recorded at its start
-                await self.outbox.recording_finished(client.name, None, time.time(), duration)
-            else:
-                client.close()
         self._samples.pop(call_id, None)
+        self._recording_seen.pop(call_id, None)
 
     async def _forget(self, call_id: str) -> None:
-        """The call ended elsewhere: stop its bots, finish its recordings, end its streams."""
-        await self._drop_local(call_id)
+        """The call ended elsewhere: end its event streams here."""
+        self._stop_monitoring(call_id)
         self.events.publish(call_id, "call_ended", {"reason": "ended_elsewhere"})
         self.events.close(call_id)
         log.info("call %s ended through another controller", call_id)
 
     async def _release(self, call_id: str) -> None:
         """Another controller claimed the call (this one's lease ran out, e.g. its loop stalled
-        or Redis was out of reach): it monitors the call now and removes our bots' legs."""
-        await self._drop_local(call_id)
+        or Redis was out of reach): it monitors the call now."""
+        self._stop_monitoring(call_id)
         log.warning("call %s: taken over by another controller; no longer monitored here", call_id)
 
     # --------------------------------------------------------------------------------- failover
@@ -646,52 +760,12 @@ class CallService:
         return adopted
 
     async def _adopt(self, call_id: str, previous: str | None) -> None:
-        """Monitor the call from now on; remove the local parts (bots, recorder) of controllers
-        that are gone: their RTP clients died with them."""
-        self._local.setdefault(call_id, {})
+        """Monitor the call from now on. Nothing of the dead controller needs removing: its bots
+        play and its recording goes on in the engine."""
         self._samples.setdefault(call_id, {})
         self._monitors[call_id] = asyncio.get_running_loop().create_task(self._monitor(call_id))
         log.warning("call %s adopted from controller %s", call_id, previous)
-        try:
-            await self._remove_dead_local_parts(call_id)
-        finally:
-            # counted once the adoption is whole: a reader that sees the count also sees the
-            # dead controller's legs gone and its recording finished
-            self.calls_adopted += 1
-
-    async def _remove_dead_local_parts(self, call_id: str) -> None:
-        call = await self.registry.get(call_id)
-        if call is None:
-            return  # ended meanwhile: the monitor forgets it
-        orphans = [p for p in call["participants"].values() if p["kind"] in LOCAL_KINDS
-                   and p.get("controller") != self.instance]
-        owners = {p.get("controller") for p in orphans} - {None}
-        alive = await self.registry.alive(owners) if owners else set()
-        for participant in orphans:
-            if participant.get("controller") in alive:
-                continue  # a bot added through a third controller, still running there
-            # as with a live recorder, the recording is finished before its leg leaves
-            if participant["kind"] == "recorder" and participant.get("recording_id"):
-                await self._salvage_recording(call, participant["recording_id"])
-            with contextlib.suppress(ApiError):
-                await self.remove_participant(None, call_id, participant["id"], CONTROLLER_FAILED)
-
-    async def _salvage_recording(self, call: dict, recording_id: str) -> None:
-        """Finish the index row of a recording whose recorder died, with the file made whole."""
-        recording = await self.store.get_recording(recording_id)
-        if recording is None or recording["ended_at"] is not None:
-            return
-        try:
-            duration = await asyncio.to_thread(salvage_wav, Path(recording["path"]))
-        except (OSError, SalvageError) as exc:
-            log.warning("recording %s: could not salvage %s (%s)", recording_id,
-                        recording["path"], exc)
-            duration = 0.0
-        await self.outbox.recording_finished(recording_id, sorted(call["members"]), time.time(),
-                                             duration)
-        self.events.publish(call["id"], "recording_stopped",
-                            {"recording_id": recording_id, "duration_s": round(duration, 3),
-                             "reason": CONTROLLER_FAILED})
+        self.calls_adopted += 1
 
     def stats(self) -> dict:
         return {"calls_created": self.calls_created, "calls_ended": self.calls_ended,
@@ -726,10 +800,31 @@ def _codec_of(answer_sdp: str) -> str | None:
     return "PCMU" if " 0" in answer_sdp else None
 
 
+def _parts_of(conference: dict | None) -> dict[str, dict]:
+    """The engine's stats of each leg and player of a conference, by id (participant id)."""
+    conference = conference or {}
+    return {part["id"]: part for part in [*conference.get("legs", []),
+                                          *conference.get("players", [])]}
+
+
+def _track_view(track: dict, participants: dict) -> dict:
+    """A track as the controller lists it: by participant id (a leg's or a bot's id is the
+    participant's), with its file name for serving it."""
+    participant = participants.get(track["id"], {})
+    return {"participant_id": track["id"], "track_id": track["id"],
+            "label": track.get("label") or participant.get("label"),
+            "kind": participant.get("kind") or ("bot" if track.get("kind") == "player" else "voip"),
+            "offset_s": track.get("offset_s"), "duration_s": track.get("duration_s"),
+            "file": track.get("file")}
+
+
 def _leg_summary(leg: dict | None) -> dict | None:
-    """The engine's per-leg stats a client wants to see."""
+    """The engine's per-leg stats a client wants to see (for a bot: its player's)."""
     if leg is None:
         return None
+    if "frames_played" in leg:
+        return {"state": leg.get("state"), "muted": leg.get("muted"),
+                "seconds_played": leg.get("seconds_played"), "source": leg.get("source")}
     receive = leg.get("receive") or {}
     rtcp = leg.get("rtcp") or {}
     return {

@@ -66,8 +66,8 @@ def _loss_percent(leg: dict) -> tuple[float, float]:
 
 
 def _leg_readers(call: dict, participant: dict) -> list[str]:
-    """Who may read a leg's record: its identity; for a bot, who added it; for the recorder,
-    everyone in the call."""
+    """Who may read a leg's record: its identity; for a bot, who added it; else everyone in the
+    call."""
     if participant.get("identity"):
         return [participant["identity"]]
     if participant.get("added_by"):
@@ -115,6 +115,7 @@ def leg_record(call: dict, participant: dict, leg: dict, samples: LegSamples,
         "rtt_ms": rtt,
         "jitter_buffer_ms": jitter_buffer_ms,
         **quality,
+        **({"seconds_played": leg.get("seconds_played", 0.0)} if participant["kind"] == "bot" else {}),
         "recording_id": call.get("recording") or None,
         "_started": started_at,
         "_ended": ended_at,
@@ -122,9 +123,11 @@ def leg_record(call: dict, participant: dict, leg: dict, samples: LegSamples,
 
 
 def call_record(call: dict, legs: list[dict], ended_at: float, reason: str,
-                recordings: list[str]) -> dict:
-    """The CDR of a whole call, summing its leg records (every leg that ever joined)."""
+                recordings: list[dict]) -> dict:
+    """The CDR of a whole call, summing its leg records (every leg that ever joined); with its
+    recordings, each with its tracks' offsets (seconds from the mix's start) for alignment."""
     started_at = call["created_at"]
+    ids = [r["id"] for r in recordings]
     mos = [leg["mos"] for leg in legs if leg["participant_kind"] == "voip"]
     return {
         "kind": "call",
@@ -150,8 +153,13 @@ def call_record(call: dict, legs: list[dict], ended_at: float, reason: str,
         "loss_percent": max((leg["loss_percent"] for leg in legs), default=0.0),
         "mos": round(sum(mos) / len(mos), 2) if mos else None,
         "mos_min": min(mos) if mos else None,
-        "recording_id": recordings[-1] if recordings else None,
-        "recording_ids": recordings,
+        "recording_id": ids[-1] if ids else None,
+        "recording_ids": ids,
+        "recordings": [{"id": r["id"], "format": r["format"], "state": r["state"],
+                        "duration_s": r["duration_s"],
+                        "tracks": [{"participant_id": t["participant_id"], "offset_s": t["offset_s"],
+                                    "duration_s": t["duration_s"]} for t in r["tracks"]]}
+                       for r in recordings],
         "_started": started_at,
         "_ended": ended_at,
     }

@@ -125,10 +125,13 @@ class Outbox:
                                   "ended_at": ended_at, "reason": reason})
 
     async def recording_finished(self, recording_id: str, members: list[str] | None,
-                                 ended_at: float, duration_s: float) -> bool:
+                                 ended_at: float, duration_s: float, state: str = "stopped",
+                                 tracks: list[dict] | None = None) -> bool:
+        """A recording the engine finished: its duration, how it ended and its tracks."""
         return await self.submit({"op": RECORDING_FINISHED, "id": recording_id,
                                   "members": members, "ended_at": ended_at,
-                                  "duration_s": duration_s})
+                                  "duration_s": duration_s, "state": state,
+                                  "tracks": tracks or []})
 
     async def submit(self, entry: dict) -> bool:
         """True: committed to the store. False: queued on disk, to be written when it answers."""
@@ -166,13 +169,15 @@ class Outbox:
             # attempt have committed them
             earlier = [r for r in await self.store.leg_cdrs_of_call(call["id"])
                        if r.get("participant_id") not in mine]
-            recordings = await self.store.recording_ids_of_call(call["id"])
+            recordings = await self.store.recordings_of_call(call["id"])
             record = cdr.call_record(call, earlier + records, entry["ended_at"], entry["reason"],
                                      recordings)
             await self.store.add_cdrs(records + [record])
         elif op == RECORDING_FINISHED:
             await self.store.finish_recording(entry["id"], entry["members"], entry["ended_at"],
-                                              entry["duration_s"])
+                                              entry["duration_s"],
+                                              state=entry.get("state", "stopped"),
+                                              tracks=entry.get("tracks"))
         else:
             raise OutboxError(f"unknown outbox entry {op!r}")
         self.written += 1

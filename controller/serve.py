@@ -14,7 +14,7 @@ import logging
 import uvloop
 
 from controller.cli import add_common_arguments, settings_from, stop_on_signals
-from controller.engine_client import InProcessEngine
+from mixer.engine.client import InProcessEngine
 from controller.server import ControllerServer
 from controller.settings import ControllerSettings
 from mixer.engine.engine import Engine
@@ -52,7 +52,9 @@ async def start_turn(settings: ControllerSettings, media_ip: str | None = None):
 
 async def serve(settings: ControllerSettings) -> None:
     stop = stop_on_signals()
-    engine = Engine(EngineSettings())
+    # the engine records into the controller's data directory unless told otherwise
+    engine = Engine(EngineSettings(data_dir=settings.data_dir,
+                                   recordings_dir=settings.recordings_path))
     engine.start()
     log.info("engine started in-process: media %s ports %s", engine.settings.media_ip,
              engine.settings.media_ports)

@@ -16,7 +16,7 @@ import uvicorn
 
 from controller.app import create_app
 from controller.calls import CallService
-from controller.engine_client import EngineClient, HttpEngine
+from mixer.engine.client import EngineClient, HttpEngine
 from controller.events import EventHub
 from controller.registry import CallRegistry, MemoryRegistry, RedisRegistry
 from controller.settings import ControllerSettings, ensure_secrets

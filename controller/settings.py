@@ -78,6 +78,10 @@ class ControllerSettings(BaseSettings):
     max_participants_per_call: int = Field(500, ge=2)
     bot_max_seconds: float = Field(3600.0, gt=0, description="a tone bot stops after this long")
 
+    recordings_dir: Path | None = Field(
+        None, description="where an in-process engine (voicemix serve) writes recordings; unset = "
+                          "<data_dir>/recordings. Remote engines have their own setting")
+
     @field_validator("database_url")
     @classmethod
     def _postgresql_only(cls, value: str | None) -> str | None:
@@ -88,8 +92,8 @@ class ControllerSettings(BaseSettings):
         return value
 
     @property
-    def recordings_dir(self) -> Path:
-        return self.data_dir / "recordings"
+    def recordings_path(self) -> Path:
+        return self.recordings_dir or self.data_dir / "recordings"
 
     def derived_turn_urls(self) -> list[str]:
         if self.turn_urls:

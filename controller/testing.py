@@ -30,11 +30,12 @@ import httpx
 import numpy as np
 import uvloop
 
-from controller.engine_client import EngineClient, InProcessEngine
+from mixer.engine.client import EngineClient, InProcessEngine
 from controller.server import ControllerServer
 from controller.settings import ControllerSettings
 from mixer.codec import MIX_RATE
 from mixer.engine.engine import Engine
+from mixer.settings import EngineSettings
 from mixer.sim.participant import SimulatedParticipant
 
 
@@ -69,10 +70,13 @@ def https_client(server: ControllerServer, timeout_s: float = 10.0) -> httpx.Asy
 
 @contextlib.asynccontextmanager
 async def running_controller(data_dir: Path, engines: list[EngineClient] | None = None,
+                             engine_settings: dict | None = None,
                              **settings) -> AsyncIterator[RunningController]:
+    """`engine_settings`: EngineSettings fields of the in-process engine (e.g. forks to loopback,
+    which tests turn on)."""
     engine = None
     if engines is None:
-        engine = Engine()
+        engine = Engine(EngineSettings(data_dir=data_dir, **(engine_settings or {})))
         engine.start()
         engines = [InProcessEngine(engine)]
     config = ControllerSettings(data_dir=data_dir, listen="127.0.0.1:0", **settings)

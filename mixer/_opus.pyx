@@ -31,6 +31,8 @@ cdef extern from "opus.h" nogil:
                     int16_t *pcm, int frame_size, int decode_fec)
     int opus_decoder_ctl(OpusDecoderState *st, int request, ...)
     int opus_packet_get_nb_samples(const unsigned char *packet, int32_t len, int32_t Fs)
+    int opus_packet_parse(const unsigned char *data, int32_t len, unsigned char *out_toc,
+                          const unsigned char **frames, int16_t *size, int *payload_offset)
     const char *opus_strerror(int error)
     const char *opus_get_version_string()
     int OPUS_OK
@@ -228,3 +230,19 @@ def packet_samples(const unsigned char[::1] packet, int sample_rate=48000) -> in
     if packet.shape[0] == 0:
         raise OpusError("empty packet")
     return _check(opus_packet_get_nb_samples(&packet[0], packet.shape[0], sample_rate), "packet")
+
+
+def packet_duration(const unsigned char[::1] packet) -> int:
+    """Samples (48 kHz) of a well-formed Opus packet, its framing checked whole by libopus' parser
+    (RFC 6716 section 3.4: frame lengths, padding, at most 120 ms); OpusError if malformed. A
+    muxer writes only such packets, so a hostile sender cannot make a recording undecodable."""
+    cdef unsigned char toc
+    cdef const unsigned char *frames[48]
+    cdef int16_t sizes[48]
+    cdef int offset = 0
+    cdef int count
+    if packet.shape[0] == 0:
+        raise OpusError("empty packet")
+    count = opus_packet_parse(&packet[0], packet.shape[0], &toc, frames, sizes, &offset)
+    _check(count, "packet")
+    return _check(opus_packet_get_nb_samples(&packet[0], packet.shape[0], 48000), "packet")

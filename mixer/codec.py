@@ -150,6 +150,13 @@ class FrameDecoder:
         self._count = rest
         return self._frame
 
+    def take_samples(self) -> np.ndarray:
+        """Everything decoded and not yet taken (a copy), whatever its length: for writers that
+        follow packets rather than 20 ms ticks (a recording's participant track)."""
+        samples = self._pending[:self._count].copy()
+        self._count = 0
+        return samples
+
     def reset(self) -> None:
         """Forget buffered audio (after a talk spurt ended), keeping codec state."""
         self._count = 0
@@ -190,6 +197,16 @@ class OpusSettings:
     fec: bool = True
     packet_loss_percent: int = 10
     dtx: bool = False
+
+    @classmethod
+    def for_engine(cls, settings) -> OpusSettings:
+        """The engine's encoder settings (an EngineSettings) for streams whose receivers do not
+        report back (recordings, forks, SFU players): FEC only when a fixed loss hint is set
+        (`opus_packet_loss_percent`); the MCU's mixes follow their receivers' reports instead
+        (mixer/mcu/encoding.py)."""
+        fixed = settings.opus_packet_loss_percent
+        return cls(settings.opus_bitrate, settings.opus_complexity,
+                   bool(settings.opus_fec and fixed), fixed or 0, settings.opus_dtx)
 
     def with_fec(self, hint_percent: int) -> OpusSettings:
         """The same settings with in-band FEC at this loss hint (0: FEC off)."""

@@ -4,6 +4,8 @@ Defaults run embedded on loopback with no configuration at all.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -60,6 +62,26 @@ class EngineSettings(BaseSettings):
     latch_remote: bool = Field(
         False, description="send to where authenticated media comes from (symmetric RTP, RFC 4961)")
     rtcp_interval_s: float = Field(5.0, gt=0, description="RFC 3550 6.2 minimum report interval")
+    # Engine-side media services (mixer/media): files the engine reads and writes
+    data_dir: Path = Field(Path.home() / ".local" / "share" / "voicemix",
+                           description="where recordings go unless recordings_dir says otherwise")
+    recordings_dir: Path | None = Field(None, description="recordings; unset = <data_dir>/recordings")
+    player_dirs: list[Path] = Field(
+        default_factory=list, description="directories players may read files from; empty = the "
+                                          "recordings directory and <data_dir>/media")
+    player_max_seconds: float = Field(3600.0, gt=0, description="a tone plays at most this long")
+    max_players_per_conference: int = Field(16, ge=1, le=256,
+                                            description="players playing at once in one conference")
+    recording_opus_bitrate: int = Field(32000, ge=6000, le=510000,
+                                        description="Ogg recordings: the mix's Opus bitrate")
+    max_recordings_per_conference: int = Field(4, ge=1, le=64)
+    # Media forks: the same protection as TURN relays (mixer/turn/peers.py)
+    fork_allow_loopback: bool = Field(
+        False, description="forks may send to loopback addresses (tests turn it on)")
+    fork_allowed_ips: list[str] = Field(
+        default_factory=list, description="CIDRs forks may send to although private or "
+                                          "otherwise refused (e.g. an analytics host on the LAN)")
+    max_forks_per_conference: int = Field(8, ge=1, le=256)
 
     @field_validator("media_ports")
     @classmethod
@@ -68,6 +90,14 @@ class EngineSettings(BaseSettings):
         if not (low.isdigit() and high.isdigit() and 1024 <= int(low) < int(high) <= 65535):
             raise ValueError("media_ports must look like 40000-49999 (1024..65535)")
         return value
+
+    @property
+    def recordings_path(self) -> Path:
+        return self.recordings_dir or self.data_dir / "recordings"
+
+    @property
+    def player_paths(self) -> list[Path]:
+        return list(self.player_dirs) or [self.recordings_path, self.data_dir / "media"]
 
     @property
     def port_range(self) -> tuple[int, int]:

@@ -7,12 +7,13 @@ cd "$(dirname "$0")/.."
 # libopus-dev: the Cython core links libopus. pkg-config: finds it. ffmpeg: the interop peer of the
 # end-to-end tests. redis-server: the shared call registry's peer in the controller tests.
 # coturn: turnutils_* clients and turnserver, the TURN interop peers and benchmark baseline.
+# opus-tools: opusinfo, an independent checker of the Ogg Opus files the engine records.
 # postgresql: the shared store's server in the controller tests and the store benchmark (the
 # tests start their own in a temporary directory; the package's own cluster is not used).
 # espeak-ng, flite: the test speech of the listening-quality test and benchmark; janus: Janus
 # AudioBridge, the quality benchmark's side-by-side peer (bench/janus_bridge.py runs its own).
 # python3-venv: only if this Python cannot make a virtualenv by itself.
-APT_PACKAGES=(libopus-dev libopus0 pkg-config ffmpeg redis-server coturn postgresql espeak-ng flite janus)
+APT_PACKAGES=(libopus-dev libopus0 pkg-config ffmpeg redis-server coturn postgresql opus-tools espeak-ng flite janus)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

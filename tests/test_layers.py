@@ -23,16 +23,24 @@ RANKS = {
     "mixer.turn.stun": 1,
     "mixer.turn.errors": 1,
     "mixer.turn._wire": 1,
+    "mixer.turn.peers": 1,   # which addresses a relay or a fork may send to (no I/O)
     "mixer.legs": 2,         # one participant's media on one port, used by every mode
-    "mixer.mcu": 3,          # conference modes
-    "mixer.sfu": 3,
-    "mixer.engine": 4,       # the process: registry of conferences, clock, control API
-    "mixer.turn": 4,         # STUN/TURN service beside the engine
+    "mixer.media": 3,        # engine-side media services (players, recordings, forks): no peer
+    "mixer.mcu": 4,          # conference modes
+    "mixer.sfu": 4,
+    "mixer.engine": 5,       # the process: registry of conferences, clock, control API
+    "mixer.turn": 5,         # STUN/TURN service beside the engine
 }
 SIBLINGS = [("mixer.mcu", "mixer.sfu")]
 # Tools that drive the product from outside (test clients, demo, load generator): product code
 # never imports them.
-TOOLS = ("mixer.sim", "mixer.demo", "mixer.load", "mixer.selfcheck", "mixer.analysis", "mixer.cli")
+TOOLS = ("mixer.sim", "mixer.demo", "mixer.load", "mixer.selfcheck", "mixer.analysis", "mixer.cli",
+         "controller.testing")
+# The controller talks to engines only through the engine client interface; it does no media work.
+CONTROLLER_MAY_IMPORT = ("mixer.engine.client",)
+# `voicemix serve` composes a controller, an engine and TURN in one process: the one module of the
+# controller that may build them.
+CONTROLLER_COMPOSITION = {"controller.serve": ("mixer.engine.engine", "mixer.settings", "mixer.turn")}
 
 
 def module_name(path: Path) -> str:
@@ -97,9 +105,26 @@ def test_mixer_layers_only_look_down():
     assert not violations, "\n".join(violations)
 
 
+def _within(name: str, prefixes) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+def test_the_controller_uses_the_engine_only_through_its_client_interface():
+    violations = []
+    for path in product_modules("controller"):
+        module = module_name(path)
+        if is_tool(module):
+            continue
+        allowed = CONTROLLER_MAY_IMPORT + CONTROLLER_COMPOSITION.get(module, ())
+        for imported in imports_of(path):
+            if imported.startswith("mixer") and not _within(imported, allowed):
+                violations.append(f"{module} imports {imported}")
+    assert not violations, "\n".join(violations)
+
+
 def test_product_code_never_imports_the_test_clients():
     offenders = [f"{module_name(p)} imports {name}"
-                 for package in ("mixer",) for p in product_modules(package)
+                 for package in ("mixer", "controller") for p in product_modules(package)
                  if not is_tool(module_name(p))
                  for name in imports_of(p) if name.startswith("mixer.sim")]
     assert not offenders, "\n".join(offenders)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -102,7 +103,16 @@ class SqliteDatabase(Database):
             db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None,
                                  timeout=self.busy_timeout_s)
             db.row_factory = sqlite3.Row
-            db.execute("PRAGMA journal_mode=WAL")
+            # switching a new file to WAL takes an exclusive lock that SQLite does not wait for
+            # (no busy handler): two controllers opening one new file at once can see "locked"
+            for attempt in range(50):
+                try:
+                    db.execute("PRAGMA journal_mode=WAL")
+                    break
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) or attempt == 49:
+                        raise
+                    time.sleep(0.02)
             db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
             self._db = db
         await self._call(connect)

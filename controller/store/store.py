@@ -159,31 +159,61 @@ class Store:
 
     # -------------------------------------------------------------------------------- recordings
     async def add_recording(self, recording_id: str, call_id: str, path: str,
-                            members: list[str], started_at: float) -> None:
-        await self.db.execute(
-            "INSERT INTO recordings (id, call_id, path, members, started_at) "
-            "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING",
-            recording_id, call_id, path, json.dumps(sorted(members)), float(started_at))
+                            members: list[str], started_at: float, *, fmt: str = "wav",
+                            tracks_mode: str = "mix", engine: str | None = None) -> None:
+        """Index a recording the engine started: where its mix is, who may read it, and its
+        format, tracks mode and engine (the one to fetch its files from)."""
+        async with self.db.transaction() as tx:
+            await tx.execute(
+                "INSERT INTO recordings (id, call_id, path, members, started_at) "
+                "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING",
+                recording_id, call_id, path, json.dumps(sorted(members)), float(started_at))
+            await tx.execute(
+                "INSERT INTO recording_details (id, format, tracks_mode, engine, state) "
+                "VALUES ($1, $2, $3, $4, 'recording') ON CONFLICT (id) DO NOTHING",
+                recording_id, fmt, tracks_mode, engine)
 
     async def finish_recording(self, recording_id: str, members: list[str] | None,
-                               ended_at: float, duration_s: float) -> None:
-        """Mark the recording finished; `members` None keeps those recorded at its start."""
-        await self.db.execute(
-            "UPDATE recordings SET members = COALESCE($2, members), ended_at = $3, "
-            "duration_s = $4 WHERE id = $1",
-            recording_id, None if members is None else json.dumps(sorted(members)),
-            float(ended_at), float(duration_s))
+                               ended_at: float, duration_s: float, *, state: str = "stopped",
+                               tracks: list[dict] | None = None) -> None:
+        """Mark the recording finished, with how it ended and its tracks; `members` None keeps
+        those recorded at its start. Idempotent (the outbox may write it twice)."""
+        async with self.db.transaction() as tx:
+            await tx.execute(
+                "UPDATE recordings SET members = COALESCE($2, members), ended_at = $3, "
+                "duration_s = $4 WHERE id = $1",
+                recording_id, None if members is None else json.dumps(sorted(members)),
+                float(ended_at), float(duration_s))
+            await tx.execute(
+                "UPDATE recording_details SET state = $2, tracks = $3 WHERE id = $1",
+                recording_id, state, json.dumps(tracks or []))
+
+    _RECORDING_SELECT = (
+        "SELECT r.id, r.call_id, r.path, r.members, r.started_at, r.ended_at, r.duration_s, "
+        "d.format, d.tracks_mode, d.engine, d.state, d.tracks "
+        "FROM recordings r LEFT JOIN recording_details d ON d.id = r.id")
+    _RECORDING_KEYS = ("id", "call_id", "path", "members", "started_at", "ended_at",
+                       "duration_s", "format", "tracks_mode", "engine", "state", "tracks")
+
+    @classmethod
+    def _recording(cls, row) -> dict[str, Any]:
+        result = dict(zip(cls._RECORDING_KEYS, row))
+        result["members"] = json.loads(result["members"])
+        result["tracks"] = json.loads(result["tracks"] or "[]")
+        result["format"] = result["format"] or "wav"  # indexed before the details were kept
+        result["tracks_mode"] = result["tracks_mode"] or "mix"
+        result["state"] = result["state"] or ("stopped" if result["ended_at"] else "recording")
+        return result
 
     async def get_recording(self, recording_id: str) -> dict[str, Any] | None:
-        row = await self.db.fetchrow(
-            "SELECT id, call_id, path, members, started_at, ended_at, duration_s "
-            "FROM recordings WHERE id = $1", recording_id)
-        if row is None:
-            return None
-        keys = ("id", "call_id", "path", "members", "started_at", "ended_at", "duration_s")
-        result = dict(zip(keys, row))
-        result["members"] = json.loads(result["members"])
-        return result
+        row = await self.db.fetchrow(self._RECORDING_SELECT + " WHERE r.id = $1", recording_id)
+        return None if row is None else self._recording(row)
+
+    async def recordings_of_call(self, call_id: str) -> list[dict[str, Any]]:
+        """The call's recordings with their details, oldest first (whichever controller made
+        them)."""
+        return [self._recording(row) for row in await self.db.fetch(
+            self._RECORDING_SELECT + " WHERE r.call_id = $1 ORDER BY r.started_at, r.id", call_id)]
 
     async def recording_ids_of_call(self, call_id: str) -> list[str]:
         """The call's recordings, oldest first (whichever controller made them)."""

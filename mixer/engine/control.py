@@ -10,7 +10,8 @@ import json
 
 from aiohttp import web
 
-from mixer.engine.engine import Engine, EngineError
+from mixer.engine.engine import Engine
+from mixer.engine.errors import EngineError
 
 MAX_BODY_BYTES = 64 * 1024  # an SDP offer is a few KB
 
@@ -46,15 +47,20 @@ async def _json_body(request: web.Request) -> dict:
     return body
 
 
-def _field(body: dict, name: str, kind: type, required: bool = False):
+def _field(body: dict, name: str, kind: type | tuple, required: bool = False):
     value = body.get(name)
     if value is None:
         if required:
             raise EngineError(422, "missing_field", f"{name!r} is required")
         return None
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise EngineError(422, "bad_field", f"{name!r} must be {kind.__name__}")
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if not isinstance(value, kinds) or (bool not in kinds and isinstance(value, bool)):
+        names = " or ".join(k.__name__ for k in kinds)
+        raise EngineError(422, "bad_field", f"{name!r} must be {names}")
     return value
+
+
+NUMBER = (int, float)
 
 
 async def start_control_api(engine: Engine, host: str = "127.0.0.1",
@@ -66,6 +72,14 @@ async def start_control_api(engine: Engine, host: str = "127.0.0.1",
     site = web.TCPSite(runner, host, port)
     await site.start()
     return runner, site._server.sockets[0].getsockname()[1]
+
+
+AUDIO_TYPES = {".ogg": "audio/ogg", ".wav": "audio/wav"}
+
+
+def _audio_file(path) -> web.FileResponse:
+    return web.FileResponse(path, headers={"Content-Type": AUDIO_TYPES.get(path.suffix,
+                                                                           "application/octet-stream")})
 
 
 def create_app(engine: Engine) -> web.Application:
@@ -105,6 +119,84 @@ def create_app(engine: Engine) -> web.Application:
     @routes.delete("/conferences/{conference}/legs/{leg}")
     async def remove_leg(request: web.Request) -> web.Response:
         engine.remove_leg(request.match_info["conference"], request.match_info["leg"])
+        return web.Response(status=204)
+
+    @routes.post("/conferences/{conference}/players")
+    async def add_player(request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        result = engine.add_player(
+            request.match_info["conference"], tone=_field(body, "tone", NUMBER),
+            file=_field(body, "file", str), loop=bool(_field(body, "loop", bool)),
+            seconds=_field(body, "seconds", NUMBER), label=_field(body, "label", str),
+            player_id=_field(body, "id", str))
+        return web.json_response(result, status=201)
+
+    @routes.get("/conferences/{conference}/players/{player}")
+    async def get_player(request: web.Request) -> web.Response:
+        return web.json_response(engine.get_player(request.match_info["conference"],
+                                                   request.match_info["player"]))
+
+    @routes.patch("/conferences/{conference}/players/{player}")
+    async def update_player(request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        return web.json_response(engine.update_player(
+            request.match_info["conference"], request.match_info["player"],
+            _field(body, "muted", bool)))
+
+    @routes.delete("/conferences/{conference}/players/{player}")
+    async def remove_player(request: web.Request) -> web.Response:
+        engine.remove_player(request.match_info["conference"], request.match_info["player"])
+        return web.Response(status=204)
+
+    @routes.post("/conferences/{conference}/recordings")
+    async def start_recording(request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        result = engine.start_recording(
+            request.match_info["conference"], format=_field(body, "format", str) or "ogg",
+            tracks=_field(body, "tracks", str) or "mix", recording_id=_field(body, "id", str))
+        return web.json_response(result, status=201)
+
+    @routes.get("/conferences/{conference}/recordings/{recording}")
+    async def get_recording(request: web.Request) -> web.Response:
+        return web.json_response(engine.get_recording(request.match_info["conference"],
+                                                      request.match_info["recording"]))
+
+    @routes.delete("/conferences/{conference}/recordings/{recording}")
+    async def stop_recording(request: web.Request) -> web.Response:
+        return web.json_response(engine.stop_recording(request.match_info["conference"],
+                                                       request.match_info["recording"]))
+
+    @routes.get("/recordings/{recording}")
+    async def recording_info(request: web.Request) -> web.Response:
+        return web.json_response(engine.recording_info(request.match_info["recording"]))
+
+    @routes.get("/recordings/{recording}/file")
+    async def recording_file(request: web.Request) -> web.FileResponse:
+        return _audio_file(engine.recording_file(request.match_info["recording"]))
+
+    @routes.get("/recordings/{recording}/tracks/{track}/file")
+    async def track_file(request: web.Request) -> web.FileResponse:
+        return _audio_file(engine.recording_file(request.match_info["recording"],
+                                                 request.match_info["track"]))
+
+    @routes.post("/conferences/{conference}/forks")
+    async def add_fork(request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        result = await engine.add_fork(
+            request.match_info["conference"], _field(body, "source", str, required=True),
+            _field(body, "destination", str, required=True), srtp=bool(_field(body, "srtp", bool)),
+            codec=_field(body, "codec", str), label=_field(body, "label", str),
+            fork_id=_field(body, "id", str))
+        return web.json_response(result, status=201)
+
+    @routes.get("/conferences/{conference}/forks/{fork}")
+    async def get_fork(request: web.Request) -> web.Response:
+        return web.json_response(engine.get_fork(request.match_info["conference"],
+                                                 request.match_info["fork"]))
+
+    @routes.delete("/conferences/{conference}/forks/{fork}")
+    async def remove_fork(request: web.Request) -> web.Response:
+        engine.remove_fork(request.match_info["conference"], request.match_info["fork"])
         return web.Response(status=204)
 
     @routes.get("/stats")

@@ -5,31 +5,39 @@ these methods). All methods run on the engine's event loop.
 """
 from __future__ import annotations
 
+import asyncio
+import ipaddress
 import logging
+import os
 import secrets
+import socket
 import time
+from pathlib import Path
 
+from mixer.codec import FRAME_MS
 from mixer.engine.clock import TickClock
+from mixer.engine.errors import EngineError
 from mixer.legs.leg import MediaLeg
 from mixer.legs.ports import PortAllocator, PortsExhausted
 from mixer.legs.transport import SendFlusher
 from mixer.mcu.conference import McuConference
+from mixer.codec import OpusSettings
+from mixer.media.fork import MIX, DestinationError, Fork, parse_destination
+from mixer.media.player import PLAYING, Player, PlayerError, ToneSource, open_file
+from mixer.media.recorder import (
+    METADATA_FILE, Recording, RecordingError, read_metadata, repair_recording,
+)
+from mixer.media.services import ConferenceMedia
 from mixer.sdp.offer_answer import DEFAULT_CODECS
 from mixer.sfu.conference import SfuConference
-from mixer.sdp import SdpError, answer_audio, parse
+from mixer.sdp import AudioAnswer, SdpError, answer_audio, generate_crypto, parse
+from mixer.sdp.stream import STREAM_PAYLOAD_TYPES, describe_stream
 from mixer.settings import EngineSettings
+from mixer.turn.peers import PeerFilter
 
 log = logging.getLogger("voicemix.engine")
 
-
-
-class EngineError(Exception):
-    """A control request the engine refuses; `status` is the HTTP status the control API answers."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
+__all__ = ["Engine", "EngineError"]
 
 
 class Engine:
@@ -52,6 +60,7 @@ class Engine:
 
     # ---------------------------------------------------------------------------------- lifecycle
     def start(self) -> None:
+        self.repair_recordings()
         self.clock.start()
         self.started_at = time.time()
 
@@ -87,11 +96,22 @@ class Engine:
             "id": conference.id,
             "mode": conference.mode,
             "legs": [conference.leg_stats(leg_id) for leg_id in conference.voices],
+            "players": [player.stats() for player in getattr(conference, "players", {}).values()],
+            "recordings": [r.stats() for r in self._recordings(conference)],
+            "forks": [f.stats() for f in self._forks(conference)],
             "stats": conference.stats(),
         }
 
     def delete_conference(self, conference_id: str) -> None:
+        """Remove the conference: its recordings are finished (files closed, metadata written),
+        its players stopped, its legs closed."""
         conference = self._conference(conference_id)
+        for recording in self._recordings(conference):
+            self.stop_recording(conference_id, recording.id)
+        for fork in self._forks(conference):
+            self.remove_fork(conference_id, fork.id)
+        for player_id in list(getattr(conference, "players", ())):
+            self.remove_player(conference_id, player_id)
         for leg_id in list(conference.voices):
             self.remove_leg(conference_id, leg_id)
         del self.conferences[conference_id]
@@ -165,6 +185,343 @@ class Engine:
             raise EngineError(404, "no_such_leg", f"no leg {leg_id} in conference {conference.id}")
         return voice.leg
 
+    # ------------------------------------------------------------------------------------ players
+    def add_player(self, conference_id: str, *, tone: float | None = None, file: str | None = None,
+                   loop: bool = False, seconds: float | None = None, label: str | None = None,
+                   player_id: str | None = None) -> dict:
+        """Play a tone (`tone` Hz) or a WAV/Ogg Opus file (`file`, inside one of the player
+        directories) into the conference, from the next tick. A tone stops after `seconds`
+        (default `player_max_seconds`); a file plays to its end (`loop`: over and over) or for
+        `seconds`. Returns the player's stats; its `state` turns "finished" when it is done."""
+        conference = self._conference(conference_id)
+        if not hasattr(conference, "add_player"):
+            raise EngineError(400, "unsupported_mode", f"a {conference.mode} conference has no players")
+        if (tone is None) == (file is None):
+            raise EngineError(422, "bad_field", "give exactly one of 'tone' (Hz) or 'file'")
+        if seconds is not None and not (isinstance(seconds, (int, float)) and seconds > 0):
+            raise EngineError(422, "bad_field", "'seconds' must be a positive number")
+        player_id = self._new_id(player_id, conference.players, "player")
+        playing = [p for p in conference.players.values() if p.state == PLAYING]
+        if len(playing) >= self.settings.max_players_per_conference:
+            raise EngineError(409, "too_many_players",
+                              f"{len(playing)} players already play in this conference")
+        try:
+            if tone is not None:
+                source = ToneSource(tone, min(seconds or self.settings.player_max_seconds,
+                                              self.settings.player_max_seconds))
+            else:
+                source = open_file(self._playable(file))
+        except PlayerError as exc:
+            status = {"no_such_file": 404, "file_forbidden": 403}.get(exc.code, 422)
+            raise EngineError(status, exc.code, str(exc)) from None
+        player = Player(player_id, source, label=label, loop=loop,
+                        seconds=seconds if file is not None else None)
+        self._forget_finished_players(conference)
+        conference.add_player(player)
+        log.info("player %s plays %s into %s", player_id, source.describe(), conference_id)
+        return player.stats()
+
+    def get_player(self, conference_id: str, player_id: str) -> dict:
+        return self._player(self._conference(conference_id), player_id).stats()
+
+    def update_player(self, conference_id: str, player_id: str, muted: bool | None = None) -> dict:
+        player = self._player(self._conference(conference_id), player_id)
+        if muted is not None:
+            player.muted = muted
+        return player.stats()
+
+    def remove_player(self, conference_id: str, player_id: str) -> dict:
+        """Stop the player (if it still plays) and forget it; returns its last stats."""
+        conference = self._conference(conference_id)
+        player = self._player(conference, player_id)
+        player.stop()
+        conference.remove_player(player_id)
+        return player.stats()
+
+    @staticmethod
+    def _player(conference, player_id: str) -> Player:
+        player = getattr(conference, "players", {}).get(player_id)
+        if player is None:
+            raise EngineError(404, "no_such_player", f"no player {player_id} in {conference.id}")
+        return player
+
+    def _forget_finished_players(self, conference) -> None:
+        """Finished players stay listed (for whoever polls their state) until removed; beyond the
+        per-conference limit the oldest finished ones are forgotten, so a phone tree that plays
+        prompt after prompt never grows the list."""
+        finished = [p for p in conference.players.values() if p.state != PLAYING]
+        for player in finished[:max(0, len(finished) - self.settings.max_players_per_conference + 1)]:
+            conference.remove_player(player.id)
+
+    def _playable(self, file: str) -> Path:
+        """The file a player may read: inside one of the player directories (symbolic links
+        resolved), given absolute or relative to one of them."""
+        if not isinstance(file, str) or not file or "\0" in file:
+            raise PlayerError("bad_field", "'file' must be a path")
+        roots = [Path(os.path.realpath(root)) for root in self.settings.player_paths]
+        requested = Path(file)
+        candidates = [requested] if requested.is_absolute() else [root / requested for root in roots]
+        for candidate in candidates:
+            resolved = Path(os.path.realpath(candidate))
+            if not any(resolved.is_relative_to(root) for root in roots):
+                continue
+            if resolved.exists() or candidate is candidates[-1]:
+                return resolved
+        if requested.is_absolute() or any(".." in part for part in requested.parts):
+            raise PlayerError("file_forbidden", "players read files in the player directories only")
+        raise PlayerError("no_such_file", f"no file {file} in the player directories")
+
+    # --------------------------------------------------------------------------------- recordings
+    def start_recording(self, conference_id: str, *, format: str = "ogg", tracks: str = "mix",
+                        recording_id: str | None = None) -> dict:
+        """Record the conference from the next tick into `<recordings dir>/<id>/`: its mix, and
+        with `tracks` "mix+participants" one track per participant (and per player). `format`
+        "ogg" (Opus, RFC 7845; participants' Opus packets muxed as received) or "wav" (16-bit
+        48 kHz mono). Returns the recording's metadata (`id`, `state` "recording", `path`, ...)."""
+        conference = self._conference(conference_id)
+        recording_id = self._new_id(recording_id, self.recording_ids(), "recording")
+        if sum(r.active for r in self._recordings(conference)) >= \
+                self.settings.max_recordings_per_conference:
+            raise EngineError(409, "too_many_recordings", "the conference has its maximum of "
+                              "recordings running")
+        try:
+            recording = Recording(
+                recording_id, conference_id, self.settings.recordings_path / recording_id, format,
+                tracks, self.clock.now_ms(), bitrate=self.settings.recording_opus_bitrate,
+                track_delay_ms=self.settings.jitter_min_ms + FRAME_MS / 2)
+        except RecordingError as exc:
+            status = {"recording_exists": 409, "storage_error": 507}.get(exc.code, 422)
+            raise EngineError(status, exc.code, str(exc)) from None
+        self._media(conference).attach(recording_id, recording)
+        log.info("recording %s of %s started (%s, %s) in %s", recording_id, conference_id, format,
+                 tracks, recording.directory)
+        return recording.metadata()
+
+    def get_recording(self, conference_id: str, recording_id: str) -> dict:
+        return self._recording(self._conference(conference_id), recording_id).metadata()
+
+    def stop_recording(self, conference_id: str, recording_id: str) -> dict:
+        """Finish the recording (every file closed, silence up to now, metadata written) and
+        detach it; returns its final metadata with each track's offset and duration."""
+        conference = self._conference(conference_id)
+        recording = self._recording(conference, recording_id)
+        metadata = recording.stop(self.clock.now_ms())
+        self._detach(conference, recording_id)
+        return metadata
+
+    def recording_info(self, recording_id: str) -> dict:
+        """The metadata of any recording in the recordings directory, finished or running."""
+        for conference in self.conferences.values():
+            for recording in self._recordings(conference):
+                if recording.id == recording_id:
+                    return recording.metadata()
+        directory = self._recording_directory(recording_id)
+        try:
+            return read_metadata(directory)
+        except (OSError, ValueError):
+            raise EngineError(404, "no_such_recording", f"no recording {recording_id}") from None
+
+    def recording_file(self, recording_id: str, track: str | None = None) -> Path:
+        """The file of a finished recording's mix, or of one of its tracks (a participant's or
+        player's id)."""
+        info = self.recording_info(recording_id)
+        if info.get("state") == "recording":
+            raise EngineError(409, "recording_active", "the recording is still being made")
+        directory = self._recording_directory(recording_id)
+        if track is None:
+            path = directory / Path(info["path"]).name
+        else:
+            names = {t["id"]: t["file"] for t in info.get("tracks", [])}
+            if track not in names:
+                raise EngineError(404, "no_such_track", f"recording {recording_id} has no track {track}")
+            path = directory / names[track]
+        if not path.is_file():
+            raise EngineError(404, "no_such_file", f"{path.name} is gone from the recordings")
+        return path
+
+    def recording_ids(self) -> set[str]:
+        ids = {r.id for c in self.conferences.values() for r in self._recordings(c)}
+        root = self.settings.recordings_path
+        if root.is_dir():
+            ids.update(p.parent.name for p in root.glob(f"*/{METADATA_FILE}"))
+        return ids
+
+    def repair_recordings(self) -> list[dict]:
+        """At start: recordings a killed engine left unfinished get their files made whole and
+        their metadata marked "interrupted"."""
+        root = self.settings.recordings_path
+        repaired = []
+        if root.is_dir():
+            for metadata_path in sorted(root.glob(f"*/{METADATA_FILE}")):
+                fixed = repair_recording(metadata_path.parent)
+                if fixed is not None:
+                    log.warning("recording %s was interrupted; repaired (%.2f s)", fixed.get("id"),
+                                fixed.get("duration_s") or 0.0)
+                    repaired.append(fixed)
+        return repaired
+
+    def _recording_directory(self, recording_id: str) -> Path:
+        self._new_id(recording_id, (), "recording")  # a safe directory name, or 400
+        return self.settings.recordings_path / recording_id
+
+    @staticmethod
+    def _recordings(conference) -> list[Recording]:
+        media = getattr(conference, "media", None)
+        if media is None:
+            return []
+        return [s for s in media.services.values() if isinstance(s, Recording)]
+
+    def _recording(self, conference, recording_id: str) -> Recording:
+        for recording in self._recordings(conference):
+            if recording.id == recording_id:
+                return recording
+        raise EngineError(404, "no_such_recording",
+                          f"no recording {recording_id} in conference {conference.id}")
+
+    # -------------------------------------------------------------------------------------- forks
+    async def add_fork(self, conference_id: str, source: str, destination: str, *,
+                       srtp: bool = False, codec: str | None = None, label: str | None = None,
+                       fork_id: str | None = None) -> dict:
+        """Send `source` ("mix", or a leg id) as RTP, or SDES-SRTP with `srtp`, to `destination`
+        ("host:port"; RTCP to port + 1). A participant's packets are forwarded in its own codec;
+        the mix is encoded in `codec` (opus, PCMU or PCMA; default opus). The destination passes
+        the TURN relays' peer filter: loopback, private, link-local, multicast and reserved
+        addresses are refused (403 destination_forbidden) unless `fork_allow_loopback` or
+        `fork_allowed_ips` say otherwise. Returns the fork, with `sdp`: what a receiver needs
+        (the stream's codec and payload type, and the key with SRTP)."""
+        conference = self._conference(conference_id)
+        if not isinstance(source, str) or not source:
+            raise EngineError(422, "bad_field", "'source' is 'mix' or a leg id")
+        if source != MIX and source not in conference.voices:
+            raise EngineError(404, "no_such_leg", f"no leg {source} in conference {conference_id}")
+        if source == MIX:
+            codec = codec or "opus"
+            if codec not in STREAM_PAYLOAD_TYPES:
+                raise EngineError(422, "bad_codec", "a mix fork's codec is opus, PCMU or PCMA")
+        else:
+            source_leg = conference.voices[source].leg
+            if codec not in (None, source_leg.codec):
+                raise EngineError(422, "bad_codec", f"a participant's fork carries its own codec "
+                                  f"({source_leg.codec}): packets are forwarded, not transcoded")
+            codec = source_leg.codec
+        fork_id = self._new_id(fork_id, {f.id for f in self._forks(conference)}, "fork")
+        if sum(f.state == "active" for f in self._forks(conference)) >= \
+                self.settings.max_forks_per_conference:
+            raise EngineError(409, "too_many_forks", "the conference has its maximum of forks")
+        try:
+            host, port = parse_destination(destination)
+        except DestinationError as exc:
+            raise EngineError(422, "bad_destination", str(exc)) from None
+        address = await self._fork_address(host, port)
+        try:
+            rtp_socket, rtcp_socket = self.ports.allocate(self.settings.media_ip, True)
+        except PortsExhausted as exc:
+            raise EngineError(503, "no_ports", str(exc)) from exc
+        local_port = rtp_socket.getsockname()[1]
+        crypto = generate_crypto(1) if srtp else None
+        ptime = 20 if source == MIX else source_leg.ptime_ms
+        sdp = describe_stream(origin_ip=self.settings.media_ip, destination=(address, port),
+                              codec=codec, ptime_ms=ptime, crypto=crypto, name="voicemix fork")
+        answer = AudioAnswer(
+            sdp=sdp, description=parse(sdp), codec=codec, payload_type=STREAM_PAYLOAD_TYPES[codec],
+            clock_rate=48000 if codec == "opus" else 8000, channels=1, fmtp={},
+            telephone_event_pt=None, remote_rtp=(address, port), remote_rtcp=(address, port + 1),
+            rtcp_mux=False, ptime_ms=ptime, direction="sendonly", audio_level_ext_id=None,
+            # the destination sends no media; its SRTCP reports cannot be authenticated (it has
+            # no key of ours to learn), so they are dropped and counted
+            local_crypto=crypto, remote_crypto=generate_crypto(1) if srtp else None)
+        leg = MediaLeg(fork_id, answer, rtp_socket, rtcp_socket, self.settings, label or fork_id,
+                       self.flusher)
+        try:
+            await leg.open()
+        except OSError as exc:
+            self._release(local_port, rtp_socket, rtcp_socket)
+            raise EngineError(503, "socket_error", str(exc)) from exc
+        fork = Fork(fork_id, source, leg, f"{address}:{port}" if ":" not in address
+                    else f"[{address}]:{port}", sdp, self._opus(), label)
+        self._media(conference).attach(fork_id, fork)
+        log.info("fork %s of %s/%s to %s:%d (%s%s)", fork_id, conference_id, source, address, port,
+                 codec, ", SRTP" if srtp else "")
+        return {**fork.stats(), "sdp": sdp}
+
+    def get_fork(self, conference_id: str, fork_id: str) -> dict:
+        fork = self._fork(self._conference(conference_id), fork_id)
+        return {**fork.stats(), "sdp": fork.sdp}
+
+    def remove_fork(self, conference_id: str, fork_id: str) -> dict:
+        """Stop sending (an RTCP BYE goes to the destination) and forget the fork."""
+        conference = self._conference(conference_id)
+        fork = self._fork(conference, fork_id)
+        fork.stop()
+        self.ports.release(fork.leg.local_port)
+        self._detach(conference, fork_id)
+        return fork.stats()
+
+    async def _fork_address(self, host: str, port: int) -> str:
+        """The address a fork sends to: `host` resolved, and every address it resolves to allowed
+        by the peer filter (a name must not reach a refused address through one of its records)."""
+        try:
+            literal = ipaddress.ip_address(host)
+            addresses = [str(literal)]
+        except ValueError:
+            try:
+                found = await asyncio.get_running_loop().getaddrinfo(
+                    host, port, type=socket.SOCK_DGRAM, proto=socket.IPPROTO_UDP)
+            except (socket.gaierror, UnicodeError) as exc:
+                raise EngineError(422, "bad_destination", f"{host} does not resolve: {exc}") from None
+            addresses = list(dict.fromkeys(info[4][0] for info in found))
+        family = socket.AF_INET6 if ":" in self.settings.media_ip else socket.AF_INET
+        addresses = [a for a in addresses if (":" in a) == (family == socket.AF_INET6)]
+        if not addresses:
+            raise EngineError(422, "bad_destination",
+                              f"{host} has no address of the media address's family")
+        peers = PeerFilter(self.settings.fork_allow_loopback, self.settings.fork_allowed_ips)
+        refused = [a for a in addresses if not peers.permits(a)]
+        if refused:
+            raise EngineError(403, "destination_forbidden",
+                              f"forks may not send to {', '.join(refused)} (loopback, private, "
+                              f"link-local, multicast or reserved addresses are refused)")
+        return addresses[0]
+
+    def _opus(self) -> OpusSettings:
+        return OpusSettings.for_engine(self.settings)
+
+    @staticmethod
+    def _forks(conference) -> list[Fork]:
+        media = getattr(conference, "media", None)
+        if media is None:
+            return []
+        return [s for s in media.services.values() if isinstance(s, Fork)]
+
+    def _fork(self, conference, fork_id: str) -> Fork:
+        for fork in self._forks(conference):
+            if fork.id == fork_id:
+                return fork
+        raise EngineError(404, "no_such_fork", f"no fork {fork_id} in conference {conference.id}")
+
+    def _media(self, conference) -> ConferenceMedia:
+        if conference.media is None:
+            conference.media = ConferenceMedia(conference, self.settings)
+        return conference.media
+
+    @staticmethod
+    def _detach(conference, service_id: str) -> None:
+        media = conference.media
+        if media is not None:
+            media.detach(service_id)
+            if media.empty:
+                conference.media = None
+
+    def _new_id(self, wanted: str | None, existing, what: str) -> str:
+        if wanted is None:
+            return secrets.token_hex(6)
+        if not (isinstance(wanted, str) and 0 < len(wanted) <= 64
+                and wanted.replace("-", "").replace("_", "").isalnum()):
+            raise EngineError(400, "bad_id", f"{what} ids are 1..64 of [A-Za-z0-9_-]")
+        if wanted in existing:
+            raise EngineError(409, f"{what}_exists", f"{what} {wanted} exists")
+        return wanted
+
     def _release(self, port: int, *sockets) -> None:
         for sock in sockets:
             if sock is not None:
@@ -176,7 +533,11 @@ class Engine:
         packets_in = packets_out = 0
         drops: dict[str, int] = {}
         legs = 0
+        forks = 0
         for conference in self.conferences.values():
+            for fork in self._forks(conference):
+                forks += 1
+                packets_out += fork.leg.packets_out
             for leg in conference.legs.values():
                 legs += 1
                 packets_in += leg.packets_in
@@ -188,6 +549,7 @@ class Engine:
             "uptime_s": round(time.time() - self.started_at, 3) if self.started_at else 0.0,
             "conferences": len(self.conferences),
             "legs": legs,
+            "forks": forks,
             "legs_created": self.legs_created,
             "legs_removed": self.legs_removed,
             "ports_in_use": self.ports.in_use,

@@ -23,6 +23,7 @@ from mixer import _jitter, _mix, _rtp
 from mixer.codec import FRAME_MS, FRAME_SAMPLES, FrameDecoder, FrameEncoder, OpusSettings
 from mixer.legs.leg import MediaLeg
 from mixer.mcu.encoding import LossEstimate, tier_hint
+from mixer.media.player import Player
 from mixer.playout import Playout
 from mixer.settings import EngineSettings
 
@@ -159,18 +160,21 @@ class McuConference:
         self.id = conference_id
         self.settings = settings
         self.voices: dict[str, Voice] = {}
-        fixed = settings.opus_packet_loss_percent
-        self.opus = OpusSettings(settings.opus_bitrate, settings.opus_complexity,
-                                 settings.opus_fec and bool(fixed), fixed or 0, settings.opus_dtx)
+        self.opus = OpusSettings.for_engine(settings)
         # FEC follows each receiver's reports unless a fixed hint is set (mixer/mcu/encoding.py)
-        self.adaptive_fec = settings.opus_fec and fixed is None
+        self.adaptive_fec = settings.opus_fec and settings.opus_packet_loss_percent is None
         self._shared: dict[str, FrameEncoder] = {}   # codec -> the listeners' shared encoder
         self._shared_tier: dict[str, int] = {}       # codec -> its FEC tier (the group's worst)
-        n = settings.max_speakers
+        # rows for the talkers, then for players (mixed like talkers who hear nothing)
+        n = settings.max_speakers + settings.max_players_per_conference
         self._stack = np.zeros((n, FRAME_SAMPLES), dtype=np.int16)
         self._minus = np.zeros((n, FRAME_SAMPLES), dtype=np.int16)
         self._total = np.zeros(FRAME_SAMPLES, dtype=np.int16)
         self.speakers: list[Voice] = []
+        # engine-side media: players mixed into what everyone hears; recordings and forks (the
+        # hub, set by the engine while any is attached) fed with packets and the mix
+        self.players: dict[str, Player] = {}
+        self.media = None
         self.created_at = time.time()
         self.ticks = 0
         self.decodes = 0
@@ -194,18 +198,36 @@ class McuConference:
         self.voices[leg.id] = voice
         leg.on_rtp = self._on_rtp
         leg.on_ssrc_change = lambda changed: self.voices[changed.id].reset_stream()
+        if self.media is not None:
+            self.media.leg_added(leg)
 
     def remove_leg(self, leg_id: str) -> MediaLeg:
         voice = self.voices.pop(leg_id)
         if voice in self.speakers:
             self.speakers.remove(voice)
         voice.leg.on_rtp = None
+        if self.media is not None:
+            self.media.leg_removed(voice.leg)
         return voice.leg
+
+    def add_player(self, player: Player) -> None:
+        self.players[player.id] = player
+
+    def playout_delay_ms(self, leg_id: str) -> float | None:
+        """The jitter buffer delay a leg's audio waits before it is mixed (recordings place
+        participant tracks by it, so they line up with the mix)."""
+        voice = self.voices.get(leg_id)
+        return None if voice is None else voice.jitter_buffer.target_delay_ms
+
+    def remove_player(self, player_id: str) -> Player:
+        return self.players.pop(player_id)
 
     def _on_rtp(self, leg: MediaLeg, packet: _rtp.RtpPacket, arrival_ms: float) -> None:
         voice = self.voices.get(leg.id)
         if voice is not None:
             voice.put_results[voice.jitter_buffer.put(packet, arrival_ms)] += 1
+            if self.media is not None and not leg.muted:
+                self.media.on_packet(leg, packet, arrival_ms)
 
     # --------------------------------------------------------------------------------------- tick
     def tick(self, now_ms: float) -> None:
@@ -246,10 +268,13 @@ class McuConference:
                 mixed.append(voice)
                 voice.in_mix = True
         count = len(mixed)
-        if count:
-            _mix.mix_minus(self._stack[:count], self._total, self._minus[:count])
+        rows = count + self._player_rows(now_ms, count) if self.players else count
+        if rows:
+            _mix.mix_minus(self._stack[:rows], self._total, self._minus[:rows])
         else:
             self._total[:] = 0
+        if self.media is not None:
+            self.media.on_mix(now_ms, self._total)
         # 5-6: encode once per codec for listeners, once per talker for talkers, and send
         shared: dict[str, bytes] = {}
         wall_s = time.time()
@@ -291,6 +316,19 @@ class McuConference:
             if self.adaptive_fec:
                 self._protect_listener_groups()
         self.busy_ms += (time.perf_counter() - began) * 1000.0
+
+    def _player_rows(self, now_ms: float, start: int) -> int:
+        """Players are heard by everyone: their frames go into the mix as rows after the talkers'
+        (the same kernel sums them into the total and every talker's mix-minus), outside the
+        choice of talkers, so an announcement is never cut by a loud conversation and never
+        changes who is mixed. Returns how many rows were added."""
+        row = start
+        for player in self.players.values():
+            frame = player.frame(now_ms)
+            if frame is not None and row < len(self._stack):
+                self._stack[row] = frame
+                row += 1
+        return row - start
 
     def _after_stall(self, now_ms: float) -> None:
         """After skipped ticks (`now_ms` jumped), every jitter buffer drops what is now too old, so
@@ -372,6 +410,7 @@ class McuConference:
     def stats(self) -> dict:
         return {
             "legs": len(self.voices),
+            "players": len(self.players),
             "speakers": [v.leg.id for v in self.speakers],
             "ticks": self.ticks,
             "decodes": self.decodes,

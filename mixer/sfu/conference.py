@@ -23,10 +23,12 @@ import time
 
 from mixer import _mix, _rtp
 from mixer._forward import SlotSender, StreamRewriter, fan_out, resend
-from mixer.codec import FRAME_MS, FrameDecoder
+from mixer.codec import FRAME_MS, FrameDecoder, OpusSettings
 from mixer.legs.leg import MediaLeg
+from mixer.media.player import Player
 from mixer.rtp.rtcp import RtcpNack
 from mixer.settings import EngineSettings
+from mixer.sfu.sources import PlayerSender
 from mixer.sfu.speakers import SpeakerSelector
 
 RTCP_CHECK_TICKS = 25
@@ -61,11 +63,13 @@ class Slot:
 class Participant:
     """The SFU's state for one leg: as a sender (level, packet cache) and as a subscriber (slots)."""
 
-    def __init__(self, leg: MediaLeg, number: int, settings: EngineSettings) -> None:
+    def __init__(self, leg: MediaLeg | PlayerSender, number: int, settings: EngineSettings,
+                 subscribes: bool = True) -> None:
         self.leg = leg
         self.number = number
         self.source_key = number << 32       # | the sender's SSRC: a new SSRC is a new stream
-        self.slots = [Slot(leg) for _ in range(settings.sfu_last_n)]
+        # an engine-side sender (a player) subscribes to nothing: no slots
+        self.slots = [Slot(leg) for _ in range(settings.sfu_last_n)] if subscribes else []
         self.slot_of: dict[Participant, Slot] = {}   # source -> the slot it fills for this subscriber
         self.targets: list[SlotSender] = []          # as a source: the slots it is forwarded through
         self.cache: list[_rtp.RtpPacket | None] = [None] * settings.sfu_packet_cache
@@ -167,6 +171,12 @@ class SfuConference:
         self.id = conference_id
         self.settings = settings
         self.voices: dict[str, Participant] = {}
+        # engine-side media: players are senders without a leg (forwarded by level like anyone);
+        # recordings and forks (the hub, set by the engine while any is attached) get packets
+        self.sources: dict[str, Participant] = {}
+        self.players: dict[str, Player] = {}
+        self.media = None
+        self.opus = OpusSettings.for_engine(settings)
         self.selector = SpeakerSelector(last_n=settings.sfu_last_n)
         self.created_at = time.time()
         self._numbers = 0
@@ -194,9 +204,19 @@ class SfuConference:
         leg.on_rtp = self._on_rtp
         leg.on_nack = self._on_nack
         leg.on_ssrc_change = self._on_ssrc_change
+        if self.media is not None:
+            self.media.leg_added(leg)
 
     def remove_leg(self, leg_id: str) -> MediaLeg:
         participant = self.voices.pop(leg_id)
+        self._forget(participant)
+        leg = participant.leg
+        leg.on_rtp = leg.on_nack = leg.on_ssrc_change = None
+        if self.media is not None:
+            self.media.leg_removed(leg)
+        return leg
+
+    def _forget(self, participant: Participant) -> None:
         self.selector.remove(participant)
         for other in self.voices.values():
             slot = other.slot_of.pop(participant, None)
@@ -204,9 +224,23 @@ class SfuConference:
                 slot.source = None
                 slot.rewriter.release()
         self._reassign()
-        leg = participant.leg
-        leg.on_rtp = leg.on_nack = leg.on_ssrc_change = None
-        return leg
+
+    def add_player(self, player: Player) -> None:
+        self._numbers += 1
+        source = Participant(PlayerSender(player, self.opus), self._numbers, self.settings,
+                             subscribes=False)
+        self.sources[player.id] = source
+        self.players[player.id] = player
+        self.selector.add(source)
+        self._reassign()
+
+    def remove_player(self, player_id: str) -> Player:
+        self._forget(self.sources.pop(player_id))
+        return self.players.pop(player_id)
+
+    def _senders(self):
+        yield from self.voices.values()
+        yield from self.sources.values()
 
     def _on_ssrc_change(self, leg: MediaLeg) -> None:
         participant = self.voices.get(leg.id)
@@ -226,6 +260,8 @@ class SfuConference:
             participant.newest_seq = seq
         if leg.muted:
             return
+        if self.media is not None:
+            self.media.on_packet(leg, packet, arrival_ms)
         if time.monotonic() * 1000.0 - arrival_ms > self.settings.sfu_max_packet_age_ms:
             self._drop_stale(participant)
             return
@@ -284,27 +320,50 @@ class SfuConference:
     def tick(self, now_ms: float) -> None:
         began = time.perf_counter()
         self.ticks += 1
-        for participant in self.voices.values():
+        if self.sources:
+            self._play(now_ms)
+        for participant in self._senders():
             self.selector.observe(participant, participant.tick_level)
             participant.tick_level = None
         if self.selector.tick():
             self._reassign(now_ms)
+        if self.media is not None:
+            self.media.on_forwarded(now_ms, [p.leg for p in self._senders() if p.forwarded])
         if self.ticks % RTCP_CHECK_TICKS == 0:
             now_s = time.monotonic()
             for participant in self.voices.values():
                 participant.leg.maybe_send_rtcp(now_s)
         self.busy_ms += (time.perf_counter() - began) * 1000.0
 
+    def _play(self, now_ms: float) -> None:
+        """Each player's packet of this tick: cached, its level counted, forwarded if chosen."""
+        wall_s = time.time()
+        for source in self.sources.values():
+            made = source.leg.next_packet(now_ms)
+            if made is None:
+                continue
+            packet, level = made
+            seq = packet.sequence_number
+            source.cache[seq % len(source.cache)] = packet
+            source.newest_seq = seq
+            source.tick_level = level
+            if source.forwarded:
+                self.packets_forwarded += fan_out(
+                    source.targets, source.source_key | packet.ssrc, seq, packet.timestamp,
+                    packet.marker, packet.payload, now_ms, wall_s, level,
+                    level < _rtp.AUDIO_LEVEL_SILENT)
+
     def _reassign(self, now_ms: float | None = None) -> None:
         """Slots follow the selector's choice; with `now_ms` (a speaker change on the clock), each
         slot that took a new speaker first gets that speaker's last `sfu_preroll_ms` of packets."""
-        selected = [p for p in self.selector.selected if p.leg.id in self.voices]
+        selected = [p for p in self.selector.selected
+                    if p.leg.id in self.voices or p.leg.id in self.sources]
         chosen = set(selected)
         filled: list[Slot] = []
-        for participant in self.voices.values():
+        for participant in self._senders():
             participant.forwarded = participant in chosen
             filled += participant.assign(selected)
-        for participant in self.voices.values():
+        for participant in self._senders():
             participant.targets = [subscriber.slot_of[participant].sender
                                    for subscriber in self.voices.values()
                                    if participant in subscriber.slot_of]
@@ -338,7 +397,9 @@ class SfuConference:
         dominant = self.selector.dominant
         return {
             "legs": len(self.voices),
-            "speakers": [p.leg.id for p in self.selector.selected if p.leg.id in self.voices],
+            "speakers": [p.leg.id for p in self.selector.selected
+                         if p.leg.id in self.voices or p.leg.id in self.sources],
+            "players": len(self.players),
             "dominant_speaker": dominant.leg.id if dominant is not None else None,
             "speaker_changes": self.selector.changes,
             "dominant_changes": self.selector.dominant_changes,

@@ -5,7 +5,7 @@ import contextlib
 import pytest
 import uvloop
 
-from controller.engine_client import HttpEngine, InProcessEngine
+from mixer.engine.client import HttpEngine, InProcessEngine
 from controller.testing import free_port
 from mixer.engine.control import start_control_api
 from mixer.engine.engine import Engine, EngineError

@@ -169,17 +169,27 @@ def test_recordings_index_and_numbers(database_url, tmp_path):
         store = open_store(database_url, tmp_path)
         await store.open()
         await store.add_recording("r1", "c1", "/data/r1.wav", ["bob", "alice"], 10.0)
-        await store.add_recording("r2", "c1", "/data/r2.wav", ["alice"], 20.0)
+        await store.add_recording("r2", "c1", "/data/r2/mix.ogg", ["alice"], 20.0, fmt="ogg",
+                                  tracks_mode="mix+participants", engine="http://e1")
         first = await store.get_recording("r1")
         assert first == {"id": "r1", "call_id": "c1", "path": "/data/r1.wav",
                          "members": ["alice", "bob"], "started_at": 10.0, "ended_at": None,
-                         "duration_s": None}
+                         "duration_s": None, "format": "wav", "tracks_mode": "mix",
+                         "engine": None, "state": "recording", "tracks": []}
         await store.finish_recording("r1", None, 15.0, 4.98)  # members as they were
-        await store.finish_recording("r2", ["alice", "carol"], 25.0, 5.0)
+        tracks = [{"participant_id": "p1", "track_id": "p1", "label": "alice", "kind": "voip",
+                   "offset_s": 0.5, "duration_s": 4.0, "file": "p1.ogg"}]
+        await store.finish_recording("r2", ["alice", "carol"], 25.0, 5.0, state="interrupted",
+                                     tracks=tracks)
         assert (await store.get_recording("r1"))["members"] == ["alice", "bob"]
         assert (await store.get_recording("r2"))["members"] == ["alice", "carol"]
         assert (await store.get_recording("r1"))["duration_s"] == 4.98
+        assert (await store.get_recording("r1"))["state"] == "stopped"
+        second = await store.get_recording("r2")
+        assert (second["format"], second["engine"], second["state"]) == ("ogg", "http://e1", "interrupted")
+        assert second["tracks"] == tracks and second["tracks_mode"] == "mix+participants"
         assert await store.recording_ids_of_call("c1") == ["r1", "r2"]
+        assert [r["id"] for r in await store.recordings_of_call("c1")] == ["r1", "r2"]
         assert await store.get_recording("nope") is None
 
         tree = {"ivr": {"say": "tone:440", "digits": {"1": {"user": "alice"}}}}

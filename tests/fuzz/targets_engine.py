@@ -11,8 +11,10 @@ import asyncio
 import http.client
 import json
 import socket
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -45,6 +47,15 @@ _ROUTES = (  # (method, path template); {c} a conference id, {l} a leg id
     ("DELETE", "/conferences/{c}/legs/{l}"),
     ("GET", "/stats"),
     ("PUT", "/conferences/{c}"),
+    ("POST", "/conferences/{c}/players"),
+    ("PATCH", "/conferences/{c}/players/{l}"),
+    ("DELETE", "/conferences/{c}/players/{l}"),
+    ("POST", "/conferences/{c}/recordings"),
+    ("DELETE", "/conferences/{c}/recordings/{l}"),
+    ("GET", "/recordings/{l}"),
+    ("GET", "/recordings/{l}/file"),
+    ("POST", "/conferences/{c}/forks"),
+    ("DELETE", "/conferences/{c}/forks/{l}"),
 )
 _IDS = ("c0", "c1", "c2", "")
 
@@ -54,7 +65,11 @@ def _control_seeds() -> list[bytes]:
     return [bytes([0, 0, 0]) + b'{"mode": "mcu", "id": "c0"}',
             bytes([3, 0, 0]) + json.dumps({"sdp": offer, "label": "x"}).encode(),
             bytes([4, 0, 0]) + b'{"muted": true}',
-            bytes([6, 0, 0])]
+            bytes([6, 0, 0]),
+            bytes([8, 0, 0]) + b'{"tone": 440, "seconds": 1}',
+            bytes([11, 0, 0]) + b'{"format": "wav", "tracks": "mix+participants"}',
+            # media is bound to loopback: a fork the fuzzer aims at a public address cannot leave
+            bytes([15, 0, 0]) + b'{"source": "mix", "destination": "127.0.0.1:5004", "srtp": true}']
 
 
 class _EngineThread:
@@ -99,7 +114,8 @@ class _EngineThread:
 @target("control_api", "engine control API over real HTTP: never 500, errors in the shared shape, "
         "ports in use == legs", seeds=_control_seeds, max_len=8192)
 def control_api_target():
-    settings = EngineSettings(media_ports=FUZZ_PORTS, max_conferences=8, max_legs_per_conference=3)
+    settings = EngineSettings(media_ports=FUZZ_PORTS, max_conferences=8, max_legs_per_conference=3,
+                              data_dir=Path(tempfile.mkdtemp(prefix="voicemix-fuzz-")))
     server = _EngineThread(settings)
     connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
     state = {"inputs": 0}

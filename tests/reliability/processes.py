@@ -78,8 +78,10 @@ def media_ports() -> str:
 
 
 def engine_service(log_dir: Path, name: str, control_port: int, ports: str) -> Service:
+    """An engine whose data (recordings) is in `log_dir/engine-data`: a replacement engine on the
+    same directory repairs what a killed one left."""
     return Service(name, ["engine", "--control", f"127.0.0.1:{control_port}", "--ports", ports],
-                   log_dir)
+                   log_dir, env={"VOICEMIX_DATA_DIR": str(log_dir / "engine-data")})
 
 
 def controller_service(log_dir: Path, name: str, port: int, data_dir: Path, engine_url: str,

@@ -13,27 +13,24 @@ import asyncio
 import json
 import random
 import signal
-import struct
+import subprocess
 import time
-import wave
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 import uvloop
-from hypothesis import given, settings as hypothesis_settings, strategies as st
 
 from controller.calls import cancel_and_wait
 from controller.cdr import parse_iso
-from controller.engine_client import HttpEngine
+from mixer.engine.client import HttpEngine
 from controller.registry import MemoryRegistry, RedisRegistry
-from controller.salvage import SalvageError, salvage_wav
 from controller.testing import (
     RestParticipant, continuous_tone, free_port, redis_server, running_controller,
 )
 from mixer import _rtp
-from mixer.analysis import tone_envelope
+from mixer.analysis import tone_envelope, tone_levels_db
 from mixer.rtp.dtmf import DTMF_KEYS, TelephoneEvent
 from mixer.sdp import parse as parse_sdp
 from mixer.codec import MIX_RATE
@@ -62,6 +59,14 @@ def run(coro):
 CONTROLLER_ENV = {"VOICEMIX_MONITOR_INTERVAL_S": str(MONITOR_INTERVAL_S),
                   "VOICEMIX_ENGINE_FAILURE_POLLS": str(FAILURE_POLLS),
                   "VOICEMIX_CONTROLLER_LEASE_S": str(LEASE_S)}
+
+
+def decode(data: bytes, path: Path) -> np.ndarray:
+    """A downloaded recording as ffmpeg decodes it (48 kHz mono)."""
+    path.write_bytes(data)
+    raw = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-f", "s16le", "-ac", "1",
+                          "-ar", str(MIX_RATE), "-"], check=True, capture_output=True).stdout
+    return np.frombuffer(raw, dtype="<i2")
 
 
 def controller_service(log_dir: Path, name: str, port: int, data_dir: Path, engine_url: str,
@@ -169,6 +174,11 @@ def test_engine_killed_mid_call_ends_the_call_with_engine_failed_and_cdrs(tmp_pa
                 for p in (pa, pb):
                     assert (await p.join(http, call["id"])).status_code == 201
                     p.sim.start()
+                recording = await http.post(f"{path}/recording", headers=alice, json={
+                    "action": "start", "tracks": "mix+participants"})
+                assert recording.status_code == 200, recording.text
+                recording_id = recording.json()["id"]
+                recording_at = time.time()
                 await asyncio.sleep(1.5)  # the monitor samples the legs several times
                 before = (await http.get(path, headers=alice)).json()
                 assert all(p["stats"]["packets_in"] > 20 for p in before["participants"])
@@ -192,6 +202,8 @@ def test_engine_killed_mid_call_ends_the_call_with_engine_failed_and_cdrs(tmp_pa
                 assert kinds[-1] == "call_ended" and events[-1]["reason"] == "engine_failed"
                 assert "engine_unavailable" in kinds
                 assert kinds.index("engine_unavailable") < kinds.index("call_ended")
+                (cut,) = [e for e in events if e["type"] == "recording_stopped"]
+                assert cut["reason"] == "engine_failed" and cut["duration_s"] > 0.5
                 failed = {e["participant_id"] for e in events
                           if e["type"] == "participant_left" and e["reason"] == "engine_failed"}
                 assert failed == {pa.id, pb.id}
@@ -215,6 +227,11 @@ def test_engine_killed_mid_call_ends_the_call_with_engine_failed_and_cdrs(tmp_pa
                 (call_record,) = [r for r in records if r["kind"] == "call"]
                 assert call_record["participants"] == 2 and call_record["mos"] is not None
                 assert call_record["started_at"] == call["created_at"]
+                (recorded,) = call_record["recordings"]
+                assert recorded["id"] == recording_id and recorded["state"] == "interrupted"
+                # the recording cannot be served while no engine answers for it
+                assert (await http.get(f"/v1/recordings/{recording_id}",
+                                       headers=alice)).status_code == 503
                 # the store answers every way it did before: filters, a user's view, CSV
                 assert (await http.get("/v1/cdrs", params={"from": call["created_at"]},
                                        headers=ADMIN)).json()["records"] == records
@@ -227,10 +244,21 @@ def test_engine_killed_mid_call_ends_the_call_with_engine_failed_and_cdrs(tmp_pa
                 assert stats["controller"]["calls_engine_failed"] == 1
                 assert "error" in stats["engines"][engine_url]
 
-                # a healthy engine on the same address: new calls work again
+                # a healthy engine on the same address and data: it repairs the recording the
+                # killed one left (the file up to its last page on disk), and new calls work
                 replacement = engine_service(tmp_path, "engine2", control_port, ports).start()
                 started.append(replacement)
                 await replacement.wait_ready(probe, f"{engine_url}/stats")
+                repaired = (await probe.get(f"{engine_url}/recordings/{recording_id}")).json()
+                assert repaired["state"] == "interrupted", repaired
+                download = await http.get(f"/v1/recordings/{recording_id}", headers=bob)
+                assert download.status_code == 200, download.text
+                pcm = decode(download.content, tmp_path / "interrupted.ogg")
+                print(f"recording cut by the engine kill: {len(pcm) / MIX_RATE:.2f} s of "
+                      f"{killed_at - recording_at:.2f} s kept")
+                assert 0.9 <= len(pcm) / MIX_RATE <= killed_at - recording_at + 0.1
+                heard = tone_levels_db(pcm, [ALICE_HZ, BOB_HZ])
+                assert min(heard.values()) > -25, heard
                 again = await http.post("/v1/calls", json={"mode": "mcu"}, headers=alice)
                 assert again.status_code == 201, again.text
                 pc = RestParticipant(SimulatedParticipant("alice2", ALICE_HZ,
@@ -292,17 +320,18 @@ def test_controller_killed_and_restarted_keeps_media_and_resumes_the_call(tmp_pa
                 start = asyncio.get_running_loop().time() + 0.05
                 pa.sim.start(start)
                 pb.sim.start(start)
-                # a bot: an RTP client inside the first controller, which dies with it
+                # a bot and a recording: both made by the engine, so the controller's death
+                # touches neither
                 bot = await http.post(f"{path}/participants",
                                       json={"kind": "bot", "play": f"tone:{BOT_HZ:g}"}, headers=alice)
                 assert bot.status_code == 201
-                # and a recording, written by a recorder inside the first controller
                 recording = await http.post(f"{path}/recording", json={"action": "start"},
                                             headers=alice)
                 assert recording.status_code == 200
+                recording_at = time.monotonic()
                 await asyncio.sleep(1.5)
                 before = (await http.get(path, headers=alice)).json()
-                assert before["type"] == "group" and len(before["participants"]) == 4
+                assert before["type"] == "group" and len(before["participants"]) == 3
                 joined = {p["id"]: p["joined_at"] for p in before["participants"]}
 
                 second = controller_service(tmp_path, "controller2", api_port, data_dir,
@@ -322,27 +351,20 @@ def test_controller_killed_and_restarted_keeps_media_and_resumes_the_call(tmp_pa
                 voip = {p["id"]: p for p in state.json()["participants"] if p["kind"] == "voip"}
                 assert set(voip) == {pa.id, pb.id}
                 assert all(p["stats"]["packets_in"] > 100 for p in voip.values())
-                # it adopts the call once the first controller's lease has run out: monitoring
-                # resumes, the dead controller's bot and recorder legs are removed (their clients
-                # died with it) and the recording is finished from what reached the disk
+                # it adopts the call once the first controller's lease has run out and resumes
+                # monitoring; the bot plays on and the recording goes on, in the engine
                 for _ in range(100):
                     stats = (await http.get("/v1/stats", headers=ADMIN)).json()["controller"]
-                    participants = (await http.get(path, headers=bob)).json()["participants"]
-                    if stats["calls_adopted"] == 1 and len(participants) == 2:
+                    if stats["calls_adopted"] == 1:
                         break
                     await asyncio.sleep(0.1)
                 assert stats["calls_adopted"] == 1 and stats["calls_local"] == 1
-                assert {p["id"] for p in participants} == {pa.id, pb.id}
                 adopted_at = time.monotonic()
-                wav = await http.get(f"/v1/recordings/{recording.json()['id']}", headers=bob)
-                assert wav.status_code == 200, wav.text
-                (tmp_path / "salvaged.wav").write_bytes(wav.content)
-                with wave.open(str(tmp_path / "salvaged.wav"), "rb") as reader:
-                    recorded_s = reader.getnframes() / reader.getframerate()
-                    heard = np.frombuffer(reader.readframes(reader.getnframes()), dtype="<i2")
-                print(f"recording cut by the kill: {recorded_s:.2f} s kept")
-                assert 1.0 < recorded_s < killed_at - start + 0.5
-                assert np.abs(heard).max() > 1000  # the call's tones, not silence
+                state = (await http.get(path, headers=bob)).json()
+                assert {p["id"] for p in state["participants"]} == set(joined)
+                (bot_view,) = [p for p in state["participants"] if p["kind"] == "bot"]
+                assert bot_view["stats"]["state"] == "playing"
+                assert state["recording"] == recording.json()["id"]
                 events: list = []
                 subscribed = asyncio.Event()
                 stream = asyncio.create_task(follow_events(http, f"{path}/events", alice, events,
@@ -362,6 +384,24 @@ def test_controller_killed_and_restarted_keeps_media_and_resumes_the_call(tmp_pa
                     await asyncio.sleep(0.1)
                 assert any(e["type"] == "speakers" and e["participant_ids"] == [pa.id]
                            for e in events), events
+                # the recording, stopped through the new controller, runs from its start before
+                # the kill to now: nothing was lost with the controller
+                stopped = await http.post(f"{path}/recording", json={"action": "stop"}, headers=bob)
+                stopped_at = time.monotonic()
+                assert stopped.status_code == 200, stopped.text
+                ogg = await http.get(f"/v1/recordings/{recording.json()['id']}", headers=bob)
+                assert ogg.status_code == 200, ogg.text
+                recorded = decode(ogg.content, tmp_path / "across-the-kill.ogg")
+                print(f"recording across the controller kill: {len(recorded) / MIX_RATE:.2f} s "
+                      f"for {stopped_at - recording_at:.2f} s")
+                assert len(recorded) / MIX_RATE == pytest.approx(stopped_at - recording_at, abs=0.3)
+                kill_sample = int((killed_at - recording_at) * MIX_RATE)
+                for a, b in ((0.3, killed_at - recording_at - 0.1),
+                             (killed_at - recording_at + 0.1, adopted_at - recording_at)):
+                    window = recorded[int(a * MIX_RATE):int(b * MIX_RATE)]
+                    heard = tone_levels_db(window, [ALICE_HZ, BOB_HZ, BOT_HZ])
+                    assert min(heard.values()) > -30, (a, b, heard)
+                assert kill_sample < len(recorded)
                 ended = await http.delete(path, headers=bob)
                 assert ended.status_code == 204, ended.text
                 await asyncio.wait_for(stream, 5)
@@ -391,19 +431,27 @@ def test_controller_killed_and_restarted_keeps_media_and_resumes_the_call(tmp_pa
                     print(f"{listener.sim.name} hears the other: longest gap {gap:.1f} ms (ending "
                           f"{gap_end - killed_at:+.2f} s from the kill) over {seconds:.2f} s; "
                           f"talker's worst sending delay {send_stall:.1f} ms; allowed {allowed:.0f} ms")
-                    assert seconds > 0.8 * (measured_until - killed_at + 0.5)
+                    # ticks the engine skipped in a stall are time no audio was sent for
+                    assert seconds > 0.8 * (measured_until - killed_at + 0.5) \
+                        - engine_after["late_max_ms"] / 1000
                     assert gap <= allowed, f"{listener.sim.name} lost the other for {gap:.0f} ms"
 
-                # the CDRs: the right start times (from before the kill), the bot's leg ended by
-                # the failure, the others by the hang-up
+                # the bot played on through the kill: each participant hears it after adoption
+                for listener in (pa, pb):
+                    pcm, times = listener.sim.heard_audio()
+                    valid = ~np.isnan(times)
+                    after_kill = pcm[valid & (times > killed_at + 0.2) & (times < measured_until)]
+                    assert tone_levels_db(after_kill, [BOT_HZ])[BOT_HZ] > -30
+
+                # the CDRs: the right start times (from before the kill); every leg, the bot's
+                # too, ended by the hang-up
                 records = (await http.get("/v1/cdrs", headers=ADMIN)).json()["records"]
                 legs = leg_records(records)
                 assert set(legs) == set(joined)
-                local = {pid for pid in joined if pid not in (pa.id, pb.id)}
-                assert {legs[pid]["participant_kind"] for pid in local} == {"bot", "recorder"}
-                for pid in local:
-                    assert legs[pid]["end_reason"] == "controller_failed"
-                    assert legs[pid]["packets_out"] > 20  # the engine's final counters
+                (bot_id,) = [pid for pid in joined if pid not in (pa.id, pb.id)]
+                assert legs[bot_id]["participant_kind"] == "bot"
+                assert legs[bot_id]["end_reason"] == "ended"
+                assert legs[bot_id]["seconds_played"] > killed_at - recording_at
                 for pid in (pa.id, pb.id):
                     assert legs[pid]["end_reason"] == "ended"
                     assert legs[pid]["started_at"] == joined[pid]
@@ -411,7 +459,7 @@ def test_controller_killed_and_restarted_keeps_media_and_resumes_the_call(tmp_pa
                     assert 4.0 <= legs[pid]["mos"] <= 4.5
                 (call_record,) = [r for r in records if r["kind"] == "call"]
                 assert call_record["started_at"] == call["created_at"]
-                assert call_record["end_reason"] == "ended" and call_record["participants"] == 4
+                assert call_record["end_reason"] == "ended" and call_record["participants"] == 3
                 assert call_record["recording_ids"] == [recording.json()["id"]]
                 assert call_record["duration_s"] > time.monotonic() - killed_at
                 engine_stats = httpx.get(f"{engine_url}/stats").json()
@@ -531,23 +579,24 @@ def test_a_live_controller_keeps_its_calls_and_one_whose_lease_ran_out_hands_the
                 assert call["id"] in a.server.calls._monitors
 
                 # A stalls (its lease is not renewed, as when its loop or its Redis link hangs):
-                # B claims the call and removes A's bot leg; A, when it looks again, lets go
+                # B claims the call; A, when it looks again, lets go. The bot, an engine player,
+                # is nobody's to remove: it plays on
                 await cancel_and_wait(a.server.calls._supervisor)
                 a.server.calls._supervisor = None
-                for _ in range(50):  # B's adoption is counted once it has removed A's bot leg
-                    if call["id"] not in a.server.calls._local and b.server.calls.calls_adopted:
+                for _ in range(50):
+                    if call["id"] not in a.server.calls._monitors and b.server.calls.calls_adopted:
                         break
                     await asyncio.sleep(0.1)
                 assert b.server.calls.calls_adopted == 1
                 assert call["id"] in b.server.calls._monitors
                 assert call["id"] not in a.server.calls._monitors
-                assert call["id"] not in a.server.calls._local  # A's bot client is closed
                 registry = await b.server.registry.get(call["id"])
                 assert registry["controller"] == b.server.calls.instance
-                assert list(registry["participants"]) == [keypad.id]
+                assert set(registry["participants"]) == {keypad.id, bot.json()["id"]}
+                player = a.engine.get_player(call["id"], bot.json()["id"])
+                assert player["state"] == "playing"
                 records = (await b.client.get("/v1/cdrs", headers=b.admin)).json()["records"]
-                (leg,) = [r for r in records if r["kind"] == "leg"]
-                assert leg["end_reason"] == "controller_failed"
+                assert [r for r in records if r["kind"] == "leg"] == []
                 # B's monitor goes on from the digits A published: none repeated, new ones once
                 await press_keys(keypad, joined.json()["sdp"], "3")
                 await asyncio.sleep(1.0)
@@ -594,67 +643,3 @@ def test_registry_leases_and_claims(kind, request):
             assert await registry.alive({"live0", "live1"}) == set()
         await registry.close()
     run(scenario())
-
-
-# ------------------------------------------------------------------------------- recording salvage
-def _wav(path: Path, samples: int) -> None:
-    with wave.open(str(path), "wb") as writer:
-        writer.setnchannels(1)
-        writer.setsampwidth(2)
-        writer.setframerate(MIX_RATE)
-        writer.writeframes(np.arange(samples, dtype="<i2").tobytes())
-
-
-def test_salvage_makes_a_cut_recording_whole(tmp_path):
-    path = tmp_path / "cut.wav"
-    _wav(path, 4800)
-    with open(path, "ab") as handle:  # written after the last header update, then a crash
-        handle.write(np.ones(2400, dtype="<i2").tobytes() + b"\x01")
-    assert salvage_wav(path) == pytest.approx(7200 / MIX_RATE)
-    with wave.open(str(path), "rb") as reader:
-        assert reader.getnframes() == 7200
-        assert len(reader.readframes(10**6)) == 7200 * 2
-    assert salvage_wav(path) == pytest.approx(7200 / MIX_RATE)  # idempotent
-    header_only = tmp_path / "empty.wav"
-    _wav(header_only, 0)
-    assert salvage_wav(header_only) == 0.0
-    other = tmp_path / "stereo.wav"
-    with wave.open(str(other), "wb") as writer:
-        writer.setnchannels(2)
-        writer.setsampwidth(2)
-        writer.setframerate(MIX_RATE)
-        writer.writeframes(b"\0" * 400)
-    before = other.read_bytes()
-    with pytest.raises(SalvageError):
-        salvage_wav(other)
-    assert other.read_bytes() == before  # left untouched
-
-
-@hypothesis_settings(max_examples=300, deadline=None)
-@given(st.one_of(st.binary(max_size=200),
-                 st.builds(lambda cut, tail: (cut, tail), st.integers(0, 60), st.binary(max_size=40))))
-def test_salvage_never_fails_but_with_its_own_error(tmp_path_factory, data):
-    path = tmp_path_factory.mktemp("fuzz") / "x.wav"
-    if isinstance(data, tuple):  # a real header cut anywhere, then arbitrary bytes
-        _wav(path, 100)
-        cut, tail = data
-        path.write_bytes(path.read_bytes()[:cut] + tail)
-    else:
-        path.write_bytes(data)
-    try:
-        duration = salvage_wav(path)
-    except SalvageError:
-        return
-    assert duration >= 0
-    with wave.open(str(path), "rb") as reader:  # whatever it accepted, it left readable
-        assert reader.getnframes() / MIX_RATE == pytest.approx(duration)
-
-
-def test_salvage_header_fields_are_little_endian_sizes(tmp_path):
-    path = tmp_path / "r.wav"
-    _wav(path, 10)
-    path.write_bytes(path.read_bytes() + b"\x00\x00" * 5)
-    salvage_wav(path)
-    raw = path.read_bytes()
-    assert struct.unpack_from("<I", raw, 4)[0] == len(raw) - 8
-    assert struct.unpack_from("<I", raw, 40)[0] == 30

@@ -143,7 +143,8 @@ async def stalled_call(tmp_path, mode: str, stall, durations: list[float]) -> di
                 person.sim.start()
             asked = time.monotonic()
             recording = (await http.post(f"/v1/calls/{call['id']}/recording",
-                                         json={"action": "start"}, headers=owner)).json()
+                                         json={"action": "start", "format": "wav"},
+                                         headers=owner)).json()
             recording_began = (asked + time.monotonic()) / 2
             await asyncio.sleep(2.0)
             stalls = []
