@@ -171,7 +171,7 @@ class EngineProcess:
         self.client = None
 
     async def ready(self):
-        from controller.engine_client import HttpEngine
+        from mixer.engine.client import HttpEngine
 
         self.client = HttpEngine(self.url)
         for _ in range(200):
@@ -288,23 +288,48 @@ class McuTalker(Path):
         return [alice, bob], scored
 
 
-class Recording(Path):
-    """The controller's recorder (a leg of the call) writing WAV; scored from the file."""
+class EngineRecording:
+    """A recording of the call's mix made by the engine (WAV), fetched after the call."""
 
-    name, hops = "recording (controller recorder, WAV)", ("up",)
+    def __init__(self, conference_id: str) -> None:
+        self.conference_id = conference_id
+        self.recording_id: str | None = None
+        self.pcm = np.zeros(0, dtype=np.int16)
+
+    async def start(self, client) -> None:
+        self.recording_id = (await client.start_recording(self.conference_id, format="wav"))["id"]
+
+    async def finish(self, client) -> None:
+        import io
+        import wave
+
+        await client.stop_recording(self.conference_id, self.recording_id)
+        for _ in range(50):
+            if (await client.recording_info(self.recording_id)).get("state") != "recording":
+                break
+            await asyncio.sleep(0.1)
+        data = b"".join([chunk async for chunk in client.recording_chunks(self.recording_id)])
+        with wave.open(io.BytesIO(data), "rb") as reader:
+            rate = reader.getframerate()
+            pcm = np.frombuffer(reader.readframes(reader.getnframes()), dtype="<i2")
+        if rate != 48000:
+            from mixer.sim.speech import resample
+            pcm = (np.clip(resample(pcm / 32768.0, rate, 48000), -1, 1) * 32767).astype(np.int16)
+        self.pcm = pcm
+
+
+class Recording(Path):
+    """The engine's recording of the mix (WAV), scored from the file it serves."""
+
+    name, hops = "recording (engine, WAV mix)", ("up",)
 
     async def setup(self, engine, cid, voices, impairment, hop, seed, links):
-        from controller.media import Recorder
-
         (voice, pcm), = voices
         talker = participant("talker", pcm, "opus", talker_settings(impairment))
         await self.add(engine, cid, talker, True, impairment, "up", seed, links)
-        path = FsPath(tempfile.mkdtemp()) / "recording.wav"
-        recorder = Recorder("recorder", path)
-        await self.add(engine, cid, recorder, False, impairment, "down", seed, links)
-        recorder.begin()
-        recorder.wav_path = path
-        return [talker, recorder], [(recorder, pcm, voice)]
+        recording = EngineRecording(cid)
+        await recording.start(engine.client)
+        return [talker], [(recording, pcm, voice)]
 
 
 class JanusListener(McuListener):
@@ -443,8 +468,6 @@ async def _run_batch(path: Path, plan: list, settings: EngineSettings) -> list[d
     loop = asyncio.get_running_loop()
     await asyncio.sleep(0.3)
     for person in people:  # what arrived while the others were set up came in bunches: not scored
-        if hasattr(person, "finish"):
-            continue  # the recorder keeps its own file position
         person.received.packets.clear()
         person.received.streams.clear()
     start = loop.time() + 0.2
@@ -454,8 +477,8 @@ async def _run_batch(path: Path, plan: list, settings: EngineSettings) -> list[d
     await asyncio.sleep(longest + 1.2)
     for job in jobs:
         for listener, _, _ in job[3]:
-            if hasattr(listener, "finish"):
-                await listener.finish()
+            if isinstance(listener, EngineRecording):
+                await listener.finish(server.client)
     server_stats = await server.stats()
     await server.stop()
     for person in people:
@@ -465,9 +488,8 @@ async def _run_batch(path: Path, plan: list, settings: EngineSettings) -> list[d
     rows = []
     for condition, hop, s, scored in jobs:
         for listener, reference, voice in scored:
-            if hasattr(listener, "wav_path"):
-                from controller.media import read_recording
-                heard = read_recording(listener.wav_path)
+            if isinstance(listener, EngineRecording):
+                heard = listener.pcm
                 receiver = {}
             else:
                 heard, playout = play_out(path.received(listener), path.second
