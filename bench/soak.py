@@ -40,7 +40,8 @@ def free_port() -> int:
 
 
 class EngineProcess:
-    """`voicemix engine` in a child process on loopback, stopped with SIGTERM."""
+    """`voicemix engine` in a child process on loopback, stopped with SIGINT (at once: SIGTERM
+    would drain its conferences first)."""
 
     def __init__(self, ports: str) -> None:
         self.port = free_port()
@@ -70,7 +71,7 @@ class EngineProcess:
 
     def stop(self) -> str:
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+            self.process.send_signal(signal.SIGINT)
             try:
                 self.process.wait(10)
             except subprocess.TimeoutExpired:

@@ -24,6 +24,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from controller import cdr
 from controller.calls import CallService
 from controller.errors import ApiError
+from controller.events import user_stream
+from controller.metrics import CONTENT_TYPE, ControllerMetrics, ResponseCounter
 from controller.settings import ControllerSettings
 from controller.store import Store, StoreUnavailable
 from controller.tokens import ADMIN_KEY_PRINCIPAL, Principal, TokenAuthority
@@ -32,6 +34,12 @@ log = logging.getLogger("voicemix.controller")
 
 MAX_BODY_BYTES = 256 * 1024
 IDENTITY_PATTERN = r"^[A-Za-z0-9_.@+-]{1,64}$"
+WEB_DIR = Path(__file__).resolve().parent / "web"
+# The web client's files (the only ones served): name -> media type. No inline script or style in
+# any of them, so a strict Content-Security-Policy can be set in front of the page.
+WEB_FILES = {"index.html": "text/html; charset=utf-8", "voicemix.js": "text/javascript; charset=utf-8",
+             "app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8",
+             "favicon.svg": "image/svg+xml"}
 STATUS_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
                 405: "method_not_allowed", 406: "not_acceptable", 413: "too_large",
                 415: "unsupported_media_type", 422: "validation_failed"}
@@ -92,6 +100,53 @@ class ParticipantCreate(BaseModel):
                           "mixed (MCU) or sent as Opus (SFU)")
     label: str | None = Field(None, max_length=64)
     number: str | None = Field(None, max_length=32, description="pstn (not built yet)")
+    replaces: str | None = Field(None, max_length=32, description="the caller's direct participant "
+                                 "this engine leg replaces (moving a direct 1:1 call onto the engine)")
+
+
+class Reoffer(BaseModel):
+    sdp: str = Field(min_length=1, max_length=64 * 1024, description="a new SDP offer for the leg")
+
+
+class DirectJoin(BaseModel):
+    label: str | None = Field(None, max_length=64)
+
+
+class DirectJoined(BaseModel):
+    id: str
+    role: Literal["offerer", "answerer"]
+    peer: str | None = None
+    media: str
+
+
+class IceCandidateInit(BaseModel):
+    candidate: str = Field(max_length=1024)
+    sdpMid: str | None = Field(None, max_length=32)
+    sdpMLineIndex: int | None = Field(None, ge=0, le=64)
+
+
+class Signal(BaseModel):
+    from_: str = Field(alias="from", max_length=32)
+    to: str = Field(max_length=32)
+    type: Literal["offer", "answer", "candidate", "bye"]
+    sdp: str | None = Field(None, max_length=64 * 1024)
+    candidate: IceCandidateInit | None = None
+
+
+class DevIdentity(BaseModel):
+    name: str | None = Field(None, pattern=IDENTITY_PATTERN)
+
+
+class DevIdentityIssued(BaseModel):
+    id: str
+    token: str
+    expires_at: str
+
+
+class ServiceInfo(BaseModel):
+    dev: bool
+    direct_one_to_one: bool
+    turn: bool
 
 
 class ParticipantAdded(BaseModel):
@@ -170,12 +225,18 @@ _bearer = HTTPBearer(auto_error=False, description="a user token, or the admin k
 async def authenticate(request: Request, credentials: Annotated[
         HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Principal:
     """The caller: the admin key, or a valid token (401 with the reason otherwise)."""
+    failures = request.app.state.metrics.auth_failures
     if credentials is None or not credentials.credentials:
+        failures["token_missing"] += 1
         raise ApiError(401, "token_missing", "send 'Authorization: Bearer <token>'")
     token = credentials.credentials
     if hmac.compare_digest(token.encode(), request.app.state.settings.admin_key.encode()):
         return ADMIN_KEY_PRINCIPAL
-    return await request.app.state.tokens.verify(token)
+    try:
+        return await request.app.state.tokens.verify(token)
+    except ApiError as exc:
+        failures[exc.code] += 1
+        raise
 
 
 Caller = Annotated[Principal, Depends(authenticate)]
@@ -183,18 +244,21 @@ Caller = Annotated[Principal, Depends(authenticate)]
 
 # ------------------------------------------------------------------------------------------- app
 def create_app(settings: ControllerSettings, service: CallService, store: Store,
-               tokens: TokenAuthority) -> FastAPI:
+               tokens: TokenAuthority, metrics: ControllerMetrics | None = None) -> FastAPI:
     app = FastAPI(title="voicemix signaling controller", version="1",
                   description="Calls, participants, tokens, TURN credentials, CDRs, recordings.",
                   responses=ERRORS)
     app.state.settings = settings
     app.state.tokens = tokens
+    app.state.metrics = metrics = metrics or ControllerMetrics(service)
     install_error_handlers(app)
 
     app.add_middleware(BodyLimit)
+    app.add_middleware(ResponseCounter, counts=metrics.responses)
 
     def need(caller: Principal, *scopes: str) -> None:
         if not any(scope in caller.scopes for scope in scopes):
+            metrics.auth_failures["insufficient_scope"] += 1
             raise ApiError(403, "insufficient_scope", f"this needs the {' or '.join(scopes)} scope")
 
     # -------------------------------------------------------------------------------- health
@@ -202,17 +266,64 @@ def create_app(settings: ControllerSettings, service: CallService, store: Store,
     async def health() -> dict:
         return {"status": "ok"}
 
+    @app.get("/v1/me", tags=["identities"])
+    async def me(caller: Caller) -> dict:
+        """Who the token is: identity, scopes, expiry (a client checks its token with this)."""
+        return {"identity": caller.identity, "scopes": sorted(caller.scopes),
+                "expires_at": cdr.iso(caller.expires_at) if caller.expires_at else None}
+
+    @app.get("/v1/info", response_model=ServiceInfo, tags=["service"])
+    async def info() -> dict:
+        """What a client may use here (public: the web page reads it before sign-in)."""
+        return {"dev": settings.dev, "direct_one_to_one": settings.direct_one_to_one,
+                "turn": settings.turn_enabled}
+
+    # ----------------------------------------------------------------------------- web client
+    @app.get("/", include_in_schema=False)
+    async def web_page() -> FileResponse:
+        return _web_file("index.html")
+
+    @app.get("/web/{name}", include_in_schema=False)
+    async def web_file(name: str) -> FileResponse:
+        if name not in WEB_FILES:
+            raise ApiError(404, "not_found", f"no file {name}")
+        return _web_file(name)
+
+    if settings.dev:
+        @app.post("/v1/dev/identities", status_code=201, response_model=DevIdentityIssued,
+                  tags=["development"])
+        async def dev_identity(body: DevIdentity | None = None) -> dict:
+            """Development only (`VOICEMIX_DEV`): a new identity and a voip token, no admin key.
+            Absent (404) in production settings."""
+            identity = (body.name if body and body.name else None) or f"guest-{secrets.token_hex(4)}"
+            if not await store.create_identity(identity):
+                # new identities only: even in development, no token for someone else's identity
+                raise ApiError(409, "identity_exists", f"identity {identity} exists")
+            token, _jti, expires_at = tokens.issue(identity, ["voip"], settings.token_default_ttl_s)
+            log.info("dev identity %s issued a token", identity)  # never the token itself
+            return {"id": identity, "token": token, "expires_at": cdr.iso(expires_at)}
+
     @app.get("/v1/stats", tags=["service"])
     async def stats(caller: Caller) -> dict:
         need(caller, "admin")
-        engines = {}
+        engines, calls = {}, []
         for name, engine in service.engines.items():
             try:
                 engines[name] = await engine.stats()
+                # every conference is a call (same id): the live view's list
+                calls.extend({**c, "engine": name} for c in await engine.list_conferences())
             except Exception as exc:  # an engine down is a value here, not an error
                 engines[name] = {"error": repr(exc)}
         return {"controller": service.stats(), "store": store.stats(),
-                "tokens": tokens.cache.stats(), "engines": engines}
+                "tokens": tokens.cache.stats(), "engines": engines, "calls": calls}
+
+    @app.get("/metrics", tags=["service"], response_class=PlainTextResponse,
+             responses={200: {"content": {"text/plain": {}}}})
+    async def prometheus_metrics(caller: Caller) -> Response:
+        """Prometheus text format: this controller's families (and, in `voicemix serve`, the
+        in-process engine's and TURN's). Admin key; or VOICEMIX_METRICS_LISTEN without auth."""
+        need(caller, "admin")
+        return Response(await metrics.exposition(), media_type=CONTENT_TYPE)
 
     # ---------------------------------------------------------------------------- identities
     @app.post("/v1/identities", status_code=201, response_model=IdentityCreated, tags=["identities"])
@@ -283,6 +394,30 @@ def create_app(settings: ControllerSettings, service: CallService, store: Store,
             need(caller, "voip", "admin")
         return await service.add_participant(caller, call_id, body.model_dump(exclude_none=True))
 
+    @app.put("/v1/calls/{call_id}/participants/{participant_id}", response_model=ParticipantAdded,
+             tags=["calls"])
+    async def reoffer_participant(call_id: str, participant_id: str, body: Reoffer,
+                                  caller: Caller) -> dict:
+        """A new offer on your engine leg (ICE restart, hold/resume) -> the engine's answer."""
+        need(caller, "voip", "admin")
+        return await service.reoffer_participant(caller, call_id, participant_id, body.sdp)
+
+    @app.post("/v1/calls/{call_id}/direct", status_code=201, response_model=DirectJoined,
+              response_model_exclude_none=True, tags=["calls"])
+    async def direct_join(call_id: str, caller: Caller, body: DirectJoin | None = None) -> dict:
+        """Join a 1:1 call on the direct path (media between the two clients); 409
+        media_on_engine when the call's media is on the engine (then POST /participants)."""
+        need(caller, "voip")
+        return await service.direct.register(caller, call_id, body.label if body else None)
+
+    @app.post("/v1/calls/{call_id}/signal", status_code=202, tags=["calls"])
+    async def signal(call_id: str, body: Signal, caller: Caller) -> dict:
+        """Relay an offer/answer/candidate/bye to the other direct participant (a `signal`
+        event on the call's stream)."""
+        need(caller, "voip", "admin")
+        await service.direct.signal(caller, call_id, body.model_dump(by_alias=True, exclude_none=True))
+        return {}
+
     @app.patch("/v1/calls/{call_id}/participants/{participant_id}", tags=["calls"])
     async def update_participant(call_id: str, participant_id: str, body: ParticipantUpdate,
                                  caller: Caller) -> dict:
@@ -301,6 +436,16 @@ def create_app(settings: ControllerSettings, service: CallService, store: Store,
         need(caller, "voip", "admin")
         await service.access(caller, call_id, allow_invited=True)
         return StreamingResponse(service.events.stream(call_id), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    @app.get("/v1/events", tags=["calls"], responses={200: {"content": {"text/event-stream": {}}}})
+    async def user_events(caller: Caller) -> StreamingResponse:
+        """Your own events (Server-Sent Events): `call_invited` when someone invites you."""
+        need(caller, "voip")
+        if caller.identity is None:
+            raise ApiError(403, "identity_required", "a user's stream: use a user token")
+        return StreamingResponse(service.events.stream(user_stream(caller.identity)),
+                                 media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     @app.post("/v1/calls/{call_id}/recording", response_model=RecordingState,
@@ -398,6 +543,11 @@ def create_app(settings: ControllerSettings, service: CallService, store: Store,
         raise ApiError(501, "not_implemented", "phone numbers (PSTN/SIP) are not built yet")
 
     return app
+
+
+def _web_file(name: str) -> FileResponse:
+    return FileResponse(WEB_DIR / name, media_type=WEB_FILES[name],
+                        headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"})
 
 
 class BodyLimit:

@@ -25,13 +25,15 @@ import contextlib
 import logging
 import secrets
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from controller import cdr
+from controller import cdr, emodel
 from controller.bots import PlayError, parse_tone
+from controller.direct import DIRECT, ENGINE, DirectPath, is_direct
 from controller.errors import ApiError
-from controller.events import EventHub
+from controller.events import EventHub, user_stream
 from controller.outbox import Outbox
 from controller.registry import CallRegistry
 from controller.settings import ControllerSettings
@@ -46,6 +48,10 @@ RECORDING_FORMATS = {"ogg": "audio/ogg", "wav": "audio/wav"}
 
 
 ENGINE_FAILED = "engine_failed"
+ENGINE_DRAINED = "engine_drained"
+# a call on a draining engine is ended by the controller this long before the engine's deadline
+# (plus two monitor polls), so its records are complete and not salvaged from samples
+DRAIN_MARGIN_S = 1.0
 
 
 def _engine_error(exc: EngineError) -> ApiError:
@@ -76,10 +82,17 @@ class CallService:
         self._monitors: dict[str, asyncio.Task] = {}
         self._supervisor: asyncio.Task | None = None
         self._cleanups: set[asyncio.Task] = set()  # best-effort deletes on failed engines
+        self._ending: set[tuple[str, str]] = set()  # (call, participant) being removed by the monitor
+        self.direct = DirectPath(self)   # the seed's direct 1:1 path (controller/direct.py)
         self.calls_created = 0
         self.calls_ended = 0
         self.calls_adopted = 0
         self.calls_engine_failed = 0
+        self.calls_by_mode: Counter[str] = Counter()          # calls set up, by mode
+        self.calls_ended_by_reason: Counter[str] = Counter()
+        self.call_failures: Counter[str] = Counter()          # set-ups refused, by engine code
+        self.participants_added: Counter[str] = Counter()     # by kind
+        self.participant_failures: Counter[str] = Counter()   # joins refused, by engine code
 
     # -------------------------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -129,52 +142,75 @@ class CallService:
                            f"call {call['id']} is on engine {call['engine']}, not configured here")
         return engine
 
-    async def _place(self) -> EngineClient:
-        """The engine with the fewest legs (the only one, without asking, when there is one)."""
+    async def _place(self) -> list[EngineClient]:
+        """Engines to try for a new call, fewest legs first; draining engines are left out (the
+        only one is tried without asking: it answers 503 `draining` itself if it is)."""
         if len(self.engines) == 1:
-            return next(iter(self.engines.values()))
+            return list(self.engines.values())
 
-        async def load(engine: EngineClient) -> tuple[int, EngineClient] | None:
+        async def load(engine: EngineClient) -> tuple[int, str, EngineClient] | None:
             try:
-                return (await engine.stats())["legs"], engine
+                stats = await engine.stats()
             except EngineError:
                 return None
+            if stats.get("draining"):
+                return None
+            return stats["legs"], engine.name, engine
         loads = [x for x in await asyncio.gather(*map(load, self.engines.values())) if x]
         if not loads:
-            raise ApiError(503, "engine_unavailable", "no engine answers")
-        return min(loads, key=lambda x: x[0])[1]
+            raise ApiError(503, "engine_unavailable", "no engine answers or takes new calls "
+                           "(draining)")
+        return [engine for _, _, engine in sorted(loads, key=lambda x: x[:2])]
 
     # ------------------------------------------------------------------------------------- calls
     async def create_call(self, principal: Principal, mode: str, expected: int | None,
                           invite: list[str]) -> dict:
         if principal.identity is None:
             raise ApiError(403, "identity_required", "calls are made by identities: use a user token")
-        engine = await self._place()
+        candidates = await self._place()
         call_id = secrets.token_hex(8)
-        chosen = mode
+        wanted = mode
         if mode == "auto":
-            chosen = "sfu" if (expected or 0) > self.settings.auto_sfu_threshold else "mcu"
-        try:
-            created = await engine.create_conference(chosen, call_id)
-        except EngineError as exc:
-            if mode != "auto" or exc.code != "unsupported_mode":
-                raise _engine_error(exc) from None
-            chosen = "mcu"  # this engine has no SFU: auto falls back to mixing
+            wanted = "sfu" if (expected or 0) > self.settings.auto_sfu_threshold else "mcu"
+        for index, engine in enumerate(candidates):
+            chosen = wanted
             try:
-                created = await engine.create_conference(chosen, call_id)
-            except EngineError as exc2:
-                raise _engine_error(exc2) from None
+                try:
+                    created = await engine.create_conference(chosen, call_id)
+                except EngineError as exc:
+                    if mode != "auto" or exc.code != "unsupported_mode":
+                        raise
+                    chosen = "mcu"  # this engine has no SFU: auto falls back to mixing
+                    created = await engine.create_conference(chosen, call_id)
+                break
+            except EngineError as exc:
+                # began draining since it was asked: the next engine, if any
+                if exc.code == "draining" and index + 1 < len(candidates):
+                    continue
+                self.call_failures[exc.code] += 1
+                raise _engine_error(exc) from None
         call = {"id": call_id, "owner": principal.identity, "mode": created["mode"],
                 "requested_mode": mode, "engine": engine.name, "conference": created["id"],
-                "created_at": time.time(), "type": ONE_TO_ONE, "controller": self.instance}
+                "created_at": time.time(), "type": ONE_TO_ONE, "controller": self.instance,
+                # the direct path is for 1:1 calls: an explicit mcu/sfu call is a group call
+                "media": DIRECT if self.settings.direct_one_to_one and mode == "auto" else ENGINE}
         invited = {i for i in invite if i != principal.identity}
         await self.registry.create(call, {principal.identity}, invited)
+        self._tell_invited(call, principal.identity, invited)
         self._samples[call_id] = {}
         self._monitors[call_id] = asyncio.get_running_loop().create_task(self._monitor(call_id))
         self.calls_created += 1
-        log.info("call %s created by %s (%s on %s)", call_id, principal.identity, call["mode"],
-                 engine.name)
+        self.calls_by_mode[call["mode"]] += 1
+        log.info("call created", extra={"event": "call_created", "call_id": call_id,
+                                        "identity": principal.identity, "mode": call["mode"],
+                                        "engine": engine.name})
         return self.view(await self.registry.get(call_id))
+
+    def _tell_invited(self, call: dict, inviter: str, identities: set[str]) -> None:
+        """A `call_invited` event on each invited identity's own stream (GET /v1/events)."""
+        for identity in sorted(identities):
+            self.events.publish(user_stream(identity), "call_invited",
+                                {"call": call["id"], "from": inviter, "mode": call["mode"]})
 
     def view(self, call: dict, conference: dict | None = None) -> dict:
         legs = _parts_of(conference)
@@ -190,6 +226,7 @@ class CallService:
             "invited": sorted(call["invited"]), "created_at": cdr.iso(call["created_at"]),
             "participants": participants,
             "recording": call.get("recording") or None,
+            "media": call.get("media", ENGINE),
         }
         if conference is not None:
             speakers = conference.get("stats", {}).get("speakers", [])
@@ -211,7 +248,9 @@ class CallService:
 
     async def invite(self, principal: Principal, call_id: str, identities: list[str]) -> dict:
         call = await self.access(principal, call_id)
+        new = set(identities) - call["members"] - call["invited"]
         await self.registry.add_invited(call_id, set(identities) - call["members"])
+        self._tell_invited(call, principal.identity or "admin", new)
         return self.view(await self.registry.get(call_id))
 
     async def end_call(self, principal: Principal | None, call_id: str, reason: str = "ended") -> None:
@@ -256,7 +295,10 @@ class CallService:
         self.events.publish(call_id, "call_ended", {"reason": reason})
         self.events.close(call_id)
         self.calls_ended += 1
-        log.info("call %s ended (%s)", call_id, reason)
+        self.calls_ended_by_reason[reason] += 1
+        log.info("call ended", extra={"event": "call_ended", "call_id": call_id, "reason": reason,
+                                      "duration_s": round(ended_at - call["created_at"], 3),
+                                      "participants": len(call["participants"])})
 
     # ------------------------------------------------------------------------------ participants
     async def add_participant(self, principal: Principal, call_id: str, body: dict) -> dict:
@@ -269,26 +311,65 @@ class CallService:
         if kind == "voip":
             if principal.identity is None:
                 raise ApiError(403, "identity_required", "only identities join by SDP offer")
-            return await self._join(call, principal.identity, body["sdp"], body.get("label"))
+            return await self._join(call, principal, body["sdp"], body.get("label"),
+                                    body.get("replaces"))
         if kind == "bot":
             return await self._add_bot(call, principal, body)
         raise ApiError(422, "bad_field", "a participant needs 'sdp', or 'kind' of bot or pstn")
 
-    async def _join(self, call: dict, identity: str, sdp: str, label: str | None) -> dict:
+    async def _join(self, call: dict, principal: Principal, sdp: str, label: str | None,
+                    replaces: str | None = None) -> dict:
+        """An engine leg for the caller; `replaces`: the caller's direct participant, moving
+        onto the engine (controller/direct.py)."""
+        identity = principal.identity
+        if replaces is None:
+            await self.direct.move_to_engine(call, "engine_participant")
+        elif call.get("media") == DIRECT:
+            raise ApiError(409, "media_direct", "'replaces' is for moving onto the engine, after "
+                                                "a media_moved event")
         try:
             answer = await self._engine(call).add_leg(call["conference"], sdp, label or identity)
         except EngineError as exc:
+            self.participant_failures[exc.code] += 1
             raise _engine_error(exc) from None
+        moved = None
+        if replaces is not None:
+            try:
+                moved = await self.direct.replaced(call, replaces, principal)
+            except ApiError:
+                with contextlib.suppress(EngineError):
+                    await self._engine(call).remove_leg(call["conference"], answer["id"])
+                raise
         participant = {"id": answer["id"], "kind": "voip", "identity": identity,
                        "label": label or identity, "muted": False, "joined_at": time.time(),
-                       "codec": _codec_of(answer["sdp"])}
+                       "codec": _codec_of(answer["sdp"]), "media": ENGINE}
+        if moved is not None:
+            participant["replaces"] = moved["id"]
         await self.registry.add_member(call["id"], identity)
         await self._admit(call, participant)
         return {"id": answer["id"], "sdp": answer["sdp"]}
 
+    async def reoffer_participant(self, principal: Principal, call_id: str, participant_id: str,
+                                  sdp: str) -> dict:
+        """A new offer on an engine participant's leg (ICE restart, hold) -> {"id", "sdp"}."""
+        call = await self.access(principal, call_id)
+        participant = call["participants"].get(participant_id)
+        if participant is None:
+            raise ApiError(404, "no_such_participant", f"no participant {participant_id}")
+        if not principal.is_admin and participant.get("identity") != principal.identity:
+            raise ApiError(403, "not_your_participant", "re-offer only your own participant")
+        if is_direct(participant):
+            raise ApiError(409, "direct_participant", "a direct participant re-offers to its peer "
+                                                      "through /signal")
+        try:
+            return await self._engine(call).reoffer_leg(call["conference"], participant_id, sdp)
+        except EngineError as exc:
+            raise _engine_error(exc) from None
+
     async def _add_bot(self, call: dict, principal: Principal, body: dict) -> dict:
         """A bot is an engine player: a tone, or a finished recording of this service that the
         caller may read (its mix file, which the engine reads from its recordings directory)."""
+        await self.direct.move_to_engine(call, "bot")  # it plays into the engine's conference
         play = body.get("play") or "tone:440"
         try:
             freq = parse_tone(play)
@@ -307,6 +388,7 @@ class CallService:
             player = await self._engine(call).add_player(call["conference"], label=label,
                                                          loop=bool(body.get("loop")), **source)
         except EngineError as exc:
+            self.participant_failures[exc.code] += 1
             raise _engine_error(exc) from None
         participant = {"id": player["id"], "kind": "bot", "identity": None,
                        "added_by": principal.identity, "label": label, "play": play,
@@ -316,6 +398,11 @@ class CallService:
 
     async def _admit(self, call: dict, participant: dict) -> None:
         await self.registry.put_participant(call["id"], participant)
+        self.participants_added[participant["kind"]] += 1
+        log.info("participant joined", extra={
+            "event": "participant_joined", "call_id": call["id"], "participant_id": participant["id"],
+            "leg_id": participant["id"], "kind": participant["kind"],
+            "identity": participant.get("identity"), "codec": participant.get("codec")})
         self.events.publish(call["id"], "participant_joined",
                             {"participant": {**participant, "joined_at": cdr.iso(participant["joined_at"])}})
         fresh = await self.registry.get(call["id"])
@@ -368,6 +455,9 @@ class CallService:
         await self.outbox.cdrs([record])
         self.events.publish(call_id, "participant_left",
                             {"participant_id": participant_id, "reason": reason})
+        log.info("participant left", extra={
+            "event": "participant_left", "call_id": call_id, "participant_id": participant_id,
+            "leg_id": participant_id, "kind": participant["kind"], "reason": reason})
 
     def _leg_record(self, call: dict, participant: dict, leg: dict, ended_at: float,
                     reason: str) -> dict:
@@ -420,6 +510,7 @@ class CallService:
             recording_id = secrets.token_hex(8)
             if not await self.registry.set_if_absent(call_id, "recording", recording_id):
                 raise ApiError(409, "recording_active", f"call {call_id} is being recorded")
+            await self.direct.move_to_engine(call, "recording")  # the engine records what it mixes
             engine = self._engine(call)
             try:
                 started = await engine.start_recording(call["conference"], format=fmt,
@@ -559,6 +650,7 @@ class CallService:
         digits_seen: dict[str, int] | None = None  # leg -> digits published (in the registry)
         forks_ended: set[str] = set()
         failed_polls = 0
+        draining_announced = False
         while True:
             await asyncio.sleep(self.settings.monitor_interval_s)
             try:
@@ -587,6 +679,9 @@ class CallService:
                 if isinstance(exc, asyncio.TimeoutError):
                     exc = EngineError(504, "engine_timeout", f"no answer within "
                                       f"{self.settings.engine_poll_timeout_s} s")
+                if exc.code == "conference_drained":  # the engine's drain deadline came first
+                    await self._end_drained(call_id)
+                    return
                 if exc.status == 404:
                     if await self._conference_missing(call_id):
                         return
@@ -605,12 +700,27 @@ class CallService:
                 log.info("call %s: engine %s answers again after %d failed polls", call_id,
                          engine.name, failed_polls)
                 failed_polls = 0
+            drain = conference.get("drain")
+            if drain is not None:
+                if not draining_announced:
+                    draining_announced = True
+                    self.events.publish(call_id, "engine_draining", {"ends_in_s": drain["ends_in_s"]})
+                    log.info("call on a draining engine", extra={
+                        "event": "call_draining", "call_id": call_id, "engine": engine.name,
+                        "ends_in_s": drain["ends_in_s"]})
+                if drain["ends_in_s"] is not None and drain["ends_in_s"] <= \
+                        DRAIN_MARGIN_S + 2 * self.settings.monitor_interval_s:
+                    await self._end_drained(call_id)
+                    return
+            self.direct.expire_unmoved(call, self._remove_quietly)
             samples = self._samples.setdefault(call_id, {})
             talking = []
             digits_before = dict(digits_seen)
             for leg in conference["legs"]:
                 samples.setdefault(leg["id"], cdr.LegSamples()).add(leg)
                 participant = call["participants"].get(leg["id"])
+                if participant is not None and self._webrtc_ended(call_id, leg):
+                    continue
                 # an MCU says who is mixed ("talking"), an SFU who is forwarded
                 if participant and (leg.get("talking") or leg.get("forwarded")):
                     talking.append((leg.get("level", 127), leg["id"]))
@@ -650,9 +760,32 @@ class CallService:
                 dominant = loudest
                 self.events.publish(call_id, "dominant_speaker", {"participant_id": dominant})
 
+    def _webrtc_ended(self, call_id: str, leg: dict) -> bool:
+        """A WebRTC leg that failed (DTLS, ICE timeout) or whose peer closed DTLS is over: say so
+        (`participant_failed` with the reason) and remove the participant (its CDR says why)."""
+        webrtc = leg.get("webrtc") or {}
+        state = webrtc.get("state")
+        if state not in ("failed", "closed"):
+            return False
+        if (call_id, leg["id"]) in self._ending:
+            return True  # being removed already
+        self._ending.add((call_id, leg["id"]))
+        reason = f"webrtc_{webrtc.get('failure') or state}"
+        if state == "failed":
+            self.events.publish(call_id, "participant_failed",
+                                {"participant_id": leg["id"], "reason": reason})
+        task = asyncio.get_running_loop().create_task(
+            self._remove_quietly(call_id, leg["id"], reason))
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
+        return True
+
     async def _remove_quietly(self, call_id: str, participant_id: str, reason: str) -> None:
-        with contextlib.suppress(ApiError):
-            await self.remove_participant(None, call_id, participant_id, reason)
+        try:
+            with contextlib.suppress(ApiError):
+                await self.remove_participant(None, call_id, participant_id, reason)
+        finally:
+            self._ending.discard((call_id, participant_id))
 
     async def _watch_recording(self, call: dict, engine: EngineClient, conference: dict) -> None:
         """Keep what the engine says of the call's recording (its duration so far, for a record
@@ -676,6 +809,13 @@ class CallService:
             await self._forget(call_id)
             return
         self.calls_engine_failed += 1
+
+    async def _end_drained(self, call_id: str) -> None:
+        """The call's engine is draining and its deadline is here: end the call with records."""
+        try:
+            await self.end_call(None, call_id, ENGINE_DRAINED)
+        except ApiError:  # ended through another controller meanwhile
+            await self._forget(call_id)
 
     @staticmethod
     async def _delete_quietly(engine: EngineClient, conference_id: str) -> None:
@@ -769,8 +909,13 @@ class CallService:
 
     def stats(self) -> dict:
         return {"calls_created": self.calls_created, "calls_ended": self.calls_ended,
+                "calls_by_mode": dict(self.calls_by_mode),
+                "calls_ended_by_reason": dict(self.calls_ended_by_reason),
+                "call_failures": dict(self.call_failures),
+                "participants_added": {f"{kind}": n for kind, n in self.participants_added.items()},
+                "participant_failures": dict(self.participant_failures),
                 "calls_local": len(self._monitors), "calls_adopted": self.calls_adopted,
-                "calls_engine_failed": self.calls_engine_failed,
+                "calls_engine_failed": self.calls_engine_failed, **self.direct.stats(),
                 "events_published": self.events.published, "events_dropped": self.events.dropped,
                 "outbox": self.outbox.stats()}
 
@@ -827,6 +972,11 @@ def _leg_summary(leg: dict | None) -> dict | None:
                 "seconds_played": leg.get("seconds_played"), "source": leg.get("source")}
     receive = leg.get("receive") or {}
     rtcp = leg.get("rtcp") or {}
+    jitter_buffer_ms = (leg.get("jitter_buffer") or {}).get("target_delay_ms")
+    loss = max(cdr._loss_percent(leg))  # uplink (engine), downlink (the client's RTCP)
+    quality = emodel.quality(leg.get("codec") or "unknown", loss, rtcp.get("rtt_ms"),
+                             float(jitter_buffer_ms or 0.0))
+    webrtc = leg.get("webrtc")
     return {
         "codec": leg.get("codec"), "srtp": leg.get("srtp"), "muted": leg.get("muted"),
         "talking": leg.get("talking"), "level": leg.get("level"),
@@ -834,5 +984,8 @@ def _leg_summary(leg: dict | None) -> dict | None:
         "bytes_in": leg.get("bytes_in"), "bytes_out": leg.get("bytes_out"),
         "jitter_ms": receive.get("jitter_ms"), "loss_percent": receive.get("loss_percent"),
         "rtt_ms": rtcp.get("rtt_ms"), "drops": leg.get("drops"),
-        "jitter_buffer_ms": (leg.get("jitter_buffer") or {}).get("target_delay_ms"),
+        "jitter_buffer_ms": jitter_buffer_ms,
+        "mos": quality.get("mos"), "r_factor": quality.get("r_factor"),
+        "transport": leg.get("kind"),
+        "webrtc_state": webrtc.get("state") if webrtc else None,
     }

@@ -10,6 +10,7 @@ import uvloop
 
 from controller.server import ControllerServer
 from controller.settings import ControllerSettings, load_settings
+from mixer.logs import configure_logging
 
 log = logging.getLogger("voicemix.controller")
 
@@ -63,7 +64,7 @@ async def serve(settings: ControllerSettings) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    configure_logging()
     settings = settings_from(args, engines=args.engines)
     if not settings.engines:
         print("voicemix controller: give at least one --engine URL (or run `voicemix serve`)")

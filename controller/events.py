@@ -22,6 +22,11 @@ KEEPALIVE_S = 15.0
 _END = object()
 
 
+def user_stream(identity: str) -> str:
+    """The stream key of one identity's own events (invitations), beside the calls' streams."""
+    return f"user:{identity}"
+
+
 class EventHub:
     """publish(call, type, data) -> every subscriber of that call."""
 
@@ -66,25 +71,28 @@ class EventHub:
                 if message.get("type") != "pmessage":
                     continue
                 try:
-                    origin, event_type, data = json.loads(message["data"])
+                    origin, event_type, data, *stream = json.loads(message["data"])
                 except (ValueError, TypeError):
                     continue
                 if origin == self.origin or not isinstance(data, dict):
                     continue
                 self.relayed += 1
-                self._deliver(str(data.get("call_id")), event_type, data)
+                # the stream key: a call id, or "user:<identity>" for a user's own stream
+                key = str(stream[0]) if stream else str(data.get("call_id"))
+                self._deliver(key, event_type, data)
                 if event_type == "call_ended":
-                    self.close(str(data.get("call_id")))
+                    self.close(key)
         finally:
             with contextlib.suppress(Exception):
                 await pubsub.aclose()
 
     def publish(self, call_id: str, event_type: str, data: dict) -> None:
+        """To the subscribers of stream `call_id` (a call id, or `user_stream(identity)`)."""
         self.published += 1
         event = {"type": event_type, "call_id": call_id, "time": time.time(), **data}
         self._deliver(call_id, event_type, event)
         if self._redis is not None:
-            message = json.dumps([self.origin, event_type, event])
+            message = json.dumps([self.origin, event_type, event, call_id])
             task = asyncio.get_running_loop().create_task(
                 self._redis.publish(self._channel_prefix + call_id, message))
             self._pending.add(task)

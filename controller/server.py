@@ -18,6 +18,7 @@ from controller.app import create_app
 from controller.calls import CallService
 from mixer.engine.client import EngineClient, HttpEngine
 from controller.events import EventHub
+from controller.metrics import ControllerMetrics
 from controller.registry import CallRegistry, MemoryRegistry, RedisRegistry
 from controller.settings import ControllerSettings, ensure_secrets
 from controller.store import Store, database_for
@@ -64,7 +65,9 @@ class ControllerServer:
                                      settings.revocation_cache_s)
         self.events = EventHub(settings.redis_url)
         self.calls = CallService(settings, self.store, self.registry, engines, self.events)
-        self.app = create_app(settings, self.calls, self.store, self.tokens)
+        self.metrics = ControllerMetrics(self.calls)
+        self.app = create_app(settings, self.calls, self.store, self.tokens, self.metrics)
+        self.metrics_port: int | None = None
         self.cert_path: Path | None = None
         self.key_path: Path | None = None
         self.fingerprint: str | None = None
@@ -123,11 +126,14 @@ class ControllerServer:
                 self._main.result()
                 raise OSError(f"controller could not start on {self.url}")
             await asyncio.sleep(0.01)
+        if self.settings.metrics_listen:
+            self.metrics_port = await self.metrics.listen(self.settings.metrics_listen)
         log.info("controller started: %s (engines %s, registry %s, store %s)", self.url,
                  ", ".join(self.calls.engines), "redis" if self.settings.redis_url else "memory",
                  self.store.dialect)
 
     async def stop(self) -> None:
+        await self.metrics.close()
         await self.calls.close()
         self.calls.events.close_all()  # open event streams end, so connections can close
         if self._server is not None:

@@ -37,17 +37,22 @@ class ControllerSettings(BaseSettings):
     tls_key: Path | None = Field(None, description="PEM private key of tls_cert")
     engines: list[str] = Field(default_factory=list,
                                description="remote engine control URLs; empty = in-process engine")
-    admin_key: str | None = None
-    token_secret: str | None = None
+    admin_key: str | None = Field(
+        None, description="bearer key of the admin API; unset = generated on first start, printed once, kept in secrets.json")
+    token_secret: str | None = Field(
+        None, description="HMAC key of the JWT tokens; unset = generated and kept in secrets.json")
     token_leeway_s: float = Field(5.0, ge=0, description="clock-skew tolerance for token times")
-    token_default_ttl_s: int = Field(3600, ge=1)
-    token_max_ttl_s: int = Field(7 * 86400, ge=1)
-    turn_secret: str | None = None
-    turn_enabled: bool = True
+    token_default_ttl_s: int = Field(3600, ge=1, description="token lifetime when the request gives none")
+    token_max_ttl_s: int = Field(7 * 86400, ge=1, description="longest token lifetime a request may ask for")
+    turn_secret: str | None = Field(
+        None, description="shared secret of the TURN REST-API credentials; unset = generated and kept in secrets.json")
+    turn_enabled: bool = Field(
+        True, description="hand out TURN credentials (and, in serve, run the embedded TURN server)")
     turn_listen: str = Field("127.0.0.1:3478", description="where the embedded STUN/TURN server listens")
     turn_urls: list[str] = Field(default_factory=list,
                                  description="URLs handed to clients; empty = derived from turn_listen")
-    turn_ttl_s: int = Field(86400, ge=60, le=7 * 86400)
+    turn_ttl_s: int = Field(
+        86400, ge=60, le=7 * 86400, description="lifetime of the TURN credentials handed out")
     redis_url: str | None = Field(None, description="shared call registry; unset = in memory")
     database_url: str | None = Field(
         None, description="shared store, postgresql://user:password@host:port/database; "
@@ -75,8 +80,19 @@ class ControllerSettings(BaseSettings):
     controller_lease_s: float = Field(
         5.0, gt=0, description="with Redis: a controller silent this long is taken for dead and a "
                                "live one adopts its calls (monitoring, its bots' legs)")
-    max_participants_per_call: int = Field(500, ge=2)
+    metrics_listen: str | None = Field(
+        None, description="HOST:PORT of a plain-HTTP GET /metrics without authentication (keep it "
+                          "on loopback); unset = only the REST API's /metrics, with the admin key")
+    max_participants_per_call: int = Field(500, ge=2, description="more participants answer 409 call_full")
     bot_max_seconds: float = Field(3600.0, gt=0, description="a tone bot stops after this long")
+    direct_one_to_one: bool = Field(
+        True, description="1:1 calls between two WebRTC clients send media directly between them "
+                          "(the controller relays their offer/answer/candidates) until a third "
+                          "participant, a bot or a recording moves both onto the engine; false: "
+                          "media is always anchored on the engine")
+    dev: bool = Field(False, description="development conveniences: the web page's demo-identity "
+                                         "button (POST /v1/dev/identities); on in `voicemix serve` "
+                                         "unless set, never on in `voicemix controller` unless set")
 
     recordings_dir: Path | None = Field(
         None, description="where an in-process engine (voicemix serve) writes recordings; unset = "

@@ -158,7 +158,7 @@ cdef class SlotSender:
     cdef public int payload_type
     cdef public int level_ext_id       # 0: the subscriber did not negotiate RFC 6464
     cdef public bint enabled
-    cdef public object srtp            # SessionCalls, or any object with protect(bytes) -> bytes|int
+    cdef object _srtp                  # SessionCalls, or any object with protect(bytes) -> bytes|int
     cdef public list queue
     cdef public list addresses
     cdef public bytes address
@@ -176,7 +176,6 @@ cdef class SlotSender:
         self.level_ext_id = level_ext_id if 1 <= level_ext_id <= 14 else 0
         self.enabled = True
         self.srtp = srtp
-        self._direct = srtp if isinstance(srtp, SessionCalls) else None
         self.queue = queue
         self.addresses = addresses
         self.address = address
@@ -185,6 +184,17 @@ cdef class SlotSender:
     @property
     def ssrc(self) -> int:
         return self.rewriter.ssrc
+
+    @property
+    def srtp(self):
+        """The outbound SRTP calls (None: plain RTP). Settable: a WebRTC leg's keys arrive with
+        its DTLS handshake, after the slot exists (or change with a new handshake)."""
+        return self._srtp
+
+    @srtp.setter
+    def srtp(self, value):
+        self._srtp = value
+        self._direct = value if isinstance(value, SessionCalls) else None
 
     cdef int send(self, bytes payload, bint marker, int seq, uint32_t timestamp, int level,
                   bint voice, double wall_s) except -1:
@@ -220,8 +230,8 @@ cdef class SlotSender:
                 self.protect_failures += 1
                 return 0
             out = PyBytes_FromStringAndSize(<char *>p, length)
-        elif self.srtp is not None:
-            out = self.srtp.protect(PyBytes_FromStringAndSize(<char *>p, length))
+        elif self._srtp is not None:
+            out = self._srtp.protect(PyBytes_FromStringAndSize(<char *>p, length))
             if out.__class__ is int:
                 self.protect_failures += 1
                 return 0

@@ -16,6 +16,8 @@ SUBCOMMANDS = {
     "controller": ("controller.cli", "run the signaling controller (HTTPS REST) in front of engines"),
     "serve": ("controller.serve", "controller + media engine + STUN/TURN in one process"),
     "load": ("mixer.load", "many real RTP clients against an engine, bounded; prints loss and tick lateness"),
+    "top": ("controller.top", "live view of an engine or a controller: load, conferences, legs, quality"),
+    "stats": ("controller.top", "one snapshot of an engine or a controller (--json for scripts)"),
 }
 
 

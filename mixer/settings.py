@@ -4,6 +4,7 @@ Defaults run embedded on loopback with no configuration at all.
 """
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
 from pydantic import Field, field_validator
@@ -15,9 +16,16 @@ class EngineSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="VOICEMIX_", extra="ignore")
 
-    media_ip: str = "127.0.0.1"
-    media_ports: str = "40000-49999"
-    control_listen: str = "127.0.0.1:8790"
+    media_ip: str = Field(
+        "127.0.0.1", description="address of the media UDP sockets (and the one named in SDP answers)")
+    media_ports: str = Field(
+        "40000-49999", description="UDP port range for legs (one even/odd pair per leg), LOW-HIGH")
+    media_public_ip: str | None = Field(
+        None, description="address(es) advertised in answers instead of media_ip (comma-separated; "
+                          "the engine behind NAT: its public address); WebRTC legs list a host "
+                          "candidate for each")
+    control_listen: str = Field(
+        "127.0.0.1:8790", description="HOST:PORT of the HTTP/JSON control API (keep it on loopback or a private network)")
     # Conference mixing (MCU)
     max_speakers: int = Field(8, ge=1, le=32, description="talkers mixed at once; above this many, the loudest")
     speaker_level_threshold: int = Field(
@@ -34,13 +42,14 @@ class EngineSettings(BaseSettings):
     sfu_packet_cache: int = Field(128, ge=16, le=1024,
                                   description="SFU: recent packets kept per sender to answer NACKs")
     # Encoders of the mixes (docs/quality.md: chosen from PESQ against CPU per encode)
-    opus_bitrate: int = Field(64000, ge=6000, le=510000)
-    opus_complexity: int = Field(5, ge=0, le=10)
-    opus_fec: bool = Field(True, description="in-band FEC for receivers whose RTCP reports loss")
+    opus_bitrate: int = Field(64000, ge=6000, le=510000, description="Opus encoder bitrate of the mixes, bits/s")
+    opus_complexity: int = Field(
+        5, ge=0, le=10, description="Opus encoder complexity (0 cheapest .. 10 best)")
+    opus_fec: bool = Field(True, description="Opus in-band FEC for receivers whose RTCP reports loss")
     opus_packet_loss_percent: int | None = Field(
         None, ge=0, le=100, description="a fixed loss hint for every encoder; unset: each listener "
                                         "group's hint follows its receiver reports")
-    opus_dtx: bool = False
+    opus_dtx: bool = Field(False, description="Opus discontinuous transmission (fewer packets in silence)")
     mcu_talker_linger_ms: int = Field(
         1000, ge=0, le=10000, description="a talker who stops keeps its own encoder (encoding the total) "
                                       "this long before moving to the shared stream")
@@ -48,20 +57,32 @@ class EngineSettings(BaseSettings):
         True, description="a listener who starts talking gets an own encoder that continues the shared "
                           "encoder's state (no jump in what its decoder hears)")
     # Jitter buffer
-    jitter_min_ms: float = Field(20.0, ge=0)
-    jitter_max_ms: float = Field(200.0, ge=20)
-    jitter_capacity: int = Field(128, ge=8, le=4096)
+    jitter_min_ms: float = Field(20.0, ge=0, description="jitter buffer: least playout delay")
+    jitter_max_ms: float = Field(
+        200.0, ge=20, description="jitter buffer: most playout delay; also how long a quiet stream is waited for")
+    jitter_capacity: int = Field(128, ge=8, le=4096, description="jitter buffer: packets held per leg")
     jitter_time_stretch: bool = Field(
         True, description="change playout delay by time-scale modification (accelerate in pauses, "
                           "PLC while re-buffering) instead of dropping frames and playing silence")
     # Protection
     max_packet_rate: int = Field(200, ge=10, description="packets/s per leg before dropping (flood)")
-    max_legs_per_conference: int = Field(1000, ge=2)
-    max_conferences: int = Field(1000, ge=1)
-    srtp_required: bool = False
+    max_legs_per_conference: int = Field(
+        1000, ge=2, description="more legs in one conference answer 409 conference_full")
+    max_conferences: int = Field(1000, ge=1, description="more conferences answer 503 too_many_conferences")
+    srtp_required: bool = Field(False, description="refuse plain RTP offers (488 srtp_required)")
     latch_remote: bool = Field(
         False, description="send to where authenticated media comes from (symmetric RTP, RFC 4961)")
     rtcp_interval_s: float = Field(5.0, gt=0, description="RFC 3550 6.2 minimum report interval")
+    # WebRTC legs (ICE-lite, DTLS-SRTP)
+    webrtc_srtp_profiles: str = Field(
+        "SRTP_AES128_CM_SHA1_80:SRTP_AEAD_AES_128_GCM",
+        description="DTLS-SRTP protection profiles in the engine's order of preference (RFC 5764 "
+                    "4.1.2, RFC 7714); the first one the browser offers is used")
+    ice_consent_timeout_s: float = Field(
+        30.0, gt=0, description="RFC 7675: stop sending this long after the last valid ICE check")
+    webrtc_connect_timeout_s: float = Field(
+        30.0, gt=0, description="a WebRTC leg not keyed and nominated this long after its answer fails")
+    dtls_mtu: int = Field(1200, ge=576, le=1400, description="largest DTLS datagram sent")
     # Engine-side media services (mixer/media): files the engine reads and writes
     data_dir: Path = Field(Path.home() / ".local" / "share" / "voicemix",
                            description="where recordings go unless recordings_dir says otherwise")
@@ -74,14 +95,20 @@ class EngineSettings(BaseSettings):
                                             description="players playing at once in one conference")
     recording_opus_bitrate: int = Field(32000, ge=6000, le=510000,
                                         description="Ogg recordings: the mix's Opus bitrate")
-    max_recordings_per_conference: int = Field(4, ge=1, le=64)
+    max_recordings_per_conference: int = Field(4, ge=1, le=64,
+                                               description="recordings running at once in one conference")
     # Media forks: the same protection as TURN relays (mixer/turn/peers.py)
     fork_allow_loopback: bool = Field(
         False, description="forks may send to loopback addresses (tests turn it on)")
     fork_allowed_ips: list[str] = Field(
         default_factory=list, description="CIDRs forks may send to although private or "
                                           "otherwise refused (e.g. an analytics host on the LAN)")
-    max_forks_per_conference: int = Field(8, ge=1, le=256)
+    max_forks_per_conference: int = Field(8, ge=1, le=256,
+                                          description="media forks at once in one conference")
+    # Operations
+    drain_timeout_s: float = Field(
+        300.0, ge=0, description="graceful drain (SIGTERM or POST /drain): how long current "
+                                 "conferences may go on before the engine ends them")
 
     @field_validator("media_ports")
     @classmethod
@@ -90,6 +117,22 @@ class EngineSettings(BaseSettings):
         if not (low.isdigit() and high.isdigit() and 1024 <= int(low) < int(high) <= 65535):
             raise ValueError("media_ports must look like 40000-49999 (1024..65535)")
         return value
+
+    @field_validator("media_public_ip")
+    @classmethod
+    def _public_ips(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        for address in value.split(","):
+            ipaddress.ip_address(address.strip())  # ValueError: candidates are IP literals
+        return value
+
+    @property
+    def advertised_addresses(self) -> list[str]:
+        """What answers name as the engine's media address(es): media_public_ip, else media_ip."""
+        if self.media_public_ip:
+            return [a.strip() for a in self.media_public_ip.split(",") if a.strip()]
+        return [self.media_ip]
 
     @property
     def recordings_path(self) -> Path:

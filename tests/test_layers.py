@@ -15,6 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RANKS = {
     "mixer._": 0,            # the compiled core (no I/O, no asyncio)
     "mixer.settings": 0,
+    "mixer.metrics": 0,      # fixed-bucket histograms, retired counters (no I/O)
+    "mixer.logs": 0,         # log formats and redaction
     "mixer.codec": 1,
     "mixer.timestretch": 1,  # DSP on decoded audio
     "mixer.playout": 1,      # jitter buffer + decoder + time stretching of one stream
@@ -35,12 +37,14 @@ SIBLINGS = [("mixer.mcu", "mixer.sfu")]
 # Tools that drive the product from outside (test clients, demo, load generator): product code
 # never imports them.
 TOOLS = ("mixer.sim", "mixer.demo", "mixer.load", "mixer.selfcheck", "mixer.analysis", "mixer.cli",
-         "controller.testing")
+         "controller.testing", "controller.settings_doc")  # settings_doc: writes docs/configuration.md
 # The controller talks to engines only through the engine client interface; it does no media work.
-CONTROLLER_MAY_IMPORT = ("mixer.engine.client",)
+CONTROLLER_MAY_IMPORT = ("mixer.engine.client",
+                         "mixer.metrics", "mixer.logs")  # the shared metrics and log formats
 # `voicemix serve` composes a controller, an engine and TURN in one process: the one module of the
 # controller that may build them.
-CONTROLLER_COMPOSITION = {"controller.serve": ("mixer.engine.engine", "mixer.settings", "mixer.turn")}
+CONTROLLER_COMPOSITION = {"controller.serve": ("mixer.engine.engine", "mixer.settings", "mixer.turn",
+                                              "mixer.engine.cli", "mixer.engine.metrics")}
 
 
 def module_name(path: Path) -> str:

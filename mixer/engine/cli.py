@@ -1,4 +1,9 @@
-"""`voicemix engine`: one media engine process with its HTTP control API."""
+"""`voicemix engine`: one media engine process with its HTTP control API.
+
+SIGTERM drains: no new conferences, the current ones go on until they end or `drain_timeout_s`
+passes (then the engine ends them), and the process exits. A second SIGTERM, or SIGINT, stops at
+once (conferences end, legs send RTCP BYE).
+"""
 from __future__ import annotations
 
 import argparse
@@ -11,6 +16,7 @@ import uvloop
 
 from mixer.engine.control import start_control_api
 from mixer.engine.engine import Engine
+from mixer.logs import configure_logging
 from mixer.settings import EngineSettings
 
 log = logging.getLogger("voicemix.engine")
@@ -48,17 +54,37 @@ async def serve(settings: EngineSettings) -> None:
     # Everything built so far lives as long as the process: keep it out of every collection, so
     # the collector's pauses stay short next to the 20 ms tick.
     gc.freeze()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await until_stopped(engine)
     engine.stop()
     await runner.cleanup()
     log.info("engine stopped: control http://%s:%d", host, port)
 
 
+async def until_stopped(engine: Engine) -> None:
+    """Return when the engine should stop: SIGINT or a second SIGTERM at once; after a first
+    SIGTERM (or a drain through the control API), once the drain is complete."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_sigterm() -> None:
+        if engine.draining:
+            log.info("second SIGTERM: stopping now")
+            stop.set()
+        else:
+            engine.drain()
+
+    loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    drained = loop.create_task(engine.drained())
+    stopped = loop.create_task(stop.wait())
+    await asyncio.wait({drained, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    for task in (drained, stopped):
+        task.cancel()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.remove_signal_handler(sig)
+
+
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    configure_logging()
     uvloop.run(serve(settings_from(args)))
     return 0

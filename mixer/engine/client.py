@@ -64,7 +64,18 @@ class EngineClient(abc.ABC):
     async def remove_leg(self, conference_id: str, leg_id: str) -> None: ...
 
     @abc.abstractmethod
+    async def reoffer_leg(self, conference_id: str, leg_id: str, sdp: str) -> dict:
+        """A new SDP offer on an existing leg (ICE restart, hold, new address) -> {"id", "sdp"}."""
+
+    @abc.abstractmethod
     async def stats(self) -> dict: ...
+
+    @abc.abstractmethod
+    async def list_conferences(self) -> list[dict]: ...
+
+    @abc.abstractmethod
+    async def drain(self, timeout_s: float | None = None) -> dict:
+        """Stop the engine taking new conferences; current ones end by `timeout_s`."""
 
     # players: a tone or a WAV/Ogg Opus file played into a conference by the engine
     @abc.abstractmethod
@@ -153,8 +164,17 @@ class InProcessEngine(EngineClient):
     async def remove_leg(self, conference_id: str, leg_id: str) -> None:
         self.engine.remove_leg(conference_id, leg_id)
 
+    async def reoffer_leg(self, conference_id: str, leg_id: str, sdp: str) -> dict:
+        return await self.engine.reoffer_leg(conference_id, leg_id, sdp)
+
     async def stats(self) -> dict:
         return self.engine.stats()
+
+    async def list_conferences(self) -> list[dict]:
+        return self.engine.list_conferences()
+
+    async def drain(self, timeout_s: float | None = None) -> dict:
+        return self.engine.drain(timeout_s)
 
     async def add_player(self, conference_id: str, *, tone: float | None = None,
                          file: str | None = None, loop: bool = False, seconds: float | None = None,
@@ -262,8 +282,18 @@ class HttpEngine(EngineClient):
     async def remove_leg(self, conference_id: str, leg_id: str) -> None:
         await self._request("DELETE", f"/conferences/{conference_id}/legs/{leg_id}")
 
+    async def reoffer_leg(self, conference_id: str, leg_id: str, sdp: str) -> dict:
+        return await self._request("PUT", f"/conferences/{conference_id}/legs/{leg_id}",
+                                   {"sdp": sdp})
+
     async def stats(self) -> dict:
         return await self._request("GET", "/stats")
+
+    async def list_conferences(self) -> list[dict]:
+        return (await self._request("GET", "/conferences"))["conferences"]
+
+    async def drain(self, timeout_s: float | None = None) -> dict:
+        return await self._request("POST", "/drain", {} if timeout_s is None else {"timeout_s": timeout_s})
 
     async def add_player(self, conference_id: str, *, tone: float | None = None,
                          file: str | None = None, loop: bool = False, seconds: float | None = None,

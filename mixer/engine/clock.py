@@ -18,6 +18,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from mixer.metrics import TICK_LATENESS_BUCKETS, FixedHistogram
+
 MAX_CATCH_UP_TICKS = 3
 LATENESS_WINDOW = 3000  # last 60 s of 20 ms ticks
 
@@ -38,6 +40,10 @@ class TickClock:
         self._start = 0.0
         self._index = 0
         self.busy_ms = 0.0
+        # since start, for the metrics: lateness of every tick and the time each tick's work took
+        self.lateness_seconds = FixedHistogram(TICK_LATENESS_BUCKETS)
+        self.duration_seconds = FixedHistogram(TICK_LATENESS_BUCKETS)
+        self._after_tick: list[asyncio.Future] = []
 
     @staticmethod
     def now_ms() -> float:
@@ -57,6 +63,23 @@ class TickClock:
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
+        self._wake_waiters()
+
+    async def after_tick(self) -> None:
+        """Return right after the next tick has run (at once when the clock is stopped): work
+        that holds the loop for a while, such as a metrics scrape, then runs in the gap before the
+        following tick instead of delaying it."""
+        if self._handle is None:
+            return
+        future = asyncio.get_running_loop().create_future()
+        self._after_tick.append(future)
+        await future
+
+    def _wake_waiters(self) -> None:
+        waiters, self._after_tick = self._after_tick, []
+        for future in waiters:
+            if not future.done():
+                future.set_result(None)
 
     @property
     def running(self) -> bool:
@@ -73,9 +96,13 @@ class TickClock:
         try:
             self.on_tick(deadline)
         finally:
-            self.busy_ms += (time.perf_counter() - began) * 1000.0
+            elapsed = time.perf_counter() - began
+            self.busy_ms += elapsed * 1000.0
+            self.duration_seconds.observe(elapsed)
             if self._handle is not None:
                 self._schedule()
+            if self._after_tick:
+                self._wake_waiters()
 
     def advance(self, now_ms: float) -> float:
         """The deadline of the tick to run on a wake-up at `now_ms`, skipping (and counting) the
@@ -87,6 +114,7 @@ class TickClock:
             self._index += behind
             deadline = self._start + self._index * self.period_ms
         self._lateness[self.ticks % LATENESS_WINDOW] = now_ms - deadline
+        self.lateness_seconds.observe((now_ms - deadline) / 1000.0)
         self.ticks += 1
         self._index += 1
         return deadline

@@ -12,6 +12,8 @@ from aiohttp import web
 
 from mixer.engine.engine import Engine
 from mixer.engine.errors import EngineError
+from mixer.engine.metrics import engine_registry
+from mixer.metrics import CONTENT_TYPE, exposition
 
 MAX_BODY_BYTES = 64 * 1024  # an SDP offer is a few KB
 
@@ -85,6 +87,11 @@ def _audio_file(path) -> web.FileResponse:
 def create_app(engine: Engine) -> web.Application:
     app = web.Application(middlewares=[_errors], client_max_size=MAX_BODY_BYTES)
     routes = web.RouteTableDef()
+    registry = engine_registry(engine)
+
+    @routes.get("/conferences")
+    async def list_conferences(request: web.Request) -> web.Response:
+        return web.json_response({"conferences": engine.list_conferences()})
 
     @routes.post("/conferences")
     async def create_conference(request: web.Request) -> web.Response:
@@ -109,6 +116,13 @@ def create_app(engine: Engine) -> web.Application:
                                       _field(body, "sdp", str, required=True),
                                       _field(body, "label", str))
         return web.json_response(result, status=201)
+
+    @routes.put("/conferences/{conference}/legs/{leg}")
+    async def reoffer_leg(request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        return web.json_response(await engine.reoffer_leg(
+            request.match_info["conference"], request.match_info["leg"],
+            _field(body, "sdp", str, required=True)))
 
     @routes.patch("/conferences/{conference}/legs/{leg}")
     async def update_leg(request: web.Request) -> web.Response:
@@ -202,6 +216,20 @@ def create_app(engine: Engine) -> web.Application:
     @routes.get("/stats")
     async def stats(request: web.Request) -> web.Response:
         return web.json_response(engine.stats())
+
+    @routes.get("/metrics")
+    async def metrics(request: web.Request) -> web.Response:
+        await engine.clock.after_tick()  # build it in the gap after a tick, not before one
+        return web.Response(body=exposition(registry), headers={"Content-Type": CONTENT_TYPE})
+
+    @routes.post("/drain")
+    async def drain(request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        timeout = body.get("timeout_s")
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                    or not 0 <= timeout <= 86400 * 7):
+            raise EngineError(422, "bad_field", "'timeout_s' must be a number of seconds (0..604800)")
+        return web.json_response(engine.drain(timeout), status=202)
 
     app.add_routes(routes)
     return app

@@ -12,15 +12,19 @@ import os
 import secrets
 import socket
 import time
+from collections import Counter
 from pathlib import Path
 
 from mixer.codec import FRAME_MS
 from mixer.engine.clock import TickClock
+from mixer.engine.drain import Drain
 from mixer.engine.errors import EngineError
+from mixer.engine.webrtc import WebRtcLegs
 from mixer.legs.leg import MediaLeg
 from mixer.legs.ports import PortAllocator, PortsExhausted
 from mixer.legs.transport import SendFlusher
 from mixer.mcu.conference import McuConference
+from mixer.metrics import RetiredCounters
 from mixer.codec import OpusSettings
 from mixer.media.fork import MIX, DestinationError, Fork, parse_destination
 from mixer.media.player import PLAYING, Player, PlayerError, ToneSource, open_file
@@ -29,6 +33,7 @@ from mixer.media.recorder import (
 )
 from mixer.media.services import ConferenceMedia
 from mixer.sdp.offer_answer import DEFAULT_CODECS
+from mixer.sdp.webrtc import is_webrtc_offer
 from mixer.sfu.conference import SfuConference
 from mixer.sdp import AudioAnswer, SdpError, answer_audio, generate_crypto, parse
 from mixer.sdp.stream import STREAM_PAYLOAD_TYPES, describe_stream
@@ -54,9 +59,14 @@ class Engine:
         self.conferences: dict[str, McuConference | SfuConference] = {}
         self.clock = TickClock(self._tick)
         self.flusher = SendFlusher()  # one sendmmsg flush per socket per loop turn, for every leg
+        self.webrtc = WebRtcLegs(self.settings)  # the DTLS certificate, ICE/DTLS answers, counters
         self.started_at: float | None = None
         self.legs_created = 0
         self.legs_removed = 0
+        self.legs_joined: Counter[tuple[str, str]] = Counter()  # (mode, transport) -> legs ever
+        self.conferences_created: Counter[str] = Counter()      # mode -> conferences ever
+        self.retired = RetiredCounters()  # counters of legs and conferences that are gone
+        self._drain = Drain(self.conferences, self.delete_conference)
 
     # ---------------------------------------------------------------------------------- lifecycle
     def start(self) -> None:
@@ -66,8 +76,23 @@ class Engine:
 
     def stop(self) -> None:
         self.clock.stop()
+        self._drain.cancel_timer()
         for conference_id in list(self.conferences):
             self.delete_conference(conference_id)
+
+    # ---------------------------------------------------------------------------------- draining
+    def drain(self, timeout_s: float | None = None) -> dict:
+        """Stop taking new conferences; current ones go on until they end or `timeout_s`
+        (default `drain_timeout_s`) passes, when the engine ends them (`mixer/engine/drain.py`)."""
+        return self._drain.start(self.settings.drain_timeout_s if timeout_s is None else timeout_s)
+
+    @property
+    def draining(self) -> bool:
+        return self._drain.active
+
+    async def drained(self) -> None:
+        """Return once draining and no conference is left."""
+        await self._drain.wait()
 
     def _tick(self, now_ms: float) -> None:
         for conference in list(self.conferences.values()):
@@ -79,6 +104,8 @@ class Engine:
         if conference_type is None:
             raise EngineError(400, "unsupported_mode", f"mode {mode!r} is not available "
                               f"(supported: {', '.join(self.conference_types)})")
+        if self.draining:
+            raise EngineError(503, "draining", "the engine is draining: it takes no new conferences")
         if len(self.conferences) >= self.settings.max_conferences:
             raise EngineError(503, "too_many_conferences", "the engine hosts its maximum")
         conference_id = conference_id or secrets.token_hex(8)
@@ -87,12 +114,14 @@ class Engine:
         if conference_id in self.conferences:
             raise EngineError(409, "conference_exists", f"conference {conference_id} exists")
         self.conferences[conference_id] = conference_type(conference_id, self.settings)
-        log.info("conference %s created (mode %s)", conference_id, mode)
+        self.conferences_created[mode] += 1
+        log.info("conference created", extra={"event": "conference_created",
+                                               "conference_id": conference_id, "mode": mode})
         return {"id": conference_id, "mode": mode}
 
     def get_conference(self, conference_id: str) -> dict:
         conference = self._conference(conference_id)
-        return {
+        result = {
             "id": conference.id,
             "mode": conference.mode,
             "legs": [conference.leg_stats(leg_id) for leg_id in conference.voices],
@@ -101,6 +130,19 @@ class Engine:
             "forks": [f.stats() for f in self._forks(conference)],
             "stats": conference.stats(),
         }
+        if self.draining:
+            result["drain"] = self._drain.status()
+        return result
+
+    def list_conferences(self) -> list[dict]:
+        """Every conference in brief (id, mode, legs, speakers), cheap enough to poll."""
+        result = []
+        for conference in self.conferences.values():
+            stats = conference.stats()
+            result.append({"id": conference.id, "mode": conference.mode, "legs": stats["legs"],
+                           "speakers": stats.get("speakers", []),
+                           "dominant_speaker": stats.get("dominant_speaker")})
+        return result
 
     def delete_conference(self, conference_id: str) -> None:
         """Remove the conference: its recordings are finished (files closed, metadata written),
@@ -115,11 +157,21 @@ class Engine:
         for leg_id in list(conference.voices):
             self.remove_leg(conference_id, leg_id)
         del self.conferences[conference_id]
-        log.info("conference %s deleted", conference_id)
+        labels = (("mode", conference.mode),)
+        self.retired.add((family, labels + extra, value)
+                         for family, extra, value in getattr(conference, "counters", list)())
+        for family, extra, histogram in getattr(conference, "histograms", list)():
+            self.retired.add_histogram(family, labels + extra, histogram)
+        log.info("conference deleted", extra={"event": "conference_deleted",
+                                              "conference_id": conference_id})
+        self._drain.check()
 
     def _conference(self, conference_id: str) -> McuConference:
         conference = self.conferences.get(conference_id)
         if conference is None:
+            if conference_id in self._drain.ended:
+                raise EngineError(404, "conference_drained",
+                                  f"conference {conference_id} was ended by the engine's drain")
             raise EngineError(404, "no_such_conference", f"no conference {conference_id}")
         return conference
 
@@ -133,6 +185,8 @@ class Engine:
             offer = parse(offer_sdp)
         except SdpError as exc:
             raise EngineError(400, "bad_sdp", str(exc)) from exc
+        if is_webrtc_offer(offer):
+            return await self._add_webrtc_leg(conference, offer, label)
         audio = next((m for m in offer.media if m.media == "audio"), None)
         wants_mux = audio is not None and audio.rtcp_mux
         try:
@@ -141,7 +195,7 @@ class Engine:
             raise EngineError(503, "no_ports", str(exc)) from exc
         port = rtp_socket.getsockname()[1]
         try:
-            answer = answer_audio(offer, local_ip=self.settings.media_ip, local_port=port,
+            answer = answer_audio(offer, local_ip=self.settings.advertised_addresses[0], local_port=port,
                                   codecs=getattr(conference, "codecs", DEFAULT_CODECS),
                                   srtp_required=self.settings.srtp_required)
         except SdpError as exc:
@@ -158,9 +212,80 @@ class Engine:
             raise EngineError(503, "socket_error", str(exc)) from exc
         conference.add_leg(leg)
         self.legs_created += 1
-        log.info("leg %s joined %s on %s:%d (%s%s)", leg_id, conference_id, self.settings.media_ip,
-                 port, answer.codec, ", SRTP" if leg.srtp else "")
+        self.legs_joined[(conference.mode, leg.transport)] += 1
+        log.info("leg joined", extra={"event": "leg_joined", "conference_id": conference_id,
+                                      "leg_id": leg_id, "port": port, "codec": answer.codec,
+                                      "transport": leg.transport})
         return {"id": leg_id, "sdp": answer.sdp}
+
+    async def _add_webrtc_leg(self, conference, offer, label: str | None) -> dict:
+        """A WebRTC leg: one port (rtcp-mux) carrying ICE, DTLS and SRTP (`mixer.engine.webrtc`)."""
+        try:
+            rtp_socket, _ = self.ports.allocate(self.settings.media_ip, False)
+        except PortsExhausted as exc:
+            raise EngineError(503, "no_ports", str(exc)) from exc
+        port = rtp_socket.getsockname()[1]
+        leg_id = secrets.token_hex(6)
+        try:
+            leg = self.webrtc.new_leg(leg_id, conference, offer, rtp_socket, label, self.flusher)
+        except SdpError as exc:
+            self._release(port, rtp_socket)
+            code = getattr(exc, "code", "bad_sdp")
+            raise EngineError(488 if code != "bad_sdp" else 400, code, str(exc)) from exc
+        try:
+            await leg.open()
+        except OSError as exc:
+            self._release(port, rtp_socket)
+            raise EngineError(503, "socket_error", str(exc)) from exc
+        conference.add_leg(leg)
+        self.legs_created += 1
+        log.info("leg %s joined %s on %s:%d (%s, WebRTC)", leg_id, conference.id,
+                 self.settings.media_ip, port, leg.codec)
+        return {"id": leg_id, "sdp": leg.answer.sdp}
+
+    async def reoffer_leg(self, conference_id: str, leg_id: str, offer_sdp: str) -> dict:
+        """A new offer on an existing leg (RFC 3264 section 8): ICE restart, a new DTLS
+        fingerprint, a direction change (hold), a new address; the same port, SSRCs and codec.
+        Returns {"id", "sdp": answer}."""
+        conference = self._conference(conference_id)
+        leg = self._leg(conference, leg_id)
+        try:
+            offer = parse(offer_sdp)
+        except SdpError as exc:
+            raise EngineError(400, "bad_sdp", str(exc)) from exc
+        try:
+            if leg.kind == "webrtc":
+                if not is_webrtc_offer(offer):
+                    raise EngineError(488, "transport_change", "a WebRTC leg's re-offer must stay "
+                                      "UDP/TLS/RTP/SAVPF (make a new leg to change transport)")
+                self.webrtc.reoffer(leg, offer)
+            else:
+                if is_webrtc_offer(offer):
+                    raise EngineError(488, "transport_change", "a plain leg cannot become WebRTC "
+                                      "by re-offer (make a new leg)")
+                self._reoffer_plain(conference, leg, offer)
+        except SdpError as exc:
+            code = getattr(exc, "code", "bad_sdp")
+            raise EngineError(488 if code != "bad_sdp" else 400, code, str(exc)) from exc
+        log.info("leg %s of %s re-offered", leg_id, conference_id)
+        return {"id": leg_id, "sdp": leg.answer.sdp}
+
+    def _reoffer_plain(self, conference, leg: MediaLeg, offer) -> None:
+        """Plain/SDES re-offer: new remote address or direction (hold); the codec stays; a new
+        SDES key from the peer re-keys the inbound side, ours is kept (RFC 4568 7.1.4 allows)."""
+        answer = answer_audio(offer, local_ip=self.settings.advertised_addresses[0],
+                              local_port=leg.local_port,
+                              codecs=getattr(conference, "codecs", DEFAULT_CODECS),
+                              srtp_required=self.settings.srtp_required,
+                              local_crypto=leg.answer.local_crypto)
+        if (answer.codec, answer.payload_type) != (leg.codec, leg.payload_type):
+            raise EngineError(488, "codec_change", f"the leg runs {leg.codec}/{leg.payload_type}; a "
+                              "re-offer cannot change it (make a new leg)")
+        if answer.rtcp_mux != leg.rtcp_mux:
+            raise EngineError(488, "rtcp_mux_change", "a re-offer cannot change rtcp-mux")
+        if (answer.remote_crypto is None) != (leg.srtp is None):
+            raise EngineError(488, "srtp_change", "a re-offer cannot turn SRTP on or off")
+        leg.apply_answer(answer)
 
     def update_leg(self, conference_id: str, leg_id: str, muted: bool | None = None) -> dict:
         conference = self._conference(conference_id)
@@ -176,7 +301,11 @@ class Engine:
         leg.close()
         self.ports.release(leg.local_port)
         self.legs_removed += 1
-        log.info("leg %s left %s", leg_id, conference_id)
+        labels = (("mode", conference.mode), ("transport", leg.transport))
+        self.retired.add((family, labels + extra, value) for family, extra, value in leg.counters())
+        log.info("leg left", extra={"event": "leg_left", "conference_id": conference_id,
+                                    "leg_id": leg_id, "packets_in": leg.packets_in,
+                                    "packets_out": leg.packets_out})
 
     @staticmethod
     def _leg(conference: McuConference, leg_id: str) -> MediaLeg:
@@ -454,6 +583,8 @@ class Engine:
         fork = self._fork(conference, fork_id)
         fork.stop()
         self.ports.release(fork.leg.local_port)
+        labels = (("mode", conference.mode), ("transport", "fork"))
+        self.retired.add((family, labels + extra, value) for family, extra, value in fork.leg.counters())
         self._detach(conference, fork_id)
         return fork.stats()
 
@@ -556,4 +687,6 @@ class Engine:
             "packets_in": packets_in,
             "packets_out": packets_out,
             "drops": drops,
+            "draining": self.draining,
+            "webrtc": self.webrtc.stats(),
         }

@@ -62,7 +62,12 @@ class TokenBucket:
 
 
 class MediaLeg:
-    """A participant's audio leg in a conference, as negotiated by one SDP offer/answer."""
+    """A participant's audio leg in a conference, as negotiated by one SDP offer/answer.
+
+    This class is the plain kind (RTP, or SRTP keyed by SDES); `mixer.legs.webrtc.WebRtcLeg` is
+    the WebRTC kind (ICE-lite, DTLS-SRTP) on the same interface."""
+
+    kind = "plain"
 
     def __init__(self, leg_id: str, answer: AudioAnswer, rtp_socket: socket.socket,
                  rtcp_socket: socket.socket | None, settings: EngineSettings,
@@ -94,6 +99,10 @@ class MediaLeg:
                                   on_oversized=self._on_oversized)
                       if rtcp_socket is not None else None)
         self.srtp: SrtpContext | None = None
+        self.retransmits = retransmits
+        # follow authenticated media to a new address (symmetric RTP); a WebRTC leg never does:
+        # it sends only where ICE nominated and consent holds
+        self.latches = settings.latch_remote
         if answer.local_crypto is not None and answer.remote_crypto is not None:
             # an SFU resends cached packets on NACK: the same sequence number protected twice
             self.srtp = SrtpContext(answer.local_crypto.suite, answer.local_crypto.key,
@@ -174,6 +183,37 @@ class MediaLeg:
         self.extra_streams[rewriter.ssrc] = slot
         return slot
 
+    def apply_answer(self, answer: AudioAnswer) -> None:
+        """Take the answer to a re-offer (same codec and rtcp-mux, checked by the engine): the
+        far end's new address, the new direction (hold: sendonly/inactive), and the peer's new
+        SDES key if it changed (ours is kept; the inbound SRTP state starts over)."""
+        self._set_remote(answer.remote_rtp, answer.remote_rtp if answer.rtcp_mux else answer.remote_rtcp)
+        self.send_enabled = answer.direction in ("sendrecv", "sendonly")
+        self.recv_enabled = answer.direction in ("sendrecv", "recvonly")
+        for slot in self.extra_streams.values():
+            if isinstance(slot, SlotSender):
+                slot.enabled = self.send_enabled
+        if (self.srtp is not None and answer.remote_crypto is not None
+                and answer.remote_crypto.key != self.answer.remote_crypto.key):
+            self.srtp = SrtpContext(answer.local_crypto.suite, answer.local_crypto.key,
+                                    answer.remote_crypto.key, allow_repeat_tx=self.retransmits)
+            self._inbound_ssrcs.clear()
+            for slot in self.extra_streams.values():
+                if isinstance(slot, SlotSender):
+                    slot.srtp = self.srtp.outbound_calls
+        self.answer = answer
+
+    def new_slot_ssrc(self) -> int:
+        """The SSRC of the next further stream (SFU slot) made for this leg: random here; a
+        WebRTC leg hands out the ones its answer announced."""
+        return secrets.randbits(32)
+
+    def slot_capacity(self, wanted: int) -> int:
+        """How many further streams (SFU slots) this leg can carry of the `wanted` ones: all of
+        them here (they share the one RTP stream's port); a WebRTC leg as many as its answer has
+        slot m-lines."""
+        return wanted
+
     # ------------------------------------------------------------------------------------- receive
     def _on_oversized(self, count: int) -> None:
         # larger than any RTP/RTCP/STUN datagram on a media port (2 KB): the socket layer
@@ -244,7 +284,7 @@ class MediaLeg:
         self._stream_source = addr
         # interarrival jitter needs only a steady clock: the monotonic one already read
         self.receive.on_rtp(packet.sequence_number, packet.timestamp, len(packet.payload), now)
-        if self.settings.latch_remote and addr != self.remote_rtp and self.srtp is not None:
+        if self.latches and addr != self.remote_rtp and self.srtp is not None:
             # authenticated media moved: follow it (symmetric RTP)
             self._set_remote(addr, addr if self.rtcp_mux else self.remote_rtcp)
         if self.on_rtp is not None:
@@ -361,6 +401,37 @@ class MediaLeg:
 
     # --------------------------------------------------------------------------------------- stats
     @property
+    def transport(self) -> str:
+        """The metrics' `transport` label: rtp, sdes (SRTP keyed by SDES), or the leg's kind."""
+        kind = getattr(self, "kind", "plain")
+        if kind != "plain":
+            return kind
+        return "sdes" if self.answer.local_crypto is not None else "rtp"
+
+    # Monotonic counters for the engine's metrics: (family, labels) names, and `counter_values()`
+    # in the same order. Read at scrape time only (nothing is counted twice per packet); a tuple
+    # per leg, so summing 500 legs stays well under a millisecond. A leg kind adds families by
+    # extending both.
+    COUNTERS: tuple[tuple[str, tuple], ...] = (
+        ("packets_received", ()), ("received_bytes", ()), ("packets_sent", ()), ("sent_bytes", ()),
+        ("rtcp_nacks_received", ()), ("rtcp_nacks_sent", ()), ("ssrc_changes", ()),
+        ("dtmf_packets", ()), ("send_gaps", ()), ("send_dropped", ()),
+        *(("packets_dropped", (("reason", reason),)) for reason in DROP_REASONS))
+
+    def counter_values(self) -> tuple[int, ...]:
+        extra = self.extra_streams.values()
+        return (self.packets_in, self.bytes_in,
+                self.sent.packets + sum(s.packets for s in extra) if extra else self.sent.packets,
+                self.sent.octets + sum(s.octets for s in extra) if extra else self.sent.octets,
+                self.nacks_in, self.nacks_out, self.ssrc_changes, self.dtmf_packets, self.send_gaps,
+                self._rtp.send_dropped, *self.drops.values())
+
+    def counters(self) -> list[tuple[str, tuple, int]]:
+        """`COUNTERS` with their values, as (family, labels, value)."""
+        return [(family, labels, value)
+                for (family, labels), value in zip(self.COUNTERS, self.counter_values())]
+
+    @property
     def packets_out(self) -> int:
         """RTP packets sent: our own stream and any further ones (an SFU subscriber's slots)."""
         return self.sent.packets + sum(s.packets for s in self.extra_streams.values())
@@ -369,6 +440,7 @@ class MediaLeg:
         result = {
             "id": self.id,
             "label": self.label,
+            "kind": self.kind,
             "codec": self.codec,
             "payload_type": self.payload_type,
             "local_port": self.local_port,

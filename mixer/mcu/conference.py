@@ -23,6 +23,7 @@ from mixer import _jitter, _mix, _rtp
 from mixer.codec import FRAME_MS, FRAME_SAMPLES, FrameDecoder, FrameEncoder, OpusSettings
 from mixer.legs.leg import MediaLeg
 from mixer.mcu.encoding import LossEstimate, tier_hint
+from mixer.metrics import CODEC_TIME_BUCKETS, JITTER_DELAY_BUCKETS, FixedHistogram
 from mixer.media.player import Player
 from mixer.playout import Playout
 from mixer.settings import EngineSettings
@@ -187,6 +188,12 @@ class McuConference:
         self.stalls = 0            # ticks that came after skipped ones (the process stalled)
         self.stalled_ms = 0.0      # media time those stalls skipped
         self.stale_frames = 0      # frames too old to play after a stall, dropped by jitter buffers
+        self.speaker_changes = 0   # talkers that joined the mixed set
+        # for the metrics: encode/decode time per frame by codec, and every leg's jitter buffer
+        # target delay sampled at each RTCP check (every 0.5 s)
+        self.encode_seconds: dict[str, FixedHistogram] = {}
+        self.decode_seconds: dict[str, FixedHistogram] = {}
+        self.jitter_delay_seconds = FixedHistogram(JITTER_DELAY_BUCKETS)
 
     # --------------------------------------------------------------------------------------- legs
     @property
@@ -247,8 +254,7 @@ class McuConference:
             if level is None and voice.has_audio and not voice.carries_level:
                 # no RFC 6464 level from this sender: decode to measure it (a lost or late
                 # packet of a sender that does send levels is just "no new level")
-                frame = voice.decode()
-                self.decodes += 1
+                frame = self._decode(voice)
                 if frame is not None:
                     frames[voice] = frame
                     level = _mix.audio_level(frame)
@@ -260,8 +266,7 @@ class McuConference:
         for voice in speakers:
             frame = frames.get(voice)
             if frame is None and voice.has_audio:
-                frame = voice.decode()
-                self.decodes += 1
+                frame = self._decode(voice)
             if frame is not None:
                 voice.check_claim(frame)
                 self._stack[len(mixed)] = frame
@@ -282,7 +287,7 @@ class McuConference:
             encoder = voice.own_encoder(self.opus, self.adaptive_fec)
             if not voice.on_own and self.settings.mcu_seamless_switch:
                 self._continue_shared(voice, encoder)
-            payload = encoder.encode(self._minus[index])
+            payload = self._encode(encoder, voice.leg.codec, self._minus[index])
             self.own_encodes += 1
             voice.leg.send_payload(payload, now_ms, wall_s)
         linger = self.settings.mcu_talker_linger_ms // FRAME_MS
@@ -299,19 +304,22 @@ class McuConference:
                 # which no longer holds its voice), so a pause between sentences is no switch
                 voice.linger -= 1
                 self.linger_encodes += 1
-                voice.leg.send_payload(voice.encoder.encode(self._total), now_ms, wall_s)
+                voice.leg.send_payload(self._encode(voice.encoder, voice.leg.codec, self._total),
+                                       now_ms, wall_s)
                 continue
             voice.on_own = False
             codec = voice.leg.codec
             payload = shared.get(codec)
             if payload is None:
-                payload = shared[codec] = self._shared_encoder(codec).encode(self._total)
+                payload = shared[codec] = self._encode(self._shared_encoder(codec), codec, self._total)
                 self.shared_encodes += 1
             voice.leg.send_payload(payload, now_ms, wall_s)
         if self.ticks % RTCP_CHECK_TICKS == 0:
             now_s = time.monotonic()
+            delays = self.jitter_delay_seconds
             for voice in self.voices.values():
                 voice.leg.maybe_send_rtcp(now_s)
+                delays.observe(voice.jitter_buffer.target_delay_ms / 1000.0)
                 voice.follow_reports(self.adaptive_fec)
             if self.adaptive_fec:
                 self._protect_listener_groups()
@@ -353,6 +361,8 @@ class McuConference:
         for voice in self.speakers:
             voice.talking = False
         for voice in candidates:
+            if voice not in self.speakers:
+                self.speaker_changes += 1
             voice.talking = True
         self.speakers = candidates
         return candidates
@@ -368,6 +378,27 @@ class McuConference:
         if self.adaptive_fec:
             encoder.set_fec(tier_hint(voice.loss.tier))
         self.seamless_switches += 1
+
+    def _decode(self, voice: Voice) -> np.ndarray | None:
+        began = time.perf_counter()
+        frame = voice.decode()
+        elapsed = time.perf_counter() - began
+        self.decodes += 1
+        histogram = self.decode_seconds.get(voice.leg.codec)
+        if histogram is None:
+            histogram = self.decode_seconds[voice.leg.codec] = FixedHistogram(CODEC_TIME_BUCKETS)
+        histogram.observe(elapsed)
+        return frame
+
+    def _encode(self, encoder: FrameEncoder, codec: str, frame: np.ndarray) -> bytes:
+        began = time.perf_counter()
+        payload = encoder.encode(frame)
+        elapsed = time.perf_counter() - began
+        histogram = self.encode_seconds.get(codec)
+        if histogram is None:
+            histogram = self.encode_seconds[codec] = FixedHistogram(CODEC_TIME_BUCKETS)
+        histogram.observe(elapsed)
+        return payload
 
     def _shared_encoder(self, codec: str) -> FrameEncoder:
         """The encoder of one listener group: everyone who hears the total in this codec."""
@@ -407,6 +438,18 @@ class McuConference:
         result["fec_tier"] = voice.loss.tier
         return result
 
+    def counters(self) -> list[tuple[str, tuple, int]]:
+        """Monotonic counters for the engine's metrics (see MediaLeg.counters)."""
+        return [("speaker_switches", (), self.speaker_changes), ("decodes", (), self.decodes),
+                ("encodes", (("mix", "shared"),), self.shared_encodes),
+                ("encodes", (("mix", "own"),), self.own_encodes),
+                ("stalls", (), self.stalls), ("stale_frames", (), self.stale_frames)]
+
+    def histograms(self) -> list[tuple[str, tuple, FixedHistogram]]:
+        return [("jitter_buffer_delay_seconds", (), self.jitter_delay_seconds),
+                *(("encode_seconds", (("codec", codec),), h) for codec, h in self.encode_seconds.items()),
+                *(("decode_seconds", (("codec", codec),), h) for codec, h in self.decode_seconds.items())]
+
     def stats(self) -> dict:
         return {
             "legs": len(self.voices),
@@ -422,6 +465,7 @@ class McuConference:
             "stalls": self.stalls,
             "stalled_ms": round(self.stalled_ms, 1),
             "stale_frames": self.stale_frames,
+            "speaker_changes": self.speaker_changes,
             "tick_busy_ms_mean": round(self.busy_ms / self.ticks, 3) if self.ticks else 0.0,
         }
 

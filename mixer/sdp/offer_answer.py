@@ -294,8 +294,11 @@ def answer_audio(
     codecs: tuple[str, ...] = DEFAULT_CODECS,
     session_id: int | None = None,
     srtp_required: bool = False,
+    local_crypto: CryptoAttribute | None = None,
 ) -> AudioAnswer:
     """Answer `offer` for one audio leg at `local_ip:local_port` (RFC 3264 section 6).
+
+    `local_crypto` (a re-offer): keep this SDES key of ours when the offer's suite is the same.
 
     The offerer's format order wins (RFC 3264 section 6.1): the first offered
     payload type that maps to an enabled codec is chosen, with the offer's PT
@@ -330,7 +333,13 @@ def answer_audio(
     remote_rtp, remote_rtcp = _remote_addresses(description, media)
     direction = ANSWER_DIRECTION[description.direction_of(media)]
     audio_level = _audio_level_extmap(description, media)
-    local_crypto = generate_crypto(remote_crypto.tag, remote_crypto.suite) if remote_crypto else None
+    if remote_crypto is None:
+        local_crypto = None
+    elif local_crypto is not None and local_crypto.suite == remote_crypto.suite:
+        local_crypto = CryptoAttribute(tag=remote_crypto.tag, suite=local_crypto.suite,
+                                       key=local_crypto.key)
+    else:
+        local_crypto = generate_crypto(remote_crypto.tag, remote_crypto.suite)
 
     accepted = MediaDescription(media="audio", port=local_port, proto=media.proto, formats=[payload_type])
     accepted.add_attribute("rtpmap", _rtpmap_value(payload_type, codec))

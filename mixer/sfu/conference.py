@@ -50,7 +50,7 @@ class Slot:
     __slots__ = ("sender", "source")
 
     def __init__(self, leg: MediaLeg) -> None:
-        rewriter = StreamRewriter(secrets.randbits(32), secrets.randbits(16), secrets.randbits(32),
+        rewriter = StreamRewriter(leg.new_slot_ssrc(), secrets.randbits(16), secrets.randbits(32),
                                   leg.clock_rate, leg.samples_per_frame)
         self.sender: SlotSender = leg.slot_sender(rewriter)
         self.source: Participant | None = None
@@ -68,8 +68,10 @@ class Participant:
         self.leg = leg
         self.number = number
         self.source_key = number << 32       # | the sender's SSRC: a new SSRC is a new stream
-        # an engine-side sender (a player) subscribes to nothing: no slots
-        self.slots = [Slot(leg) for _ in range(settings.sfu_last_n)] if subscribes else []
+        # an engine-side sender (a player) subscribes to nothing: no slots; a WebRTC leg has
+        # as many as its answer has slot m-lines
+        self.slots = ([Slot(leg) for _ in range(leg.slot_capacity(settings.sfu_last_n))]
+                      if subscribes else [])
         self.slot_of: dict[Participant, Slot] = {}   # source -> the slot it fills for this subscriber
         self.targets: list[SlotSender] = []          # as a source: the slots it is forwarded through
         self.cache: list[_rtp.RtpPacket | None] = [None] * settings.sfu_packet_cache
@@ -170,6 +172,8 @@ class SfuConference:
     def __init__(self, conference_id: str, settings: EngineSettings) -> None:
         self.id = conference_id
         self.settings = settings
+        # forwarded streams each subscriber gets (a WebRTC leg's answer has a m-line per slot)
+        self.slots_per_leg = settings.sfu_last_n
         self.voices: dict[str, Participant] = {}
         # engine-side media: players are senders without a leg (forwarded by level like anyone);
         # recordings and forks (the hub, set by the engine while any is attached) get packets
@@ -392,6 +396,17 @@ class SfuConference:
                             "protect_failures": slot.sender.protect_failures}
                            for slot in participant.slots]
         return result
+
+    def counters(self) -> list[tuple[str, tuple, int]]:
+        """Monotonic counters for the engine's metrics (see MediaLeg.counters)."""
+        return [("speaker_switches", (), self.selector.changes),
+                ("dominant_speaker_switches", (), self.selector.dominant_changes),
+                ("sfu_packets_forwarded", (), self.packets_forwarded),
+                ("sfu_packets_not_forwarded", (), self.packets_not_forwarded),
+                ("sfu_packets_stale", (), self.packets_stale),
+                ("sfu_preroll_packets", (), self.preroll_packets),
+                ("sfu_nack_retransmits", (), self.nack_retransmits),
+                ("sfu_nacks_forwarded", (), self.nack_forwarded)]
 
     def stats(self) -> dict:
         dominant = self.selector.dominant

@@ -8,6 +8,12 @@ import signal
 
 import uvloop
 
+from prometheus_client import CollectorRegistry
+from prometheus_client.process_collector import ProcessCollector
+
+from mixer.logs import LogSettings, configure_logging
+from mixer.metrics import exposition, serve_metrics
+from mixer.turn.metrics import TurnCollector
 from mixer.turn.server import TurnServer
 from mixer.turn.settings import TurnSettings
 
@@ -47,16 +53,29 @@ def settings_from(args: argparse.Namespace) -> TurnSettings:
 async def serve(settings: TurnSettings) -> None:
     server = TurnServer(settings)
     await server.start()
+    metrics = None
+    if settings.metrics_listen:
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(TurnCollector(server))
+        ProcessCollector(registry=registry)
+
+        async def text() -> bytes:
+            return exposition(registry)
+        metrics, _ = await serve_metrics(text, settings.metrics_listen)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+    if metrics is not None:
+        await metrics.cleanup()
     await server.stop()
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(name)s %(message)s")
+    settings = LogSettings()
+    if args.verbose:
+        settings.log_level = "debug"
+    configure_logging(settings)
     uvloop.run(serve(settings_from(args)))
     return 0

@@ -27,22 +27,26 @@ class TurnSettings(BaseSettings):
 
     enabled: bool = Field(True, description="false: TURN requests get no answer (STUN binding still runs)")
     listen: str = Field("127.0.0.1:3478", description="HOST:PORT for UDP and TCP (port 0: ephemeral)")
-    listen_udp: bool = True
-    listen_tcp: bool = True
+    listen_udp: bool = Field(True, description="serve STUN/TURN over UDP on listen")
+    listen_tcp: bool = Field(True, description="serve STUN/TURN over TCP on listen")
     tls_listen: str | None = Field(None, description="HOST:PORT for TURN over TLS (needs tls_cert/tls_key)")
-    tls_cert: str | None = None
-    tls_key: str | None = None
-    realm: str = "voicemix"
-    software: str = "voicemix-turn"
+    metrics_listen: str | None = Field(
+        None, description="`voicemix turn`: HOST:PORT of a plain-HTTP GET /metrics without "
+                          "authentication (keep it on loopback); unset = none")
+    tls_cert: str | None = Field(None, description="PEM certificate for tls_listen")
+    tls_key: str | None = Field(None, description="PEM private key of tls_cert")
+    realm: str = Field("voicemix", description="REALM of the long-term credentials (RFC 8489 9.2)")
+    software: str = Field("voicemix-turn", description="SOFTWARE attribute in responses")
     # Credentials: REST-API (time-limited, HMAC of a shared secret) and/or a static long-term list.
     secret: str | None = Field(None, description="shared secret of the REST-API credentials")
     static_users: dict[str, str] = Field(default_factory=dict, description="user -> password")
     nonce_lifetime_s: float = Field(600.0, gt=0, description="a NONCE older than this gets 438")
     # Relay
     relay_ip: str = Field("127.0.0.1", description="IPv4 address the relayed UDP sockets bind to")
-    relay_ports: str = "50000-59999"
+    relay_ports: str = Field("50000-59999", description="UDP port range of relayed addresses, LOW-HIGH")
     allocation_lifetime_s: float = Field(600.0, gt=0, description="RFC 8656 default allocation lifetime")
-    max_allocation_lifetime_s: float = Field(3600.0, gt=0)
+    max_allocation_lifetime_s: float = Field(
+        3600.0, gt=0, description="longest allocation lifetime granted (RFC 8656: 3600)")
     permission_lifetime_s: float = Field(300.0, gt=0, description="RFC 8656 9: fixed 300 s")
     channel_lifetime_s: float = Field(600.0, gt=0, description="RFC 8656 12: 10 minutes")
     sweep_interval_s: float = Field(1.0, gt=0, description="how often expired state is removed")

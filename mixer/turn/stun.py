@@ -1,8 +1,11 @@
-"""STUN messages (RFC 8489) and the TURN attributes (RFC 8656): constants, parse, build, integrity.
+"""STUN messages (RFC 8489) with the TURN (RFC 8656) and ICE (RFC 8445) attributes: constants,
+parse, build, integrity.
 
 `parse()` takes raw bytes (split by the compiled `_wire.parse_stun`) and returns a `StunMessage`
 whose attributes stay raw until asked for; `build()` serialises a message, optionally with
 MESSAGE-INTEGRITY / MESSAGE-INTEGRITY-SHA256 and FINGERPRINT. Every malformed input is a StunError.
+The one STUN codec of the product: the TURN server (long-term credentials) and the legs' ICE-lite
+agents (short-term credentials, `check_short_term`) both use it.
 """
 from __future__ import annotations
 
@@ -57,6 +60,11 @@ XOR_MAPPED_ADDRESS = 0x0020
 RESERVATION_TOKEN = 0x0022
 SOFTWARE = 0x8022
 FINGERPRINT = 0x8028
+# ICE connectivity checks (RFC 8445 16.1)
+PRIORITY = 0x0024
+USE_CANDIDATE = 0x0025
+ICE_CONTROLLED = 0x8029
+ICE_CONTROLLING = 0x802A
 
 # Error codes (RFC 8489 14.8, RFC 8656 18.x)
 BAD_REQUEST = 400
@@ -70,6 +78,7 @@ WRONG_CREDENTIALS = 441
 UNSUPPORTED_TRANSPORT_PROTOCOL = 442
 PEER_ADDRESS_FAMILY_MISMATCH = 443
 ALLOCATION_QUOTA_REACHED = 486
+ROLE_CONFLICT = 487                  # RFC 8445 7.3.1.1
 SERVER_ERROR = 500
 INSUFFICIENT_CAPACITY = 508
 
@@ -80,7 +89,8 @@ REASONS = {
     WRONG_CREDENTIALS: "Wrong Credentials",
     UNSUPPORTED_TRANSPORT_PROTOCOL: "Unsupported Transport Protocol",
     PEER_ADDRESS_FAMILY_MISMATCH: "Peer Address Family Mismatch",
-    ALLOCATION_QUOTA_REACHED: "Allocation Quota Reached", SERVER_ERROR: "Server Error",
+    ALLOCATION_QUOTA_REACHED: "Allocation Quota Reached", ROLE_CONFLICT: "Role Conflict",
+    SERVER_ERROR: "Server Error",
     INSUFFICIENT_CAPACITY: "Insufficient Capacity",
 }
 
@@ -97,6 +107,10 @@ UNDERSTOOD = frozenset({
     REQUESTED_ADDRESS_FAMILY, EVEN_PORT, REQUESTED_TRANSPORT, MESSAGE_INTEGRITY_SHA256,
     XOR_MAPPED_ADDRESS,
 })
+# What an ICE agent's Binding request may carry (RFC 8445 7.1.1): PRIORITY and USE-CANDIDATE are
+# comprehension-required; ICE-CONTROLLED/-CONTROLLING are optional-range and always understood.
+ICE_UNDERSTOOD = frozenset({USERNAME, MESSAGE_INTEGRITY, MESSAGE_INTEGRITY_SHA256, PRIORITY,
+                            USE_CANDIDATE})
 
 
 @dataclass
@@ -122,11 +136,12 @@ class StunMessage:
                 return offset
         return None
 
-    def unknown_required(self) -> list[int]:
-        """Comprehension-required attribute types this server does not understand."""
+    def unknown_required(self, understood: frozenset[int] = UNDERSTOOD) -> list[int]:
+        """Comprehension-required attribute types not in `understood` (the TURN server's set by
+        default; an ICE agent passes ICE_UNDERSTOOD)."""
         seen = []
         for kind, _, _ in self.attributes:
-            if kind < 0x8000 and kind not in UNDERSTOOD and kind not in seen:
+            if kind < 0x8000 and kind not in understood and kind not in seen:
                 seen.append(kind)
         return seen
 
@@ -237,6 +252,28 @@ def check_integrity(message: StunMessage, key: bytes) -> bool:
     struct.pack_into("!H", covered, 2, offset - STUN_HEADER_SIZE + 4 + len(value))
     expected = _mac(kind, key, bytes(covered))[:len(value)]
     return hmac.compare_digest(expected, value)
+
+
+def check_short_term(message: StunMessage, local_ufrag: str, local_password: str) -> int | None:
+    """Authenticate an ICE connectivity check (RFC 8489 9.1.3 with RFC 8445 7.3): None when it
+    passes, else the error code to answer with.
+
+    400 Bad Request: USERNAME or MESSAGE-INTEGRITY(-SHA256) missing, or no FINGERPRINT (RFC 8445
+    7.1: every check carries one; without it STUN cannot be told from media reliably).
+    401 Unauthenticated: USERNAME is not "<our ufrag>:<their ufrag>", or the integrity does not
+    verify under our password (the short-term key is the password itself, RFC 8489 9.1.1: ICE
+    passwords are ice-chars, which OpaqueString leaves unchanged). RFC 8489 9.1.3: a 401 answer
+    carries no MESSAGE-INTEGRITY.
+    """
+    username = message.get(USERNAME)
+    if username is None or integrity_kind(message) is None or message.get(FINGERPRINT) is None:
+        return BAD_REQUEST
+    ours, colon, theirs = username.partition(b":")
+    if not colon or not theirs or ours != local_ufrag.encode("ascii"):
+        return UNAUTHORIZED
+    if not check_integrity(message, local_password.encode("ascii")):
+        return UNAUTHORIZED
+    return None
 
 
 def long_term_key(username: str, realm: str, password: str) -> bytes:

@@ -166,10 +166,22 @@ def test_voicemix_serve_runs_and_stops_on_sigterm(tmp_path):
             match = re.search(r"controller started: (https://127\.0\.0\.1:\d+)", line)
             url = match.group(1) if match else None
         assert url, "".join(lines)
+        page = None
+        while page is None and time.monotonic() < deadline:  # serve prints the web page's URL
+            line = process.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            match = re.search(r"web client at (https://\S+/)", line)
+            page = match.group(1) if match else None
         output = "".join(lines)
+        assert page == url + "/", output
+        assert "development mode" in output
         assert "generated admin key" in output and "SHA-256 fingerprint" in output
         context = ssl.create_default_context(cafile=str(tmp_path / "controller-cert.pem"))
         assert httpx.get(f"{url}/v1/health", verify=context).json() == {"status": "ok"}
+        assert "voicemix.js" in httpx.get(page, verify=context).text
+        assert httpx.post(f"{url}/v1/dev/identities", json={}, verify=context).status_code == 201
     finally:
         process.send_signal(signal.SIGTERM)
         rest, _ = process.communicate(timeout=20)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 TARGET_MODULES = [
     "tests.fuzz.targets_media",
     "tests.fuzz.targets_engine",
+    "tests.fuzz.targets_webrtc",
     "tests.fuzz.targets_recording",
 ]
 

@@ -21,6 +21,7 @@ import numpy as np
 from mixer import _rtp
 from mixer.codec import FrameEncoder
 from mixer.engine.control import MAX_BODY_BYTES, start_control_api
+from mixer.engine.drain import Drain
 from mixer.engine.engine import Engine
 from mixer.rtp.rtcp import RtcpError, is_rtcp, parse_compound
 from mixer.rtp.srtp import SrtpContext
@@ -47,6 +48,9 @@ _ROUTES = (  # (method, path template); {c} a conference id, {l} a leg id
     ("DELETE", "/conferences/{c}/legs/{l}"),
     ("GET", "/stats"),
     ("PUT", "/conferences/{c}"),
+    ("GET", "/conferences"),
+    ("POST", "/drain"),
+    ("GET", "/metrics"),
     ("POST", "/conferences/{c}/players"),
     ("PATCH", "/conferences/{c}/players/{l}"),
     ("DELETE", "/conferences/{c}/players/{l}"),
@@ -120,6 +124,10 @@ def control_api_target():
     connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
     state = {"inputs": 0}
 
+    def undrain() -> None:
+        server.engine._drain.cancel_timer()
+        server.engine._drain = Drain(server.engine.conferences, server.engine.delete_conference)
+
     def legs_of(conference_id: str) -> list[str]:
         conference = server.engine.conferences.get(conference_id)
         return list(conference.voices) if conference is not None else []
@@ -155,6 +163,8 @@ def control_api_target():
         _check(status < 500 or status == 503, f"{method} {path} answered {status}: {raw[:300]!r}")
         if status == 204:
             _check(raw == b"", "204 with a body")
+        elif path == "/metrics" and status == 200:
+            _check(raw.startswith(b"# HELP "), f"metrics not in the text format: {raw[:100]!r}")
         else:
             try:
                 answer = json.loads(raw)
@@ -167,9 +177,14 @@ def control_api_target():
                        f"{status} error not in the shared shape: {answer!r}")
             else:
                 _check(isinstance(answer, dict), "a success answer is not a JSON object")
+        if path == "/drain" and status == 202:  # draining is one way: undo it, or creating is over
+            server.call(undrain)
         stats = server.call(server.engine.stats)
-        _check(stats["ports_in_use"] == stats["legs"], f"ports held without a leg: {stats['ports_in_use']} "
-               f"ports for {stats['legs']} legs")
+        # a fork (a send-only leg of the engine's own) holds a port pair as a leg does
+        held = stats["legs"] + stats.get("forks", 0)
+        _check(stats["ports_in_use"] == held, f"ports held without a leg or fork: "
+               f"{stats['ports_in_use']} ports for {stats['legs']} legs and "
+               f"{stats.get('forks', 0)} forks")
         _check(not server.errors, f"exception on the engine loop: {server.errors[:1]}")
     return check
 

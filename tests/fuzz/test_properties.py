@@ -86,3 +86,15 @@ def test_control_api_never_answers_500_and_never_leaks_a_port(data):
 @given(data=inputs(seeds_of("leg_receive"), max_size=1500))
 def test_live_leg_counts_every_datagram_once_and_leaves_its_neighbour_alone(data):
     check_of("leg_receive")(data)
+
+
+@FAST
+@given(data=inputs(seeds_of("webrtc_demux"), max_size=1500))
+def test_a_webrtc_leg_counts_every_datagram_of_any_kind(data):
+    check_of("webrtc_demux")(data)
+
+
+@FAST
+@given(data=inputs(seeds_of("dtls_records"), max_size=1500))
+def test_dtls_input_is_absorbed_and_record_framing_round_trips(data):
+    check_of("dtls_records")(data)
