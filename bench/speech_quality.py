@@ -71,8 +71,8 @@ def loss_of(impairment: Impairment) -> float:
     return impairment.loss + (impairment.burst.mean_loss if impairment.burst else 0.0)
 
 
-def talker_settings(impairment: Impairment) -> OpusSettings:
-    return TALKER.with_fec(3) if loss_of(impairment) > 0 else TALKER
+def talker_settings(impairment: Impairment, talker: OpusSettings = TALKER) -> OpusSettings:
+    return talker.with_fec(3) if loss_of(impairment) > 0 else talker
 
 
 def server_fec_hint(impairment: Impairment) -> int:
@@ -123,19 +123,20 @@ def through_hop(payloads: list[bytes], impairment: Impairment, seed: int) -> lis
     return received
 
 
-def codec_alone(pcm: np.ndarray, codec: str, impairment: Impairment, seed: int) -> np.ndarray:
-    opus = talker_settings(impairment) if codec == "opus" else TALKER
+def codec_alone(pcm: np.ndarray, codec: str, impairment: Impairment, seed: int,
+                talker: OpusSettings = TALKER) -> np.ndarray:
+    opus = talker_settings(impairment, talker) if codec == "opus" else TALKER
     heard, _ = play_out(through_hop(encode_all(pcm, codec, opus), impairment, seed), codec,
                         min_delay_ms=RECEIVER_MIN_DELAY_MS)
     return heard
 
 
 def tandem(pcm: np.ndarray, first: str, second: str, impairment: Impairment, hop: str,
-           seed: int, settings: EngineSettings) -> np.ndarray:
+           seed: int, settings: EngineSettings, talker: OpusSettings = TALKER) -> np.ndarray:
     """Talker's encode -> hop 1 -> playout -> server's encode -> hop 2 -> playout."""
     clean = Impairment()
     up, down = (impairment, clean) if hop == "up" else (clean, impairment)
-    opus1 = talker_settings(up)
+    opus1 = talker_settings(up, talker)
     # the server's own jitter buffer: the engine's settings
     middle, _ = play_out(through_hop(encode_all(pcm, first, opus1), up, seed), first,
                          min_delay_ms=settings.jitter_min_ms, max_delay_ms=settings.jitter_max_ms,
@@ -190,7 +191,8 @@ class EngineProcess:
     async def stop(self) -> None:
         if self.client is not None:
             await self.client.close()
-        self.process.send_signal(signal.SIGTERM)
+        # SIGINT stops at once; SIGTERM would drain (wait for the conferences to end)
+        self.process.send_signal(signal.SIGINT)
         await asyncio.to_thread(self.process.wait)
 
 
@@ -208,6 +210,7 @@ class Path:
     hops = ("down", "up")   # which hops a condition may sit on
     mode = "mcu"
     first, second = "opus", "opus"   # codecs of the talker and the listener (for the references)
+    talker = TALKER                  # the talker's encoder settings (for the references)
     voices_per_call = 1
 
     async def setup(self, engine, conference_id: str, voices: list[tuple[str, np.ndarray]],
@@ -227,6 +230,15 @@ class Path:
 
     def received(self, listener: SimulatedParticipant) -> list:
         return listener.received.packets
+
+    def heard(self, listener) -> tuple[np.ndarray, dict]:
+        """What `listener` heard, played out like a softphone, and its receiver's counters."""
+        codec = self.second if self.name != McuTalker.name else "opus"
+        heard, playout = play_out(self.received(listener), codec, min_delay_ms=RECEIVER_MIN_DELAY_MS)
+        receiver = {k: playout.stats()[k] for k in ("lost", "late", "underruns", "stall_concealed",
+                                                    "accelerated_ms")}
+        receiver.update(playout.decoder_stats())
+        return heard, receiver
 
 
 def _is_clean(impairment: Impairment) -> bool:
@@ -332,6 +344,86 @@ class Recording(Path):
         return [talker], [(recording, pcm, voice)]
 
 
+class WebRtcParticipant:
+    """An aiortc peer (ICE, DTLS-SRTP, its own Opus encoder and decoder: a stack nobody here wrote)
+    behind the participant interface the runner uses. It says `pcm` once the call starts."""
+
+    def __init__(self, name: str, pcm: np.ndarray, talks: bool) -> None:
+        from types import SimpleNamespace
+
+        from mixer.sim.webrtc_peer import AiortcPeer
+
+        self.name, self.signal = name, pcm
+        self.peer = AiortcPeer(name, 0.0, pcm=pcm if talks else None)
+        self.received = SimpleNamespace(packets=[], streams={})  # the runner clears these
+
+    async def join(self, client, conference_id: str) -> None:
+        answer = await client.add_leg(conference_id, await self.peer.offer(), self.name)
+        await self.peer.accept(answer["sdp"])
+        await self.peer.connected()
+
+    def forget_received(self) -> None:
+        for frames in self.peer.received.values():
+            frames.clear()
+
+    def start(self, at_s: float) -> None:
+        if hasattr(self.peer.track, "start_at"):
+            loop = asyncio.get_running_loop()
+            self.peer.track.start_at = time.monotonic() + max(0.0, at_s - loop.time())
+
+    def heard(self) -> np.ndarray:
+        return self.peer.heard()
+
+    async def hang_up(self) -> None:
+        await self.peer.close()
+
+    def close(self) -> None:
+        pass
+
+
+class WebRtcListener(McuListener):
+    """A browser-like listener: an aiortc peer on a WebRTC leg (ICE-lite, DTLS-SRTP, rtcp-mux),
+    scored on what aiortc itself decoded. Conditions sit on the talker's plain-RTP link: the
+    impairment proxy relays plain UDP only, not an ICE-nominated pair."""
+
+    name, hops = "WebRTC leg listener (aiortc)", ("up",)
+
+    async def setup(self, engine, cid, voices, impairment, hop, seed, links):
+        (voice, pcm), = voices
+        frames = len(pcm) // FRAME_SAMPLES
+        talker = participant("talker", pcm, "opus", talker_settings(impairment if hop == "up" else Impairment()))
+        browser = WebRtcParticipant("browser", np.zeros(frames * FRAME_SAMPLES, dtype=np.int16), False)
+        other = silent("listener2", frames, self.second)
+        await self.add(engine, cid, talker, hop == "up", impairment, "up", seed, links)
+        await browser.join(engine.client, cid)
+        await self.add(engine, cid, other, False, impairment, "down", seed, links)
+        return [talker, browser, other], [(browser, pcm, voice)]
+
+    def heard(self, listener) -> tuple[np.ndarray, dict]:
+        pcm = listener.heard()
+        return pcm, {"frames_decoded_by_aiortc": len(pcm) // FRAME_SAMPLES}
+
+
+class WebRtcTalker(Path):
+    """A browser-like talker: aiortc sends the speech over a WebRTC leg with its own encoder
+    (libopus through PyAV: 96 kb/s stereo, complexity 10, no FEC); a plain-RTP listener is
+    scored. Conditions sit on the listener's link (see WebRtcListener)."""
+
+    name, hops = "WebRTC leg talker (aiortc)", ("down",)
+    talker = OpusSettings(bitrate=96000, complexity=10, fec=False, packet_loss_percent=0)
+
+    async def setup(self, engine, cid, voices, impairment, hop, seed, links):
+        (voice, pcm), = voices
+        frames = len(pcm) // FRAME_SAMPLES
+        browser = WebRtcParticipant("browser", pcm, True)
+        listener = silent("listener", frames, "opus")
+        other = silent("listener2", frames, "opus")
+        await browser.join(engine.client, cid)
+        await self.add(engine, cid, listener, hop == "down", impairment, "down", seed + 1, links)
+        await self.add(engine, cid, other, False, impairment, "down", seed, links)
+        return [browser, listener, other], [(listener, pcm, voice)]
+
+
 class JanusListener(McuListener):
     """The same call through Janus AudioBridge with its default room settings."""
 
@@ -343,7 +435,8 @@ class JanusG711Listener(G711Listener):
 
 
 PATHS = {cls.__name__.lower(): cls for cls in (McuListener, McuTalker, Sfu, G711Listener, G711Talker,
-                                               Recording, JanusListener, JanusG711Listener)}
+                                               Recording, WebRtcListener, WebRtcTalker,
+                                               JanusListener, JanusG711Listener)}
 
 
 class VoicemixServer:
@@ -369,6 +462,12 @@ class VoicemixServer:
 
     def cpu_s(self) -> float:
         return self.process.cpu_s()
+
+    async def leg_playout(self, cid: str) -> dict:
+        """What the engine's playout did with each leg's incoming stream (its jitter buffer)."""
+        legs = (await self.client.get_conference(cid)).get("legs", [])
+        keys = ("lost", "underruns", "stall_concealed", "accelerated_ms", "target_delay_ms")
+        return {leg.get("label"): {k: leg.get("jitter_buffer", {}).get(k) for k in keys} for leg in legs}
 
     async def stats(self) -> dict:
         """The engine's clock: how late its ticks ran (a loaded machine shows here first)."""
@@ -431,6 +530,9 @@ class JanusServer:
     async def stats(self) -> dict:
         return {}
 
+    async def leg_playout(self, cid: str) -> dict:
+        return {}
+
     async def stop(self) -> None:
         await self.session.close()
         self.process.stop()
@@ -464,12 +566,14 @@ async def _run_batch(path: Path, plan: list, settings: EngineSettings) -> list[d
         talkers, scored = await path.setup(engine, cid, voices, CONDITIONS[condition],
                                            "down" if hop == "clean" else hop, s, links)
         people.extend(talkers)
-        jobs.append((condition, hop, s, scored))
+        jobs.append((condition, hop, s, scored, cid))
     loop = asyncio.get_running_loop()
     await asyncio.sleep(0.3)
     for person in people:  # what arrived while the others were set up came in bunches: not scored
         person.received.packets.clear()
         person.received.streams.clear()
+        if isinstance(person, WebRtcParticipant):
+            person.forget_received()
     start = loop.time() + 0.2
     for person in people:
         person.start(start)
@@ -480,27 +584,26 @@ async def _run_batch(path: Path, plan: list, settings: EngineSettings) -> list[d
             if isinstance(listener, EngineRecording):
                 await listener.finish(server.client)
     server_stats = await server.stats()
+    legs = {job[4]: await server.leg_playout(job[4]) for job in jobs}
+    for person in people:
+        if isinstance(person, WebRtcParticipant):
+            await person.hang_up()
     await server.stop()
     for person in people:
         person.close()
     for link in links:
         link.close()
     rows = []
-    for condition, hop, s, scored in jobs:
+    for condition, hop, s, scored, cid in jobs:
         for listener, reference, voice in scored:
             if isinstance(listener, EngineRecording):
                 heard = listener.pcm
                 receiver = {}
             else:
-                heard, playout = play_out(path.received(listener), path.second
-                                          if path.name != McuTalker.name else "opus",
-                                          min_delay_ms=RECEIVER_MIN_DELAY_MS)
-                receiver = {k: playout.stats()[k] for k in ("lost", "late", "underruns",
-                                                            "stall_concealed", "accelerated_ms")}
-                receiver.update(playout.decoder_stats())
+                heard, receiver = path.heard(listener)
             rows.append({"path": path.name, "condition": condition, "hop": hop, "voice": voice,
                          "band": path.band, "seed": s, "pesq": _score(reference, heard, path.band),
-                         "receiver": receiver, "server": server_stats,
+                         "receiver": receiver, "server": server_stats, "engine_legs": legs[cid],
                          "_ref": reference, "_heard": heard})
     return rows
 
@@ -531,9 +634,10 @@ def references(rows: list[dict], path: Path, settings: EngineSettings) -> None:
         hop = "down" if row["hop"] == "clean" else row["hop"]
         seed = row["seed"] + (1 if hop == "down" else 0)
         alone_codec = path.second if path.band == "nb" and path.first == "opus" else path.first
-        row["codec_alone"] = _score(pcm, codec_alone(pcm, alone_codec, impairment, seed), path.band)
+        row["codec_alone"] = _score(pcm, codec_alone(pcm, alone_codec, impairment, seed, path.talker),
+                                    path.band)
         row["tandem"] = _score(pcm, tandem(pcm, path.first, path.second, impairment, hop,
-                                           row["seed"], settings), path.band)
+                                           row["seed"], settings, path.talker), path.band)
 
 
 def _visqol(reference: np.ndarray, heard: np.ndarray) -> float | None:
@@ -625,9 +729,9 @@ def main() -> None:
         print(f"{path.name}: {len(rows)} rows in {time.monotonic() - began:.0f} s", file=sys.stderr)
         print(table(rows), flush=True)
         all_rows.extend(rows)
-    if args.json:
-        FsPath(args.json).write_text(json.dumps(
-            [{k: v for k, v in r.items() if not k.startswith("_")} for r in all_rows], indent=1))
+        if args.json:  # after every path: a long run that is stopped keeps what it measured
+            FsPath(args.json).write_text(json.dumps(
+                [{k: v for k, v in r.items() if not k.startswith("_")} for r in all_rows], indent=1))
 
 
 if __name__ == "__main__":
