@@ -185,9 +185,9 @@ async def _engine_serve(conn, settings_kwargs: dict) -> None:
         settings = engine.settings
         best = float("inf")
         for _ in range(3):
+            hint = settings.opus_packet_loss_percent or 0
             encoder = FrameEncoder("opus", OpusSettings(settings.opus_bitrate, settings.opus_complexity,
-                                                        settings.opus_fec,
-                                                        settings.opus_packet_loss_percent))
+                                                        settings.opus_fec and hint > 0, hint))
             began = time.process_time()
             for frame in frames:
                 encoder.encode(frame)

@@ -46,6 +46,8 @@ cdef double JITTER_SLACK_MS = 5.0
 cdef double TRANSIT_LEAK_MS = 0.02
 # catch_up() acts only on playout this far behind its target (ms): less is left to SHRINK_AFTER.
 cdef double CATCH_UP_EXCESS_MS = 60.0
+# With loss_headroom, the extra frame is kept this long after the last loss (ms).
+cdef double LOSS_HEADROOM_MS = 10000.0
 
 
 cdef class JitterBuffer:
@@ -94,9 +96,17 @@ cdef class JitterBuffer:
     cdef readonly int64_t received, lost, late, duplicates, reordered, underruns, discarded, resets
     cdef readonly int64_t played, stale
     cdef double _wait_sum
+    # shrinking by time-scale modification: the caller removes the audio, the buffer only asks
+    cdef readonly bint drop_to_shrink
+    cdef readonly int64_t shrink_requests
+    cdef int _pending_shrinks
+    # one frame more while packets get lost, for in-band FEC
+    cdef readonly bint loss_headroom
+    cdef double _loss_until_ms
 
     def __cinit__(self, int clock_rate=48000, double frame_ms=20.0, double min_delay_ms=20.0,
-                  double max_delay_ms=200.0, int capacity=128):
+                  double max_delay_ms=200.0, int capacity=128, bint drop_to_shrink=True,
+                  bint loss_headroom=False):
         cdef int cap = 1
         if frame_ms <= 0 or min_delay_ms < 0 or max_delay_ms < min_delay_ms:
             raise ValueError("need frame_ms > 0 and 0 <= min_delay_ms <= max_delay_ms")
@@ -112,6 +122,8 @@ cdef class JitterBuffer:
         self.frame_ms = frame_ms
         self.min_delay_ms = min_delay_ms
         self.max_delay_ms = max_delay_ms
+        self.drop_to_shrink = drop_to_shrink
+        self.loss_headroom = loss_headroom
         self._bad_seq = -1
         self._prev_seq = -1
         self._target = self._compute_target()
@@ -150,12 +162,21 @@ cdef class JitterBuffer:
         self._peak = max(transit - self._min_transit, self._peak * PEAK_DECAY)
         self._target = self._compute_target()
 
+    cdef void _on_loss(self, double now_ms):
+        """A packet was lost (not late): with `loss_headroom`, hold one frame more for a while, so
+        that the packet after the next loss is here in time to rebuild it (Opus in-band FEC)."""
+        if self.loss_headroom:
+            self._loss_until_ms = now_ms + LOSS_HEADROOM_MS
+            self._target = self._compute_target()
+
     cpdef int target_frames(self):
         """Frames to hold before playing: one plus the delay-variation peak, within the limits."""
         return self._target
 
     cdef int _compute_target(self):
         cdef double target = self.frame_ms + max(0.0, self._peak - JITTER_SLACK_MS)
+        if self._loss_until_ms > self._last_heard_ms:
+            target += self.frame_ms
         if target < self.min_delay_ms:
             target = self.min_delay_ms
         if target > self.max_delay_ms:
@@ -274,6 +295,7 @@ cdef class JitterBuffer:
         cdef object packet
         cdef int64_t occupancy
         cdef int target
+        cdef int skip
         if not self._has_base:
             return _IDLE_NONE
         if not self._playing:
@@ -282,6 +304,13 @@ cdef class JitterBuffer:
                     self._stalled += 1
                 return _BUFFERING_NONE
             occupancy = self._highest - self._next + 1
+            # slots already concealed while stalled and still missing will be passed over: they
+            # hold no audio, so they do not count towards the delay being rebuilt
+            skip = 0
+            while skip < self._stalled and skip < occupancy \
+                    and self._slots[<int>((self._next + skip) & self._mask)] is None:
+                skip += 1
+            occupancy -= skip
             target = self.target_frames()
             if occupancy < target and now_ms - self._buffering_since < target * self.frame_ms:
                 if self._advanced:
@@ -297,6 +326,7 @@ cdef class JitterBuffer:
                 self._next += 1
                 self.lost += 1
                 self._stalled -= 1
+                self._on_loss(now_ms)
             self._stalled = 0
         idx = <int>(self._next & self._mask)
         packet = self._slots[idx]
@@ -318,6 +348,7 @@ cdef class JitterBuffer:
         self._next += 1
         self._advanced = True
         self.lost += 1
+        self._on_loss(now_ms)
         return _LOSS_NONE
 
     cpdef int catch_up(self, double now_ms):
@@ -365,12 +396,37 @@ cdef class JitterBuffer:
             self._over = 0
         if self._over >= SHRINK_AFTER:
             self._over = 0
+            if not self.drop_to_shrink:
+                # the caller shortens the audio itself (time-scale modification, see
+                # mixer.playout): it pops as many packets more than usual as the excess
+                self.shrink_requests += 1
+                self._pending_shrinks = max(1, min(self._count - 1, <int>(
+                    (waited_ms - self.target_frames() * self.frame_ms) / self.frame_ms)))
+                return
             idx = <int>(self._next & self._mask)
             if self._slots[idx] is not None and self._count > 1:
                 self._slots[idx] = None
                 self._count -= 1
                 self._next += 1
                 self.discarded += 1
+
+    def take_shrink(self) -> int:
+        """How many frames more than it needs the buffer decided it holds, once (only when built
+        with drop_to_shrink=False; else 0): the caller should play that much audio faster."""
+        cdef int frames = self._pending_shrinks
+        self._pending_shrinks = 0
+        return frames
+
+    @property
+    def stalled(self) -> bool:
+        """Playout ran dry mid-stream and is waiting for packets (BUFFERING after an UNDERRUN):
+        the caller may conceal these ticks (the buffer counts them as played)."""
+        return self._stalled > 0 and self._advanced
+
+    @property
+    def waiting(self) -> int:
+        """Packets held now (the next to play included)."""
+        return self._count
 
     def peek(self):
         """The packet that the next pop() would return, if it is here (for Opus FEC after LOSS)."""
@@ -403,6 +459,7 @@ cdef class JitterBuffer:
             "reordered": self.reordered,
             "underruns": self.underruns,
             "discarded": self.discarded,
+            "shrink_requests": self.shrink_requests,
             "stale": self.stale,
             "resets": self.resets,
             "buffered_ms": self.buffered_ms,

@@ -7,6 +7,7 @@ returns (or nothing at all with the `*_into` variants).
 """
 from libc.stdint cimport int16_t, int32_t
 from cpython.bytes cimport PyBytes_FromStringAndSize
+from libc.string cimport memcpy
 
 import numpy as np
 cimport numpy as cnp
@@ -23,6 +24,7 @@ cdef extern from "opus.h" nogil:
     int32_t opus_encode(OpusEncoderState *st, const int16_t *pcm, int frame_size,
                         unsigned char *data, int32_t max_data_bytes)
     int opus_encoder_ctl(OpusEncoderState *st, int request, ...)
+    int opus_encoder_get_size(int channels)
     OpusDecoderState *opus_decoder_create(int32_t Fs, int channels, int *error)
     void opus_decoder_destroy(OpusDecoderState *st)
     int opus_decode(OpusDecoderState *st, const unsigned char *data, int32_t len,
@@ -131,6 +133,17 @@ cdef class OpusEncoder:
     def set_dtx(self, bint enabled):
         _check(opus_encoder_ctl(self._st, OPUS_SET_DTX_REQUEST, <int>enabled), "dtx")
         self.dtx = enabled
+
+    def copy_state_from(self, OpusEncoder other) -> None:
+        """Continue from where `other` is: its whole state (history, settings) copied into this
+        encoder. libopus keeps an encoder in one flat block of opus_encoder_get_size() bytes with
+        no pointers (opus.h: it may be copied with memcpy), so a decoder that was following
+        `other`'s stream can follow this one's without a jump in state."""
+        if other.channels != self.channels or other.sample_rate != self.sample_rate:
+            raise ValueError("encoders differ in channels or sample rate")
+        memcpy(<void *>self._st, <const void *>other._st, opus_encoder_get_size(self.channels))
+        self.bitrate, self.complexity, self.fec = other.bitrate, other.complexity, other.fec
+        self.dtx, self.packet_loss_percent = other.dtx, other.packet_loss_percent
 
     @property
     def lookahead(self) -> int:

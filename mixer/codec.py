@@ -161,6 +161,23 @@ class FrameDecoder:
         """Forget buffered audio (after a talk spurt ended), keeping codec state."""
         self._count = 0
 
+    @property
+    def pending(self) -> int:
+        """Decoded samples waiting to be taken (the playout's share of the delay)."""
+        return self._count
+
+    def stretch(self, operation) -> int:
+        """Apply a time-scale operation (`mixer.timestretch.accelerate` or `cut`) to the
+        waiting samples; returns how many samples it added (negative: removed), 0 if it declined."""
+        changed = operation(self._pending[:self._count])
+        if changed is None:
+            return 0
+        n = min(len(changed), _MAX_PENDING)
+        self._pending[:n] = changed[:n]
+        delta = n - self._count
+        self._count = n
+        return delta
+
     def stats(self) -> dict:
         return {"decoded": self.decoded, "concealed": self.concealed,
                 "fec_recovered": self.fec_recovered, "decode_errors": self.errors}
@@ -181,6 +198,20 @@ class OpusSettings:
     packet_loss_percent: int = 10
     dtx: bool = False
 
+    @classmethod
+    def for_engine(cls, settings) -> OpusSettings:
+        """The engine's encoder settings (an EngineSettings) for streams whose receivers do not
+        report back (recordings, forks, SFU players): FEC only when a fixed loss hint is set
+        (`opus_packet_loss_percent`); the MCU's mixes follow their receivers' reports instead
+        (mixer/mcu/encoding.py)."""
+        fixed = settings.opus_packet_loss_percent
+        return cls(settings.opus_bitrate, settings.opus_complexity,
+                   bool(settings.opus_fec and fixed), fixed or 0, settings.opus_dtx)
+
+    def with_fec(self, hint_percent: int) -> OpusSettings:
+        """The same settings with in-band FEC at this loss hint (0: FEC off)."""
+        return OpusSettings(self.bitrate, self.complexity, hint_percent > 0, hint_percent, self.dtx)
+
 
 class FrameEncoder:
     """Encodes 48 kHz 20 ms frames into one codec's RTP payloads."""
@@ -198,6 +229,17 @@ class FrameEncoder:
             self._narrow = np.zeros(FRAME_SAMPLES // 6, dtype=np.int16)
             self._encode_g711 = _g711.ulaw_encode if codec == "PCMU" else _g711.alaw_encode
         self.encoded = 0
+
+    def continue_from(self, other: FrameEncoder) -> None:
+        """Take over `other`'s encoder state (Opus only; G.711 has none): a receiver of `other`'s
+        stream then hears no jump when its packets start coming from this encoder."""
+        if self.codec == "opus" and other.codec == "opus":
+            self._opus.copy_state_from(other._opus)
+
+    def set_fec(self, hint_percent: int) -> None:
+        """In-band FEC at this packet-loss hint (0: off); G.711 has none."""
+        if self.codec == "opus":
+            self._opus.set_fec(hint_percent > 0, hint_percent)
 
     def encode(self, frame: np.ndarray) -> bytes:
         self.encoded += 1

@@ -64,18 +64,29 @@ class EngineSettings(BaseSettings):
                                     "while the engine stalled) are dropped, not forwarded in a burst")
     sfu_packet_cache: int = Field(128, ge=16, le=1024,
                                   description="SFU: recent packets kept per sender to answer NACKs")
-    opus_bitrate: int = Field(32000, ge=6000, le=510000, description="Opus encoder bitrate, bits/s")
+    # Encoders of the mixes (docs/quality.md: chosen from PESQ against CPU per encode)
+    opus_bitrate: int = Field(64000, ge=6000, le=510000, description="Opus encoder bitrate of the mixes, bits/s")
     opus_complexity: int = Field(
         5, ge=0, le=10, description="Opus encoder complexity (0 cheapest .. 10 best)")
-    opus_fec: bool = Field(True, description="Opus in-band forward error correction in what the engine sends")
-    opus_packet_loss_percent: int = Field(
-        10, ge=0, le=100, description="expected loss the Opus encoder plans its FEC for")
+    opus_fec: bool = Field(True, description="Opus in-band FEC for receivers whose RTCP reports loss")
+    opus_packet_loss_percent: int | None = Field(
+        None, ge=0, le=100, description="a fixed loss hint for every encoder; unset: each listener "
+                                        "group's hint follows its receiver reports")
     opus_dtx: bool = Field(False, description="Opus discontinuous transmission (fewer packets in silence)")
+    mcu_talker_linger_ms: int = Field(
+        1000, ge=0, le=10000, description="a talker who stops keeps its own encoder (encoding the total) "
+                                      "this long before moving to the shared stream")
+    mcu_seamless_switch: bool = Field(
+        True, description="a listener who starts talking gets an own encoder that continues the shared "
+                          "encoder's state (no jump in what its decoder hears)")
     # Jitter buffer
     jitter_min_ms: float = Field(20.0, ge=0, description="jitter buffer: least playout delay")
     jitter_max_ms: float = Field(
         200.0, ge=20, description="jitter buffer: most playout delay; also how long a quiet stream is waited for")
     jitter_capacity: int = Field(128, ge=8, le=4096, description="jitter buffer: packets held per leg")
+    jitter_time_stretch: bool = Field(
+        True, description="change playout delay by time-scale modification (accelerate in pauses, "
+                          "PLC while re-buffering) instead of dropping frames and playing silence")
     # Protection
     max_packet_rate: int = Field(200, ge=10, description="packets/s per leg before dropping (flood)")
     max_legs_per_conference: int = Field(

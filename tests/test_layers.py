@@ -21,6 +21,8 @@ RANKS = {
     "mixer.metrics": 0,      # fixed-bucket histograms, retired counters (no I/O)
     "mixer.logs": 0,         # log formats and redaction
     "mixer.codec": 1,
+    "mixer.timestretch": 1,  # DSP on decoded audio
+    "mixer.playout": 1,      # jitter buffer + decoder + time stretching of one stream
     "mixer.rtp": 1,          # protocol objects
     "mixer.sdp": 1,
     "mixer.turn.stun": 1,

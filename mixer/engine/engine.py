@@ -789,9 +789,7 @@ class Engine:
         return addresses[0]
 
     def _opus(self) -> OpusSettings:
-        s = self.settings
-        return OpusSettings(s.opus_bitrate, s.opus_complexity, s.opus_fec,
-                            s.opus_packet_loss_percent, s.opus_dtx)
+        return OpusSettings.for_engine(self.settings)
 
     @staticmethod
     def _forks(conference) -> list[Fork]:

@@ -87,8 +87,10 @@ class RoundTrip:
     remote_fraction_lost: int = 0
     remote_cumulative_lost: int = 0
     remote_jitter: int = 0
+    reports: int = 0          # report blocks received about our stream (each a new loss fraction)
 
     def on_report_block(self, block: ReportBlock, arrival_s: float) -> float | None:
+        self.reports += 1
         self.remote_fraction_lost = block.fraction_lost
         self.remote_cumulative_lost = block.packets_lost
         self.remote_jitter = block.jitter

@@ -186,8 +186,7 @@ class SfuConference:
         self.sources: dict[str, Participant] = {}
         self.players: dict[str, Player] = {}
         self.media = None
-        self.opus = OpusSettings(settings.opus_bitrate, settings.opus_complexity, settings.opus_fec,
-                                 settings.opus_packet_loss_percent, settings.opus_dtx)
+        self.opus = OpusSettings.for_engine(settings)
         self.selector = SpeakerSelector(last_n=settings.sfu_last_n)
         self.created_at = time.time()
         self._numbers = 0

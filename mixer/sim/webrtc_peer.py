@@ -1,6 +1,6 @@
 """A WebRTC peer nobody here wrote: aiortc (a full ICE agent, DTLS, SRTP, Opus) as a test client.
 
-`AiortcPeer` sends a tone on one `sendrecv` audio m-line, optionally receives on `receive_slots`
+`AiortcPeer` sends a tone (or given speech, `PcmTrack`) on one `sendrecv` audio m-line, optionally receives on `receive_slots`
 `recvonly` ones (how a browser joins an SFU call), and records what each received track decoded to,
 with arrival times, so tests can say who was heard on which m-line and for how long there was
 silence. aiortc is a development dependency: only tests and benchmarks import this module.
@@ -50,19 +50,52 @@ class ToneTrack(MediaStreamTrack):
         t = (np.arange(FRAME) + self._n * FRAME) / RATE
         level = 0.0 if self.muted else self.amplitude
         pcm = (np.sin(2 * np.pi * self.freq_hz * t) * level * 32767).astype(np.int16)
-        frame = AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = RATE
-        frame.pts = self._n * FRAME
-        frame.time_base = fractions.Fraction(1, RATE)
+        frame = _frame(pcm, self._n * FRAME)
         self._n += 1
         return frame
 
 
+class PcmTrack(ToneTrack):
+    """A microphone that says `pcm` (48 kHz int16) once, from the moment `start_at` (monotonic
+    seconds) is set, and is silent before and after: speech for the quality benchmark."""
+
+    def __init__(self, pcm: np.ndarray) -> None:
+        super().__init__(0.0, 0.0)
+        self.pcm = np.asarray(pcm, dtype=np.int16)
+        self.start_at: float | None = None
+        self._said = 0
+
+    async def recv(self) -> AudioFrame:
+        frame = await super().recv()
+        if self.start_at is not None and time.monotonic() >= self.start_at and not self.muted:
+            chunk = self.pcm[self._said:self._said + FRAME]
+            self._said += len(chunk)
+            if len(chunk):
+                samples = np.zeros(FRAME, dtype=np.int16)
+                samples[:len(chunk)] = chunk
+                frame = _frame(samples, frame.pts)
+        return frame
+
+    @property
+    def finished(self) -> bool:
+        return self._said >= len(self.pcm)
+
+
+def _frame(pcm: np.ndarray, pts: int) -> AudioFrame:
+    frame = AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
+    frame.sample_rate = RATE
+    frame.pts = pts
+    frame.time_base = fractions.Fraction(1, RATE)
+    return frame
+
+
 class AiortcPeer:
-    """One aiortc RTCPeerConnection with a tone microphone; records every received track by mid."""
+    """One aiortc RTCPeerConnection with a tone microphone (or `pcm`, said once when
+    `track.start_at` is set); records every received track by mid."""
 
     def __init__(self, name: str, freq_hz: float, *, receive_slots: int = 0,
-                 ice_servers: list[dict] | None = None, relay_only: bool = False) -> None:
+                 ice_servers: list[dict] | None = None, relay_only: bool = False,
+                 pcm: np.ndarray | None = None) -> None:
         self.name = name
         self.freq_hz = freq_hz
         self.receive_slots = receive_slots
@@ -72,7 +105,7 @@ class AiortcPeer:
         if relay_only:
             config.iceTransportPolicy = "relay"
         self.pc = RTCPeerConnection(config)
-        self.track = ToneTrack(freq_hz)
+        self.track = ToneTrack(freq_hz) if pcm is None else PcmTrack(pcm)
         self.received: dict[str, list[tuple[float, np.ndarray]]] = {}  # mid -> [(arrival, pcm)]
         self._pumps: list[asyncio.Task] = []
         self.pc.on("track", self._on_track)

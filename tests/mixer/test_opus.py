@@ -367,3 +367,24 @@ def test_narrowband_rates():
     spectrum = np.abs(np.fft.rfft(y[1600:].astype(np.float64)))
     peak = np.fft.rfftfreq(len(y) - 1600, 1 / 8000)[np.argmax(spectrum)]
     assert peak == pytest.approx(440, abs=5)
+
+
+def test_an_encoder_continues_exactly_from_anothers_copied_state():
+    """copy_state_from: after the copy both encoders are the same encoder (same packets for the
+    same input), so a decoder following one can follow the other without a jump."""
+    import numpy as np
+
+    from mixer._opus import OpusEncoder
+
+    t = np.arange(960 * 30) / 48000
+    pcm = (np.sin(2 * np.pi * 220 * t) * 8000 + np.sin(2 * np.pi * 1330 * t) * 2000).astype(np.int16)
+    frames = [np.ascontiguousarray(pcm[i * 960:(i + 1) * 960]) for i in range(30)]
+    shared = OpusEncoder(48000, 1, "voip", 20, 48000, 7, False, 0, False)
+    own = OpusEncoder(48000, 1, "voip", 20, 32000, 3, True, 10, False)
+    for frame in frames[:10]:
+        shared.encode(frame)
+        own.encode(frames[-1])          # a different history
+    own.copy_state_from(shared)
+    assert (own.bitrate, own.complexity, own.fec) == (48000, 7, False)
+    for frame in frames[10:]:
+        assert own.encode(frame) == shared.encode(frame)

@@ -20,9 +20,9 @@ AMPLITUDE = 0.08  # about -22 dBFS each: six at once still sum below full scale
 WINDOW_S = 0.1
 # A voice that is dropped from the mix, or flaps in and out of it, moves by 25-60 dB. What a loaded
 # machine adds (a frame concealed after a late tick) dips a 100 ms window by a few dB.
-# The mixes are encoded without in-band FEC here: with FEC on and a 10 % loss hint at 32 kb/s, the
-# encoder itself dips steady tones by up to 3 dB (the policy is under test, not that setting).
-CODEC = {"opus_fec": False, "opus_packet_loss_percent": 0}
+# The mixes are encoded with the engine's default encoder policy: FEC only for receivers that report
+# loss (with the old fixed 10 % loss hint at 32 kb/s the encoder itself dipped steady tones by 3 dB).
+CODEC: dict = {}
 PRESENT_DB = 10.0   # no window of a mixed voice lower than this below its expected level
 STEADY_DB = 1.5     # most windows (STEADY_SHARE) within this of the voice's median level
 STEADY_SHARE = 0.8
