@@ -12,8 +12,9 @@ cd "$(dirname "$0")/.."
 # tests start their own in a temporary directory; the package's own cluster is not used).
 # chromium: the real browser of the WebRTC tests (driven by Playwright with executable_path);
 # iproute2: the network namespace those tests put it in (Chromium gathers no loopback candidates).
+# espeak-ng: speech test signals for the voice processing tests (noise suppression).
 # python3-venv: only if this Python cannot make a virtualenv by itself.
-APT_PACKAGES=(libopus-dev libopus0 pkg-config ffmpeg redis-server coturn postgresql opus-tools chromium iproute2)
+APT_PACKAGES=(libopus-dev libopus0 pkg-config ffmpeg redis-server coturn postgresql opus-tools chromium iproute2 espeak-ng)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

@@ -65,6 +65,19 @@ def _field(body: dict, name: str, kind: type | tuple, required: bool = False):
 NUMBER = (int, float)
 
 
+def _gains(body: dict) -> dict[str, float | None] | None:
+    """`{"gains": {"<talker leg id>": dB or null}}`: the gains a listener hears others at."""
+    gains = _field(body, "gains", dict)
+    if gains is None:
+        return None
+    for talker_id, gain_db in gains.items():
+        if gain_db is not None and (isinstance(gain_db, bool) or not isinstance(gain_db, NUMBER)):
+            raise EngineError(422, "bad_field", f"gain for {talker_id!r} must be a number of dB or null")
+        if gain_db is not None and gain_db != gain_db:  # NaN cannot come from JSON, but be sure
+            raise EngineError(422, "bad_field", f"gain for {talker_id!r} is not a number")
+    return gains
+
+
 async def start_control_api(engine: Engine, host: str = "127.0.0.1",
                             port: int = 0) -> tuple[web.AppRunner, int]:
     """Serve `engine`'s control API on host:port (0: a free port); returns the runner, whose
@@ -114,7 +127,9 @@ def create_app(engine: Engine) -> web.Application:
         body = await _json_body(request)
         result = await engine.add_leg(request.match_info["conference"],
                                       _field(body, "sdp", str, required=True),
-                                      _field(body, "label", str))
+                                      _field(body, "label", str),
+                                      noise_suppression=_field(body, "noise_suppression", bool),
+                                      auto_gain=_field(body, "auto_gain", bool))
         return web.json_response(result, status=201)
 
     @routes.put("/conferences/{conference}/legs/{leg}")
@@ -128,7 +143,9 @@ def create_app(engine: Engine) -> web.Application:
     async def update_leg(request: web.Request) -> web.Response:
         body = await _json_body(request)
         return web.json_response(engine.update_leg(
-            request.match_info["conference"], request.match_info["leg"], _field(body, "muted", bool)))
+            request.match_info["conference"], request.match_info["leg"], _field(body, "muted", bool),
+            noise_suppression=_field(body, "noise_suppression", bool),
+            auto_gain=_field(body, "auto_gain", bool), gains=_gains(body)))
 
     @routes.delete("/conferences/{conference}/legs/{leg}")
     async def remove_leg(request: web.Request) -> web.Response:
