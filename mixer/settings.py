@@ -35,7 +35,7 @@ class EngineSettings(BaseSettings):
     # Voice processing (MCU, per talker, before the mix; each leg can override on the leg API)
     noise_suppression: bool = Field(
         False, description="MCU: RNNoise on every mixed talker's decoded audio, unless the leg says "
-                           "otherwise (off by default: ~0.8 ms of CPU per talker frame and 20 ms "
+                           "otherwise (off by default: ~0.9 ms of CPU per talker frame and 20 ms "
                            "more delay, and browsers already suppress noise; turn on for PSTN/SIP legs)")
     auto_gain: bool = Field(
         False, description="MCU: slow, speech-gated automatic gain on every mixed talker, unless "
