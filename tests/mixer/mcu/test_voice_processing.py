@@ -345,6 +345,10 @@ def test_any_leg_patch_body_is_applied_or_refused_with_a_4xx_and_never_breaks_th
             bodies = st.fixed_dictionaries({}, optional={
                 "gains": st.dictionaries(names, json_values, max_size=3) | json_values,
                 "noise_suppression": json_values, "auto_gain": json_values, "muted": json_values})
+            valid = st.fixed_dictionaries({}, optional={
+                "gains": st.dictionaries(st.just(legs[1]), st.none() | st.floats(-60, 20), max_size=1),
+                "noise_suppression": st.booleans(), "auto_gain": st.booleans()})
+            bodies = valid | bodies
 
             @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
             @given(body=bodies)
