@@ -49,6 +49,10 @@ FAMILIES = {
     "sfu_preroll_packets": "cached packets sent to a slot that took a new speaker",
     "sfu_nack_retransmits": "NACKed packets resent from the SFU's cache",
     "sfu_nacks_forwarded": "NACKs passed on to the sender (packet no longer cached)",
+    "ice_check_errors": "ICE connectivity checks refused or ignored by WebRTC legs, by reason",
+    "ice_consent_losses": "WebRTC legs that stopped sending because consent expired (RFC 7675)",
+    "dtls_handshakes": "DTLS-SRTP handshakes completed by WebRTC legs",
+    "webrtc_failures": "WebRTC legs that failed to connect (ICE or DTLS), by reason",
 }
 HISTOGRAMS = {
     "jitter_buffer_delay_seconds": "MCU jitter buffers' target playout delay, each leg sampled every 0.5 s",
