@@ -113,6 +113,11 @@ class Voice:
         self._processed_last_tick = True
         self.processing_ns += time.perf_counter_ns() - began
 
+    def skip_processing(self) -> None:
+        """This tick's audio did not go through `process()`: the denoiser must not continue
+        from before the gap."""
+        self._processed_last_tick = False
+
     def processing_stats(self) -> dict:
         return {"noise_suppression": None if self._denoiser is None else self._denoiser.stats(),
                 "auto_gain": None if self._agc is None else self._agc.stats(),
@@ -162,7 +167,6 @@ class Voice:
     def discard(self) -> None:
         """Not mixed this tick: drop the packets undecoded and any buffered audio."""
         self.packets.clear()
-        self._processed_last_tick = False
         if self._decoder is not None:
             self._decoder.reset()
 
@@ -348,6 +352,7 @@ class McuConference:
                 continue
             if voice.packets:
                 voice.discard()  # not mixed this tick: its packets go undecoded
+            voice.skip_processing()  # (or decoded only for its level): a gap for its processing
             if voice.personal and rows:
                 heard = self._personal_mix(voice, row_ids, rows, None)
                 if heard is not None:
