@@ -19,6 +19,7 @@ from mixer.codec import FRAME_MS
 from mixer.engine.clock import TickClock
 from mixer.engine.drain import Drain
 from mixer.engine.errors import EngineError
+from mixer.engine.warmup import warm_media_paths
 from mixer.engine.webrtc import WebRtcLegs
 from mixer.legs.leg import MediaLeg
 from mixer.legs.ports import PortAllocator, PortsExhausted
@@ -67,6 +68,7 @@ class Engine:
         self.flusher = SendFlusher()  # one sendmmsg flush per socket per loop turn, for every leg
         self.webrtc = WebRtcLegs(self.settings)  # the DTLS certificate, ICE/DTLS answers, counters
         self.started_at: float | None = None
+        self.warmup_ms = 0.0   # what warming the media paths took at start()
         self.legs_created = 0
         self.legs_removed = 0
         self.legs_joined: Counter[tuple[str, str]] = Counter()  # (mode, transport) -> legs ever
@@ -77,6 +79,8 @@ class Engine:
     # ---------------------------------------------------------------------------------- lifecycle
     def start(self) -> None:
         self.repair_recordings()
+        # first-use costs of the codecs and SRTP paid now, not inside the first ticks with media
+        self.warmup_ms = warm_media_paths()
         self.clock.start()
         self.started_at = time.time()
 
