@@ -81,6 +81,9 @@ class Engine:
         self.repair_recordings()
         # first-use costs of the codecs and SRTP paid now, not inside the first ticks with media
         self.warmup_ms = warm_media_paths()
+        # RNNoise's library (~15 MB, ~0.2 s to load) is loaded now, once per process, not on the
+        # event loop when a first leg asks for noise suppression (a stall of every conference)
+        denoise_available()
         self.clock.start()
         self.started_at = time.time()
 
