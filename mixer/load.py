@@ -95,7 +95,9 @@ class RemoteEngine:
     def __init__(self, url: str, pid: int | None) -> None:
         from aiohttp import ClientSession, ClientTimeout
         self.url = url.rstrip("/")
-        self.http = ClientSession(timeout=ClientTimeout(total=30))
+        secret = os.environ.get("VOICEMIX_CONTROL_SECRET")  # the engine's, if it has one
+        self.http = ClientSession(timeout=ClientTimeout(total=30),
+                                  headers={"Authorization": f"Bearer {secret}"} if secret else None)
         self.pid = pid
         self.where = self.url
 

@@ -74,6 +74,7 @@ class Engine:
         self.legs_joined: Counter[tuple[str, str]] = Counter()  # (mode, transport) -> legs ever
         self.conferences_created: Counter[str] = Counter()      # mode -> conferences ever
         self.retired = RetiredCounters()  # counters of legs and conferences that are gone
+        self.control_refusals: Counter[str] = Counter()  # control requests refused, by reason
         self._drain = Drain(self.conferences, self.delete_conference)
 
     # ---------------------------------------------------------------------------------- lifecycle
@@ -611,8 +612,9 @@ class Engine:
             # the destination sends no media; its SRTCP reports cannot be authenticated (it has
             # no key of ours to learn), so they are dropped and counted
             local_crypto=crypto, remote_crypto=generate_crypto(1) if srtp else None)
+        # a fork sends to its destination, checked above (the peer filter), not to an offer
         leg = MediaLeg(fork_id, answer, rtp_socket, rtcp_socket, self.settings, label or fork_id,
-                       self.flusher)
+                       self.flusher, media_consent=False)
         try:
             await leg.open()
         except OSError as exc:
