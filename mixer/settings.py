@@ -55,6 +55,19 @@ class EngineSettings(BaseSettings):
         60, ge=0, le=127, description="RFC 6464 level (-dBov) at or below which a sender is talking")
     speaker_hangover_ms: int = Field(300, ge=0, description="how long a speaker stays after going quiet")
     speaker_switch_margin_db: int = Field(6, ge=0, description="how much louder a newcomer must be")
+    # Voice processing (MCU, per talker, before the mix; each leg can override on the leg API)
+    noise_suppression: bool = Field(
+        False, description="MCU: RNNoise on every mixed talker's decoded audio, unless the leg says "
+                           "otherwise (off by default: ~0.9 ms of CPU per talker frame and 20 ms "
+                           "more delay, and browsers already suppress noise; turn on for PSTN/SIP legs)")
+    auto_gain: bool = Field(
+        False, description="MCU: slow, speech-gated automatic gain on every mixed talker, unless "
+                           "the leg says otherwise (off by default: it changes what people sent)")
+    auto_gain_target_dbfs: float = Field(
+        -22.0, ge=-40.0, le=-6.0, description="MCU automatic gain: the speech level (RMS, dBFS) "
+                                              "talkers are brought to")
+    auto_gain_max_db: float = Field(
+        20.0, ge=0.0, le=40.0, description="MCU automatic gain: the most it raises (or lowers) a talker, dB")
     sfu_last_n: int = Field(3, ge=1, le=16, description="SFU: loudest senders forwarded to each subscriber")
     sfu_preroll_ms: int = Field(100, ge=0, le=400,
                                 description="SFU: a newly chosen speaker's last packets sent from the cache "

@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 # tests start their own in a temporary directory; the package's own cluster is not used).
 # chromium: the real browser of the WebRTC tests (driven by Playwright with executable_path);
 # iproute2: the network namespace those tests put it in (Chromium gathers no loopback candidates).
-# espeak-ng, flite: the test speech of the listening-quality test and benchmark; janus: Janus
+# espeak-ng, flite: the test speech of the listening-quality and voice-processing tests and benchmarks; janus: Janus
 # AudioBridge, the quality benchmark's side-by-side peer (bench/janus_bridge.py runs its own).
 # python3-venv: only if this Python cannot make a virtualenv by itself.
 APT_PACKAGES=(libopus-dev libopus0 pkg-config ffmpeg redis-server coturn postgresql opus-tools sip-tester baresip-core chromium iproute2 espeak-ng flite janus)

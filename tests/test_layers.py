@@ -31,6 +31,7 @@ RANKS = {
     "mixer.turn.peers": 1,   # which addresses a relay or a fork may send to (no I/O)
     "mixer.legs": 2,         # one participant's media on one port, used by every mode
     "mixer.media": 3,        # engine-side media services (players, recordings, forks): no peer
+    "mixer.voice": 3,        # per-talker voice processing in the MCU decode path (no I/O)
     "mixer.mcu": 4,          # conference modes
     "mixer.sfu": 4,
     "mixer.engine": 5,       # the process: registry of conferences, clock, control API

@@ -113,10 +113,14 @@ class EngineClient(abc.ABC):
     async def delete_conference(self, conference_id: str) -> None: ...
 
     @abc.abstractmethod
-    async def add_leg(self, conference_id: str, sdp: str, label: str | None = None) -> dict: ...
+    async def add_leg(self, conference_id: str, sdp: str, label: str | None = None, *,
+                      noise_suppression: bool | None = None, auto_gain: bool | None = None) -> dict: ...
 
     @abc.abstractmethod
-    async def update_leg(self, conference_id: str, leg_id: str, muted: bool | None = None) -> dict: ...
+    async def update_leg(self, conference_id: str, leg_id: str, muted: bool | None = None, *,
+                         noise_suppression: bool | None = None, auto_gain: bool | None = None,
+                         gains: dict[str, float | None] | None = None) -> dict:
+        """Mute; the leg's voice processing (MCU); the gains (dB) it hears other legs at."""
 
     @abc.abstractmethod
     async def remove_leg(self, conference_id: str, leg_id: str) -> None: ...
@@ -235,11 +239,16 @@ class InProcessEngine(EngineClient):
     async def delete_conference(self, conference_id: str) -> None:
         self.engine.delete_conference(conference_id)
 
-    async def add_leg(self, conference_id: str, sdp: str, label: str | None = None) -> dict:
-        return await self.engine.add_leg(conference_id, sdp, label)
+    async def add_leg(self, conference_id: str, sdp: str, label: str | None = None, *,
+                      noise_suppression: bool | None = None, auto_gain: bool | None = None) -> dict:
+        return await self.engine.add_leg(conference_id, sdp, label,
+                                         noise_suppression=noise_suppression, auto_gain=auto_gain)
 
-    async def update_leg(self, conference_id: str, leg_id: str, muted: bool | None = None) -> dict:
-        return self.engine.update_leg(conference_id, leg_id, muted)
+    async def update_leg(self, conference_id: str, leg_id: str, muted: bool | None = None, *,
+                         noise_suppression: bool | None = None, auto_gain: bool | None = None,
+                         gains: dict[str, float | None] | None = None) -> dict:
+        return self.engine.update_leg(conference_id, leg_id, muted, noise_suppression=noise_suppression,
+                                      auto_gain=auto_gain, gains=gains)
 
     async def remove_leg(self, conference_id: str, leg_id: str) -> None:
         self.engine.remove_leg(conference_id, leg_id)
@@ -411,15 +420,20 @@ class HttpEngine(EngineClient):
     async def delete_conference(self, conference_id: str) -> None:
         await self._request("DELETE", f"/conferences/{conference_id}")
 
-    async def add_leg(self, conference_id: str, sdp: str, label: str | None = None) -> dict:
-        body = {"sdp": sdp}
-        if label is not None:
-            body["label"] = label
-        return await self._request("POST", f"/conferences/{conference_id}/legs", body)
+    async def add_leg(self, conference_id: str, sdp: str, label: str | None = None, *,
+                      noise_suppression: bool | None = None, auto_gain: bool | None = None) -> dict:
+        body = {"sdp": sdp, "label": label, "noise_suppression": noise_suppression,
+                "auto_gain": auto_gain}
+        return await self._request("POST", f"/conferences/{conference_id}/legs",
+                                   {k: v for k, v in body.items() if v is not None})
 
-    async def update_leg(self, conference_id: str, leg_id: str, muted: bool | None = None) -> dict:
-        body = {} if muted is None else {"muted": muted}
-        return await self._request("PATCH", f"/conferences/{conference_id}/legs/{leg_id}", body)
+    async def update_leg(self, conference_id: str, leg_id: str, muted: bool | None = None, *,
+                         noise_suppression: bool | None = None, auto_gain: bool | None = None,
+                         gains: dict[str, float | None] | None = None) -> dict:
+        body = {"muted": muted, "noise_suppression": noise_suppression, "auto_gain": auto_gain,
+                "gains": gains}
+        return await self._request("PATCH", f"/conferences/{conference_id}/legs/{leg_id}",
+                                   {k: v for k, v in body.items() if v is not None})
 
     async def remove_leg(self, conference_id: str, leg_id: str) -> None:
         await self._request("DELETE", f"/conferences/{conference_id}/legs/{leg_id}")

@@ -83,6 +83,19 @@ def _field(body: dict, name: str, kind: type | tuple, required: bool = False):
 NUMBER = (int, float)
 
 
+def _gains(body: dict) -> dict[str, float | None] | None:
+    """`{"gains": {"<talker leg id>": dB or null}}`: the gains a listener hears others at."""
+    gains = _field(body, "gains", dict)
+    if gains is None:
+        return None
+    for talker_id, gain_db in gains.items():
+        if gain_db is not None and (isinstance(gain_db, bool) or not isinstance(gain_db, NUMBER)):
+            raise EngineError(422, "bad_field", f"gain for {talker_id!r} must be a number of dB or null")
+        if gain_db is not None and gain_db != gain_db:  # NaN cannot come from JSON, but be sure
+            raise EngineError(422, "bad_field", f"gain for {talker_id!r} is not a number")
+    return gains
+
+
 async def start_control_api(engine: Engine, host: str = "127.0.0.1", port: int = 0,
                             ssl_context=None) -> tuple[web.AppRunner, int]:
     """Serve `engine`'s control API on host:port (0: a free port), over TLS with `ssl_context`;
@@ -147,7 +160,9 @@ def create_app(engine: Engine) -> web.Application:
             result = await engine.offer_leg(conference, codecs, _field(body, "label", str))
             return web.json_response(result, status=201)
         result = await engine.add_leg(conference, _field(body, "sdp", str, required=True),
-                                      _field(body, "label", str))
+                                      _field(body, "label", str),
+                                      noise_suppression=_field(body, "noise_suppression", bool),
+                                      auto_gain=_field(body, "auto_gain", bool))
         return web.json_response(result, status=201)
 
     @routes.get("/conferences/{conference}/legs/{leg}")
@@ -171,7 +186,10 @@ def create_app(engine: Engine) -> web.Application:
         answer = _field(body, "answer", str)
         if answer is not None:
             return web.json_response(await engine.answer_leg(conference, leg, answer))
-        return web.json_response(engine.update_leg(conference, leg, _field(body, "muted", bool)))
+        return web.json_response(engine.update_leg(
+            conference, leg, _field(body, "muted", bool),
+            noise_suppression=_field(body, "noise_suppression", bool),
+            auto_gain=_field(body, "auto_gain", bool), gains=_gains(body)))
 
     @routes.post("/conferences/{conference}/legs/{leg}/dtmf")
     async def send_dtmf(request: web.Request) -> web.Response:

@@ -45,6 +45,9 @@ from mixer.sdp import (
 from mixer.sdp.stream import STREAM_PAYLOAD_TYPES, describe_stream
 from mixer.settings import EngineSettings
 from mixer.turn.peers import PeerFilter
+from mixer.voice import VoiceProcessingError
+from mixer.voice.denoise import available as denoise_available
+from mixer.voice.personal_mix import MAX_GAIN_DB as GAIN_MAX_DB, MIN_GAIN_DB as GAIN_MIN_DB
 
 log = logging.getLogger("voicemix.engine")
 
@@ -78,6 +81,9 @@ class Engine:
 
     def __init__(self, settings: EngineSettings | None = None) -> None:
         self.settings = settings or EngineSettings()
+        if self.settings.noise_suppression and not denoise_available():
+            raise VoiceProcessingError("VOICEMIX_NOISE_SUPPRESSION is on but RNNoise cannot be "
+                                       "loaded (pip install pyrnnoise)")
         self.ports = PortAllocator(*self.settings.port_range)
         self.conferences: dict[str, McuConference | SfuConference] = {}
         self.clock = TickClock(self._tick)
@@ -100,6 +106,9 @@ class Engine:
         self.repair_recordings()
         # first-use costs of the codecs and SRTP paid now, not inside the first ticks with media
         self.warmup_ms = warm_media_paths()
+        # RNNoise's library (~15 MB, ~0.2 s to load) is loaded now, once per process, not on the
+        # event loop when a first leg asks for noise suppression (a stall of every conference)
+        denoise_available()
         self.clock.start()
         self.started_at = time.time()
 
@@ -209,9 +218,20 @@ class Engine:
         return conference
 
     # --------------------------------------------------------------------------------------- legs
-    async def add_leg(self, conference_id: str, offer_sdp: str, label: str | None = None) -> dict:
-        """Answer an SDP offer with a new leg on its own UDP port; returns {"id", "sdp"}."""
+    async def add_leg(self, conference_id: str, offer_sdp: str, label: str | None = None, *,
+                      noise_suppression: bool | None = None, auto_gain: bool | None = None) -> dict:
+        """Answer an SDP offer with a new leg on its own UDP port; returns {"id", "sdp"}.
+        `noise_suppression` and `auto_gain` set the leg's voice processing as a talker (MCU; None
+        keeps the engine's setting)."""
         conference = self._conference(conference_id)
+        self._check_voice_options(conference, "", noise_suppression, auto_gain, None)
+        result = await self._add_leg(conference, conference_id, offer_sdp, label)
+        if noise_suppression is not None or auto_gain is not None:
+            conference.set_voice_options(result["id"], noise_suppression, auto_gain)
+        return result
+
+    async def _add_leg(self, conference, conference_id: str, offer_sdp: str,
+                       label: str | None) -> dict:
         if len(conference.voices) >= self.settings.max_legs_per_conference:
             raise EngineError(409, "conference_full", "the conference has its maximum of legs")
         try:
@@ -456,12 +476,40 @@ class Engine:
             raise EngineError(488, "srtp_change", "a re-offer cannot turn SRTP on or off")
         leg.apply_answer(answer)
 
-    def update_leg(self, conference_id: str, leg_id: str, muted: bool | None = None) -> dict:
+    def update_leg(self, conference_id: str, leg_id: str, muted: bool | None = None, *,
+                   noise_suppression: bool | None = None, auto_gain: bool | None = None,
+                   gains: dict[str, float | None] | None = None) -> dict:
+        """Mute a leg; turn its voice processing as a talker on or off (MCU: noise suppression,
+        automatic gain; None keeps the engine's setting); set the gains, in dB, at which this leg
+        hears other legs (`gains`: talker leg id -> dB, or None to clear one)."""
         conference = self._conference(conference_id)
         leg = self._leg(conference, leg_id)
+        self._check_voice_options(conference, leg_id, noise_suppression, auto_gain, gains)
         if muted is not None:
             leg.muted = muted
+        if noise_suppression is not None or auto_gain is not None or gains:
+            conference.set_voice_options(leg_id, noise_suppression, auto_gain, gains)
         return conference.leg_stats(leg_id)
+
+    def _check_voice_options(self, conference, leg_id: str, noise_suppression: bool | None,
+                             auto_gain: bool | None, gains: dict | None) -> None:
+        """Voice processing is the MCU's (an SFU forwards what it receives, undecoded)."""
+        if noise_suppression is None and auto_gain is None and not gains:
+            return
+        if not hasattr(conference, "set_voice_options"):
+            raise EngineError(409, "not_mixed", "voice processing and per-listener gains need an "
+                              "MCU conference (an SFU forwards packets without decoding them)")
+        if noise_suppression and not denoise_available():
+            raise EngineError(503, "noise_suppression_unavailable",
+                              "RNNoise is not installed on this engine (pip install pyrnnoise)")
+        for talker_id, gain_db in (gains or {}).items():
+            if talker_id == leg_id:
+                raise EngineError(422, "bad_field", "a leg does not hear itself: no gain for it")
+            if talker_id not in conference.voices:
+                raise EngineError(404, "no_such_leg", f"no leg {talker_id} in conference {conference.id}")
+            if gain_db is not None and not (GAIN_MIN_DB <= gain_db <= GAIN_MAX_DB):
+                raise EngineError(422, "bad_field",
+                                  f"gain for {talker_id} must be {GAIN_MIN_DB:g}..{GAIN_MAX_DB:g} dB")
 
     def remove_leg(self, conference_id: str, leg_id: str) -> None:
         conference = self._conference(conference_id)

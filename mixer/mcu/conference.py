@@ -7,10 +7,12 @@ One tick every 20 ms (Janus AudioBridge's shape, one readable function per step)
    decoded so their level can be measured;
 3. the loudest few talkers (``max_speakers``) are chosen, with a hangover and a switch margin so the
    choice does not flap;
-4. only they are decoded (PLC or in-band FEC on loss) and mixed: the total, and each talker's
-   mix-minus (everyone but themselves);
+4. only they are decoded (PLC or in-band FEC on loss), cleaned by their own voice processing if
+   they asked for it (noise suppression, automatic gain: `mixer.voice`, per talker, never per
+   listener) and mixed: the total, and each talker's mix-minus (everyone but themselves);
 5. every listener hears the same total, so it is encoded once per codec and the payload is reused;
-   each talker's mix-minus is encoded by that talker's own encoder;
+   each talker's mix-minus is encoded by that talker's own encoder, and so is the personal mix of
+   a listener who set their own gains for some talkers;
 6. each leg stamps the payload with its own SSRC/sequence/timestamp and SRTP and sends it.
 """
 from __future__ import annotations
@@ -27,6 +29,9 @@ from mixer.metrics import CODEC_TIME_BUCKETS, JITTER_DELAY_BUCKETS, FixedHistogr
 from mixer.media.player import Player
 from mixer.playout import Playout
 from mixer.settings import EngineSettings
+from mixer.voice.agc import AutoGain
+from mixer.voice.denoise import NoiseSuppressor
+from mixer.voice.personal_mix import PersonalMix
 
 # Exponential smoothing of levels for ranking talkers (weight of the newest frame).
 LEVEL_SMOOTHING = 0.3
@@ -56,8 +61,16 @@ class Voice:
         self.trusts_level = True                    # False once its levels proved false
         self.claimed_level: int | None = None       # this tick's RFC 6464 level, if any
         self._forged_ticks = 0
-        self.put_results = [0, 0, 0, 0]
-        self.loss = LossEstimate()                  # what its receiver reports about our stream             # PUT_OK, PUT_DUPLICATE, PUT_LATE, PUT_RESET
+        self.put_results = [0, 0, 0, 0]             # PUT_OK, PUT_DUPLICATE, PUT_LATE, PUT_RESET
+        self.loss = LossEstimate()                  # what its receiver reports about our stream
+        # voice processing on this talker's audio (None: the engine's setting decides)
+        self.noise_suppression: bool | None = None
+        self.auto_gain: bool | None = None
+        self._denoiser: NoiseSuppressor | None = None
+        self._agc: AutoGain | None = None
+        self._processed_last_tick = False           # False: a gap, the denoiser starts afresh
+        self.processing_ns = 0                      # CPU spent in voice processing (ns)
+        self.personal = PersonalMix()               # the gains this listener hears others at
 
     def _new_playout(self) -> Playout:
         return Playout(self.leg.codec, self.leg.ptime_ms, min_delay_ms=self.settings.jitter_min_ms,
@@ -76,6 +89,43 @@ class Voice:
     def reset_stream(self) -> None:
         """The sender changed SSRC: a new stream starts from scratch."""
         self.playout = self._new_playout()
+        self._processed_last_tick = False
+
+    def process(self, frame: np.ndarray) -> None:
+        """This talker's voice processing on its decoded frame, in place, before it is mixed:
+        noise suppression first (so the gain is judged on speech, not noise), then gain."""
+        settings = self.settings
+        denoise = settings.noise_suppression if self.noise_suppression is None else self.noise_suppression
+        level = settings.auto_gain if self.auto_gain is None else self.auto_gain
+        if not (denoise or level):
+            self._processed_last_tick = False
+            return
+        began = time.perf_counter_ns()
+        probability = None
+        if denoise:
+            if self._denoiser is None:
+                self._denoiser = NoiseSuppressor(len(frame))
+            elif not self._processed_last_tick:
+                self._denoiser.reset()  # back after a gap: no stale audio from before it
+            probability = self._denoiser.process(frame)
+        if level:
+            if self._agc is None:
+                self._agc = AutoGain(settings.auto_gain_target_dbfs, settings.auto_gain_max_db,
+                                     FRAME_MS, len(frame))
+            self._agc.process(frame, probability)
+        self._processed_last_tick = True
+        self.processing_ns += time.perf_counter_ns() - began
+
+    def skip_processing(self) -> None:
+        """This tick's audio did not go through `process()`: the denoiser must not continue
+        from before the gap."""
+        self._processed_last_tick = False
+
+    def processing_stats(self) -> dict:
+        return {"noise_suppression": None if self._denoiser is None else self._denoiser.stats(),
+                "auto_gain": None if self._agc is None else self._agc.stats(),
+                "processing_ms": round(self.processing_ns / 1e6, 1),
+                "gains_db": dict(self.personal.gains_db)}
 
     def pull(self, now_ms: float) -> int | None:
         """Take this tick's playout decisions; returns the RFC 6464 level they carry, if any."""
@@ -171,6 +221,7 @@ class McuConference:
         self._stack = np.zeros((n, FRAME_SAMPLES), dtype=np.int16)
         self._minus = np.zeros((n, FRAME_SAMPLES), dtype=np.int16)
         self._total = np.zeros(FRAME_SAMPLES, dtype=np.int16)
+        self._heard = np.zeros(FRAME_SAMPLES, dtype=np.int16)  # one listener's personal mix
         self.speakers: list[Voice] = []
         # engine-side media: players mixed into what everyone hears; recordings and forks (the
         # hub, set by the engine while any is attached) fed with packets and the mix
@@ -183,6 +234,7 @@ class McuConference:
         self.own_encodes = 0
         self.seamless_switches = 0  # own encoders that took over the shared one's state
         self.linger_encodes = 0     # own encodes of the total for talkers who just stopped
+        self.personal_encodes = 0  # listeners with their own gains, heard through their own encoder
         self.busy_ms = 0.0
         self._last_tick_ms: float | None = None
         self.stalls = 0            # ticks that came after skipped ones (the process stalled)
@@ -212,10 +264,25 @@ class McuConference:
         voice = self.voices.pop(leg_id)
         if voice in self.speakers:
             self.speakers.remove(voice)
+        for other in self.voices.values():
+            other.personal.forget(leg_id)
         voice.leg.on_rtp = None
         if self.media is not None:
             self.media.leg_removed(voice.leg)
         return voice.leg
+
+    def set_voice_options(self, leg_id: str, noise_suppression: bool | None = None,
+                          auto_gain: bool | None = None,
+                          gains_db: dict[str, float | None] | None = None) -> None:
+        """A leg's voice processing as a talker, and the gains it hears other legs at (None
+        removes one). The engine's API has validated the values and the talker ids."""
+        voice = self.voices[leg_id]
+        if noise_suppression is not None:
+            voice.noise_suppression = noise_suppression
+        if auto_gain is not None:
+            voice.auto_gain = auto_gain
+        for talker_id, gain_db in (gains_db or {}).items():
+            voice.personal.set(talker_id, gain_db)
 
     def add_player(self, player: Player) -> None:
         self.players[player.id] = player
@@ -269,6 +336,7 @@ class McuConference:
                 frame = self._decode(voice)
             if frame is not None:
                 voice.check_claim(frame)
+                voice.process(frame)
                 self._stack[len(mixed)] = frame
                 mixed.append(voice)
                 voice.in_mix = True
@@ -283,11 +351,14 @@ class McuConference:
         # 5-6: encode once per codec for listeners, once per talker for talkers, and send
         shared: dict[str, bytes] = {}
         wall_s = time.time()
+        row_ids = [voice.leg.id for voice in mixed] + [None] * (rows - count)
         for index, voice in enumerate(mixed):
             encoder = voice.own_encoder(self.opus, self.adaptive_fec)
             if not voice.on_own and self.settings.mcu_seamless_switch:
                 self._continue_shared(voice, encoder)
-            payload = self._encode(encoder, voice.leg.codec, self._minus[index])
+            heard = self._personal_mix(voice, row_ids, rows, index)
+            payload = self._encode(encoder, voice.leg.codec,
+                                   self._minus[index] if heard is None else heard)
             self.own_encodes += 1
             voice.leg.send_payload(payload, now_ms, wall_s)
         linger = self.settings.mcu_talker_linger_ms // FRAME_MS
@@ -299,13 +370,23 @@ class McuConference:
                 continue
             if voice.packets:
                 voice.discard()  # not mixed this tick: its packets go undecoded
+            voice.skip_processing()  # (or decoded only for its level): a gap for its processing
+            heard = self._personal_mix(voice, row_ids, rows, None) if voice.personal and rows else None
             if voice.linger > 0 and voice.encoder is not None:
                 # just stopped talking: stay on the own encoder a while (it hears the total,
                 # which no longer holds its voice), so a pause between sentences is no switch
                 voice.linger -= 1
                 self.linger_encodes += 1
-                voice.leg.send_payload(self._encode(voice.encoder, voice.leg.codec, self._total),
+                voice.leg.send_payload(self._encode(voice.encoder, voice.leg.codec,
+                                                    self._total if heard is None else heard),
                                        now_ms, wall_s)
+                continue
+            if heard is not None:
+                # a listener with its own gains hears its own mix, through its own encoder
+                payload = self._encode(voice.own_encoder(self.opus, self.adaptive_fec), voice.leg.codec, heard)
+                self.personal_encodes += 1
+                voice.on_own = True
+                voice.leg.send_payload(payload, now_ms, wall_s)
                 continue
             voice.on_own = False
             codec = voice.leg.codec
@@ -324,6 +405,16 @@ class McuConference:
             if self.adaptive_fec:
                 self._protect_listener_groups()
         self.busy_ms += (time.perf_counter() - began) * 1000.0
+
+    def _personal_mix(self, voice: Voice, row_ids: list, rows: int, own_row: int | None) -> np.ndarray | None:
+        """What `voice` hears when its own gains change it (None: the shared total, or its plain
+        mix-minus): a weighted sum of this tick's mixed rows, without its own."""
+        if not voice.personal:
+            return None
+        weights = voice.personal.weights(row_ids, own_row)
+        if weights is None:
+            return None
+        return voice.personal.mix(self._stack[:rows], weights, self._heard)
 
     def _player_rows(self, now_ms: float, start: int) -> int:
         """Players are heard by everyone: their frames go into the mix as rows after the talkers'
@@ -436,6 +527,7 @@ class McuConference:
         result["level"] = round(voice.level, 1)
         result["reported_loss_percent"] = round(voice.loss.percent, 2)
         result["fec_tier"] = voice.loss.tier
+        result["voice_processing"] = voice.processing_stats()
         return result
 
     def counters(self) -> list[tuple[str, tuple, int]]:
@@ -443,6 +535,7 @@ class McuConference:
         return [("speaker_switches", (), self.speaker_changes), ("decodes", (), self.decodes),
                 ("encodes", (("mix", "shared"),), self.shared_encodes),
                 ("encodes", (("mix", "own"),), self.own_encodes),
+                ("encodes", (("mix", "personal"),), self.personal_encodes),
                 ("stalls", (), self.stalls), ("stale_frames", (), self.stale_frames)]
 
     def histograms(self) -> list[tuple[str, tuple, FixedHistogram]]:
@@ -462,6 +555,7 @@ class McuConference:
             "own_encodes": self.own_encodes,
             "seamless_switches": self.seamless_switches,
             "linger_encodes": self.linger_encodes,
+            "personal_encodes": self.personal_encodes,
             "stalls": self.stalls,
             "stalled_ms": round(self.stalled_ms, 1),
             "stale_frames": self.stale_frames,

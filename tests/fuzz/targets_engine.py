@@ -69,6 +69,9 @@ def _control_seeds() -> list[bytes]:
     return [bytes([0, 0, 0]) + b'{"mode": "mcu", "id": "c0"}',
             bytes([3, 0, 0]) + json.dumps({"sdp": offer, "label": "x"}).encode(),
             bytes([4, 0, 0]) + b'{"muted": true}',
+            # voice processing options and a listener's gains (the talker id rarely exists: 404)
+            bytes([4, 0, 0]) + b'{"noise_suppression": true, "auto_gain": false, "gains": {"c0": -6}}',
+            bytes([3, 0, 0]) + json.dumps({"sdp": offer, "auto_gain": True}).encode(),
             bytes([6, 0, 0]),
             bytes([8, 0, 0]) + b'{"tone": 440, "seconds": 1}',
             bytes([11, 0, 0]) + b'{"format": "wav", "tracks": "mix+participants"}',

@@ -86,3 +86,29 @@ def test_every_error_answers_with_status_and_code():
         assert stats["ports_in_use"] == 0, "a refused offer must not keep its port"
 
     uvloop.run(with_engine(scenario))
+
+
+def test_voice_options_and_listener_gains_over_http():
+    async def scenario(http):
+        await expect(await http.post("/conferences", json={"mode": "mcu", "id": "room-v"}), 201)
+        one = await expect(await http.post("/conferences/room-v/legs", json={
+            "sdp": OFFER, "label": "alice", "noise_suppression": True, "auto_gain": True}), 201)
+        two = await expect(await http.post("/conferences/room-v/legs", json={"sdp": OFFER}), 201)
+        leg = await expect(await http.patch(f"/conferences/room-v/legs/{two['id']}",
+                                            json={"gains": {one["id"]: -9.5}}), 200)
+        assert leg["voice_processing"]["gains_db"] == {one["id"]: -9.5}
+        leg = await expect(await http.patch(f"/conferences/room-v/legs/{two['id']}",
+                                            json={"gains": {one["id"]: None}, "auto_gain": False}), 200)
+        assert leg["voice_processing"]["gains_db"] == {}
+        path = f"/conferences/room-v/legs/{two['id']}"
+        await expect(await http.patch(path, json={"gains": {one["id"]: "loud"}}), 422, "bad_field")
+        await expect(await http.patch(path, json={"gains": {one["id"]: True}}), 422, "bad_field")
+        await expect(await http.patch(path, json={"gains": [1]}), 422, "bad_field")
+        await expect(await http.patch(path, json={"gains": {one["id"]: -100}}), 422, "bad_field")
+        await expect(await http.patch(path, json={"gains": {"nobody": 0}}), 404, "no_such_leg")
+        await expect(await http.patch(path, json={"noise_suppression": "yes"}), 422, "bad_field")
+        await expect(await http.post("/conferences", json={"mode": "sfu", "id": "room-s"}), 201)
+        await expect(await http.post("/conferences/room-s/legs", json={
+            "sdp": OFFER, "auto_gain": True}), 409, "not_mixed")
+
+    uvloop.run(with_engine(scenario))
