@@ -34,6 +34,7 @@ from mixer.media.recorder import (
 from mixer.media.services import ConferenceMedia
 from mixer.sdp.offer_answer import DEFAULT_CODECS
 from mixer.sdp.webrtc import is_webrtc_offer
+from mixer.relay.conference import RelayConference
 from mixer.sfu.conference import SfuConference
 from mixer.sdp import AudioAnswer, SdpError, answer_audio, generate_crypto, parse
 from mixer.sdp.stream import STREAM_PAYLOAD_TYPES, describe_stream
@@ -51,7 +52,8 @@ class Engine:
     `conference_types` maps a mode name to its conference class; benchmarks register baselines here.
     """
 
-    conference_types: dict[str, type] = {"mcu": McuConference, "sfu": SfuConference}
+    conference_types: dict[str, type] = {"mcu": McuConference, "sfu": SfuConference,
+                                         "relay": RelayConference}
 
     def __init__(self, settings: EngineSettings | None = None) -> None:
         self.settings = settings or EngineSettings()
