@@ -45,13 +45,14 @@ def talker(name: str, freq: float, seconds: float, **kwargs) -> SimulatedPartici
     return p
 
 
-def assert_one_continuous_stream(p: SimulatedParticipant, exact_step: int | None = None) -> None:
+def assert_one_continuous_stream(p: SimulatedParticipant, exact_step: int | None = None,
+                                 min_packets: int = 50) -> None:
     """One SSRC; in arrival order each sequence number is the previous plus one; timestamps go
     forward by at least a frame (exactly `exact_step` when given) and track arrival time."""
     streams = p.received.streams
     assert len(streams) == 1, f"{p.name} got {len(streams)} streams"
     packets = next(iter(streams.values()))
-    assert len(packets) > 50
+    assert len(packets) > min_packets
     samples = 960 if p.codec == "opus" else 160
     clock = 48000 if p.codec == "opus" else 8000
     for (t0, seq0, ts0, _), (t1, seq1, ts1, _) in zip(packets, packets[1:]):
@@ -138,15 +139,17 @@ def test_opus_and_pcmu_one_to_one_hear_each_other_through_the_mixer() -> None:
         assert_one_continuous_stream(listener)
 
 
-def longest_gap_ms(pcm: np.ndarray, freq: float) -> float:
-    """Longest run where a continuous tone's envelope is below half its median."""
+def longest_gap(pcm: np.ndarray, freq: float) -> tuple[float, int]:
+    """Longest run (ms) where a continuous tone's envelope is below half its median, and the
+    sample index where it ends."""
     envelope = tone_envelope(pcm, freq)
     quiet = envelope < 0.5 * np.median(envelope)
-    longest = run = 0
-    for q in quiet:
+    longest = run = end = 0
+    for i, q in enumerate(quiet):
         run = run + 1 if q else 0
-        longest = max(longest, run)
-    return longest * 1000.0 / RATE
+        if run > longest:
+            longest, end = run, i
+    return longest * 1000.0 / RATE, end
 
 
 @pytest.mark.parametrize("srtp", [False, True], ids=["rtp", "srtp"])
@@ -182,10 +185,13 @@ def test_third_joins_and_leaves_switching_live(srtp: bool) -> None:
         assert_one_continuous_stream(listener)
         pcm, times = listener.heard_audio()
         for mark in ("join", "leave"):
-            window = (times >= marks[mark] - 0.5) & (times < marks[mark] + 0.5)
-            assert window.sum() > 0.8 * RATE, "too little audio around the switch"
-            gap = longest_gap_ms(pcm[window], other.freq_hz)
-            print(f"{listener.name}: longest gap of {other.name} around the {mark}: {gap:.1f} ms")
+            # the switch's neighbourhood only: farther away, a loaded machine's scheduling (the
+            # engine or a participant starved of CPU) makes dips that are not the switch's
+            window = (times >= marks[mark] - 0.15) & (times < marks[mark] + 0.25)
+            assert window.sum() > 0.3 * RATE, "too little audio around the switch"
+            gap, end = longest_gap(pcm[window], other.freq_hz)
+            print(f"{listener.name}: longest gap of {other.name} around the {mark}: {gap:.1f} ms, "
+                  f"ending {times[window][end] - marks[mark]:+.3f} s from it")
             assert gap <= MAX_GAP_MS, f"{listener.name} lost {other.name} for {gap:.0f} ms at {mark}"
         during = (times >= marks["join"] + 0.3) & (times < marks["leave"])
         after = times >= marks["leave"] + 0.3
@@ -234,3 +240,49 @@ def test_recording_switches_to_mixing_and_back(tmp_path) -> None:
         jump = mixed[other.freq_hz] - forwarded[other.freq_hz]
         print(f"{listener.name}: level of {other.name} forwarded -> mixed {jump:+.2f} dB")
         assert abs(jump) < 1.0, f"{listener.name}: {other.name} jumps by {jump:.1f} dB"
+
+
+def test_webrtc_and_sdes_one_to_one_is_forwarded() -> None:
+    """A WebRTC client (aiortc: ICE, DTLS-SRTP) and an SDES-SRTP client: forwarded, each leg with
+    its own keys; the RTP client gets its peer's payloads in one continuous stream, and the
+    browser hears the RTP client's tone from payloads the engine never re-encoded."""
+    from mixer.sim.webrtc_peer import AiortcPeer
+
+    sim = talker("sim", 660.0, 4.0, srtp=True)
+
+    async def scenario():
+        engine = Engine(EngineSettings(media_ports="42000-42999"))
+        engine.start()
+        peer = AiortcPeer("browser", 440.0)
+        try:
+            conference = engine.create_conference("relay")["id"]
+            answer = await engine.add_leg(conference, await peer.offer(), "browser")
+            await peer.accept(answer["sdp"])
+            await join(engine, conference, sim)
+            # (the browser alone was mixed: it may have sent a packet or two by now)
+            joined = engine.get_conference(conference)["stats"]
+            sim.start()
+            await peer.connected()
+            await asyncio.sleep(3.0)
+            result = engine.get_conference(conference)
+        finally:
+            await peer.close()
+            sim.close()
+            engine.stop()
+        return peer, joined, result
+
+    peer, joined, conference = uvloop.run(scenario())
+    stats = conference["stats"]
+    assert stats["state"] == "forward"
+    # nothing decoded or encoded since the second leg joined
+    assert (stats["decodes"], stats["own_encodes"]) == (joined["decodes"], joined["own_encodes"])
+    legs = {leg["label"]: leg for leg in conference["legs"]}
+    browser = legs["browser"]
+    assert browser["kind"] == "webrtc" and browser["webrtc"]["state"] == "connected"
+    assert browser["relayed"] > 100 and legs["sim"]["relayed"] > 100
+    assert sum(browser["drops"].values()) == 0, browser["drops"]
+    assert peer.levels([440.0, 660.0])[660.0] > -30
+    assert_one_continuous_stream(sim)
+    pcm, _ = sim.heard_audio()
+    levels = tone_levels_db(pcm[int(0.5 * RATE):], [440.0, 660.0])
+    assert levels[440.0] > -30 > levels[660.0], levels

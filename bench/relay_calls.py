@@ -1,0 +1,339 @@
+"""Anchored 1:1 calls, both sides talking: engine CPU per call, relay vs MCU vs rtpengine.
+
+    python bench/relay_calls.py                      # relay 100, 400, 800 calls; mcu 40; rtpengine 400
+    python bench/relay_calls.py --quick              # relay 50, mcu 20 (rtpengine 50), short windows
+    python bench/relay_calls.py --mode relay --calls 200 --seconds 10
+
+The media server under test runs alone on core 0 (`taskset`): `voicemix engine` (its control API
+creates a conference per call in the chosen mode and a leg per side) or rtpengine (userspace
+forwarding, `--table=-1`; offer/answer over its ng control protocol). This process is the load
+generator, pinned to core 1: per call two UDP sockets on loopback, each sending one Opus packet
+every 20 ms (a loud tone, pre-encoded: the same payloads for every mode, plain RTP with an RFC 6464
+level) to where the answer says, and draining what comes back (counted, for the loss column).
+
+CPU = the server process's utime + stime (/proc/<pid>/stat, all its threads) over the measurement
+window after a warm-up; "per call" = CPU seconds per second of call, and calls/core = 1 / that.
+"holds" = the generator kept its schedule (late slots < 1%) and loss < 1%. The machine is shared
+with other helpers' work: run it twice, prefer the ratios.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_DIR = BENCH_DIR.parent
+if str(REPO_DIR) not in sys.path:
+    sys.path.insert(0, str(REPO_DIR))
+
+import numpy as np  # noqa: E402
+
+from mixer import _rtp  # noqa: E402
+from mixer._netio import BatchReceiver  # noqa: E402
+from mixer.codec import FrameEncoder  # noqa: E402
+from mixer.sdp import parse  # noqa: E402
+
+HOST = "127.0.0.1"
+FRAME_S = 0.02
+CYCLE = 50
+LEVEL_EXT_ID = 1
+SERVER_CORE, LOAD_CORE = 0, 1
+
+
+# ------------------------------------------------------------------------------------ payloads
+def payload_cycle(freq: float) -> list[bytes]:
+    t = np.arange(CYCLE * 960) / 48000
+    pcm = (np.sin(2 * np.pi * freq * t) * 0.2 * 32767).astype(np.int16)
+    encoder = FrameEncoder("opus")
+    return [encoder.encode(np.ascontiguousarray(pcm[k * 960:(k + 1) * 960])) for k in range(CYCLE)]
+
+
+def offer_sdp(port: int) -> str:
+    return "\r\n".join([
+        "v=0", f"o=- {secrets.randbits(32)} 1 IN IP4 {HOST}", "s=bench", f"c=IN IP4 {HOST}", "t=0 0",
+        f"m=audio {port} RTP/AVP 111", "a=rtpmap:111 opus/48000/2", "a=ptime:20",
+        f"a=extmap:{LEVEL_EXT_ID} urn:ietf:params:rtp-hdrext:ssrc-audio-level", "a=rtcp-mux",
+        "a=sendrecv", ""])
+
+
+def media_target(sdp: str) -> tuple[str, int]:
+    session = parse(sdp)
+    media = next(m for m in session.media if m.media == "audio")
+    return (media.connection or session.connection).address, media.port
+
+
+# ------------------------------------------------------------------------------------- servers
+class VoicemixServer:
+    """`voicemix engine` on the server core; one conference per call."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        port = free_tcp_port()
+        self.url = f"http://{HOST}:{port}"
+        env = {**os.environ, "VOICEMIX_MEDIA_PORTS": "40000-49999", "VOICEMIX_LOG_LEVEL": "warning"}
+        self.proc = subprocess.Popen(
+            ["taskset", "-c", str(SERVER_CORE), sys.executable, "-m", "mixer.cli", "engine",
+             "--control", f"{HOST}:{port}"], cwd=REPO_DIR, env=env,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.pid = self.proc.pid
+        wait_for_tcp(HOST, port)
+
+    def _call(self, method: str, path: str, body: dict | None = None) -> dict:
+        import json
+        import urllib.request
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.url + path, data=data, method=method,
+                                         headers={"content-type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            text = response.read()
+        return json.loads(text) if text else {}
+
+    def call(self, offers: tuple[str, str]) -> tuple[tuple[str, int], tuple[str, int]]:
+        conference = self._call("POST", "/conferences", {"mode": self.mode})["id"]
+        targets = []
+        for i, offer in enumerate(offers):
+            answer = self._call("POST", f"/conferences/{conference}/legs", {"sdp": offer, "label": f"s{i}"})
+            targets.append(media_target(answer["sdp"]))
+        return targets[0], targets[1]
+
+    def stats(self) -> dict:
+        return self._call("GET", "/stats")
+
+    def close(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def bencode(value) -> bytes:
+    if isinstance(value, int):
+        return b"i%de" % value
+    if isinstance(value, str):
+        value = value.encode()
+    if isinstance(value, bytes):
+        return b"%d:%s" % (len(value), value)
+    if isinstance(value, list):
+        return b"l" + b"".join(bencode(v) for v in value) + b"e"
+    if isinstance(value, dict):
+        return b"d" + b"".join(bencode(k) + bencode(v) for k, v in sorted(value.items())) + b"e"
+    raise TypeError(type(value))
+
+
+def bdecode(data: bytes, i: int = 0):
+    c = data[i:i + 1]
+    if c == b"i":
+        end = data.index(b"e", i)
+        return int(data[i + 1:end]), end + 1
+    if c in (b"l", b"d"):
+        i += 1
+        items = []
+        while data[i:i + 1] != b"e":
+            item, i = bdecode(data, i)
+            items.append(item)
+        if c == b"l":
+            return items, i + 1
+        return {items[k].decode(): items[k + 1] for k in range(0, len(items), 2)}, i + 1
+    colon = data.index(b":", i)
+    length = int(data[i:colon])
+    return data[colon + 1:colon + 1 + length], colon + 1 + length
+
+
+class RtpengineServer:
+    """rtpengine (userspace forwarding) on the server core; one call per offer/answer over ng."""
+
+    mode = "rtpengine"
+
+    def __init__(self) -> None:
+        self.ng_port = free_udp_port()
+        self.proc = subprocess.Popen(
+            ["taskset", "-c", str(SERVER_CORE), shutil.which("rtpengine"), "--foreground",
+             "--interface", HOST, "--listen-ng", f"{HOST}:{self.ng_port}", "--table", "-1",
+             "--port-min", "30000", "--port-max", "39999", "--log-stderr", "--log-level", "3",
+             "--num-threads", "2", "--no-fallback"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.pid = self.proc.pid
+        self.ng = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.ng.settimeout(2.0)
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                if self.command({"command": "ping"}).get("result") == b"pong":
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise RuntimeError("rtpengine did not start (run it by hand to see why)")
+            time.sleep(0.2)
+
+    def command(self, body: dict) -> dict:
+        cookie = secrets.token_hex(6).encode()
+        self.ng.sendto(cookie + b" " + bencode(body), (HOST, self.ng_port))
+        while True:
+            data = self.ng.recv(65536)
+            if data.startswith(cookie + b" "):
+                return bdecode(data[len(cookie) + 1:])[0]
+
+    def call(self, offers: tuple[str, str]) -> tuple[tuple[str, int], tuple[str, int]]:
+        call_id = secrets.token_hex(8)
+        common = {"call-id": call_id, "from-tag": "a", "replace": ["origin"], "ICE": "remove"}
+        to_b = self.command({**common, "command": "offer", "sdp": offers[0]})
+        if to_b.get("result") != b"ok":
+            raise RuntimeError(f"rtpengine offer: {to_b}")
+        to_a = self.command({**common, "command": "answer", "to-tag": "b", "sdp": offers[1]})
+        if to_a.get("result") != b"ok":
+            raise RuntimeError(f"rtpengine answer: {to_a}")
+        return media_target(to_a["sdp"].decode()), media_target(to_b["sdp"].decode())
+
+    def stats(self) -> dict:
+        return {}
+
+    def close(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.ng.close()
+
+
+# ----------------------------------------------------------------------------------- helpers
+def free_tcp_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def wait_for_tcp(host: str, port: int, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on {host}:{port}")
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# ---------------------------------------------------------------------------------------- run
+def run(server, calls: int, warmup_s: float, seconds: float) -> dict:
+    cycles = [payload_cycle(520.0), payload_cycle(710.0)]
+    level_ext = _rtp.audio_level_extension(LEVEL_EXT_ID, 14, True)
+    legs = []   # (socket, target, ssrc, seq, ts, side)
+    for _ in range(calls):
+        socks = []
+        for _ in range(2):
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.bind((HOST, 0))
+            s.setblocking(False)
+            socks.append(s)
+        targets = server.call((offer_sdp(socks[0].getsockname()[1]), offer_sdp(socks[1].getsockname()[1])))
+        for side in (0, 1):
+            legs.append([socks[side], targets[side], secrets.randbits(32), secrets.randbits(16),
+                         secrets.randbits(32), side])
+    receiver = BatchReceiver(64)
+    sent = received = late = slots = 0
+    start = time.monotonic()
+    window_start = start + warmup_s
+    end = window_start + seconds
+    cpu0 = None
+    k = 0
+    while True:
+        due = start + k * FRAME_S
+        now = time.monotonic()
+        if now >= end:
+            break
+        if now < due:
+            time.sleep(due - now)
+        elif now - due > FRAME_S:
+            late += 1
+        slots += 1
+        if cpu0 is None and now >= window_start:
+            cpu0, t0, sent0, received0 = cpu_seconds(server.pid), now, sent, received
+        for leg in legs:
+            sock, target, ssrc, seq, ts, side = leg
+            packet = _rtp.build_rtp(111, seq, ts, ssrc, cycles[side][k % CYCLE], k == 0,
+                                    _rtp.EXTENSION_PROFILE_ONE_BYTE, level_ext)
+            try:
+                sock.sendto(packet, target)
+                sent += 1
+            except OSError:
+                pass
+            leg[3] = (seq + 1) & 0xFFFF
+            leg[4] = (ts + 960) & 0xFFFFFFFF
+            received += len(receiver.receive(sock.fileno()))
+        k += 1
+    t1 = time.monotonic()
+    cpu1 = cpu_seconds(server.pid)
+    time.sleep(0.1)
+    for leg in legs:
+        received += len(receiver.receive(leg[0].fileno()))
+        leg[0].close()
+    window = t1 - t0
+    cpu = cpu1 - cpu0
+    sent_w, received_w = sent - sent0, received - received0
+    per_call = cpu / window / calls
+    return {"mode": server.mode, "calls": calls, "window_s": round(window, 1),
+            "busy": round(cpu / window, 3), "cpu_ms_per_call_s": round(per_call * 1000, 3),
+            "calls_per_core": int(1 / per_call) if per_call else None,
+            "pps_in": int(sent_w / window), "loss_percent": round(100 * max(sent_w - received_w, 0) / sent_w, 2),
+            "late_slots_percent": round(100 * late / max(slots, 1), 2)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--mode", choices=("relay", "mcu", "rtpengine"))
+    parser.add_argument("--calls", type=int)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--warmup", type=float, default=3.0)
+    args = parser.parse_args()
+    os.sched_setaffinity(0, {LOAD_CORE})
+    if args.mode:
+        plan = [(args.mode, args.calls or 100)]
+    elif args.quick:
+        plan = [("relay", 50), ("mcu", 20), ("rtpengine", 50)]
+        args.seconds, args.warmup = 5.0, 2.0
+    else:
+        plan = [("mcu", 40), ("relay", 40), ("relay", 100), ("relay", 400), ("relay", 800),
+                ("rtpengine", 400)]
+    print(f"{'mode':10} {'calls':>6} {'busy':>6} {'CPU ms/call-s':>14} {'calls/core':>11} "
+          f"{'pkts in/s':>10} {'loss %':>7} {'late %':>7}")
+    for mode, calls in plan:
+        if mode == "rtpengine" and shutil.which("rtpengine") is None:
+            print("rtpengine: not installed, skipped")
+            continue
+        server = RtpengineServer() if mode == "rtpengine" else VoicemixServer(mode)
+        try:
+            r = run(server, calls, args.warmup, args.seconds)
+        finally:
+            server.close()
+        print(f"{r['mode']:10} {r['calls']:>6} {r['busy']:>6} {r['cpu_ms_per_call_s']:>14} "
+              f"{r['calls_per_core']:>11} {r['pps_in']:>10} {r['loss_percent']:>7} "
+              f"{r['late_slots_percent']:>7}", flush=True)
+        time.sleep(1.0)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
