@@ -49,6 +49,10 @@ FAMILIES = {
     "sfu_preroll_packets": "cached packets sent to a slot that took a new speaker",
     "sfu_nack_retransmits": "NACKed packets resent from the SFU's cache",
     "sfu_nacks_forwarded": "NACKs passed on to the sender (packet no longer cached)",
+    "relay_packets": "packets a relay conference forwarded to the other leg of a 1:1 call",
+    "relay_packets_not_relayed": "packets a relay conference did not forward (muted, late, duplicate)",
+    "relay_nacks_forwarded": "NACKs a relay conference passed to the sender in its numbering",
+    "relay_switches": "relay conferences switching between forwarding and mixing, by the state entered",
 }
 HISTOGRAMS = {
     "jitter_buffer_delay_seconds": "MCU jitter buffers' target playout delay, each leg sampled every 0.5 s",

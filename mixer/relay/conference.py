@@ -17,8 +17,8 @@ Each receiver's stream stays one RTP stream across switches (RFC 3550 section 5.
 SSRC, sequence numbers one apart, timestamps following wall time): the forwarding path sends under
 the leg's own SSRC, `MediaLeg.stream_position` hands the mixer's numbering to the forwarder, and
 `MediaLeg.continue_stream` hands it back. Going to mixing, the mixer's fresh jitter buffers get
-each sender's last packets (`PREROLL_PACKETS`), so the first mixed tick already has audio: the
-receiver hears at most that much again instead of a gap while the buffer fills. Going to
+each sender's last two packets (`Party.previous`, `Party.last`), so the first mixed tick already
+has audio: the receiver hears at most that much again instead of a gap while the buffer fills. Going to
 forwarding, the receiver's audio moves ahead by the mixer's playout delay (nothing is silent).
 
 RTCP is terminated per leg as in both other modes: each leg reports on what it receives and sends
@@ -41,8 +41,6 @@ from mixer.settings import EngineSettings
 
 FORWARD = "forward"
 MIX = "mix"
-# Packets per sender kept to pre-fill the mixer's jitter buffers at a switch to mixing.
-PREROLL_PACKETS = 2
 RTCP_CHECK_TICKS = 25
 # The source id a primed rewriter is first fed with (never a real source: those are >= 0).
 _PRIMING_SOURCE = -2
@@ -51,14 +49,20 @@ _PRIMING_SOURCE = -2
 class Party:
     """The relay's state for one leg: its own stream's forwarding sender and recent packets."""
 
-    __slots__ = ("leg", "source_key", "sender", "stream_ms", "recent", "relayed", "handover")
+    __slots__ = ("leg", "source_key", "sender", "stream_ms", "previous", "last", "relayed",
+                 "handover", "peer", "targets")
 
     def __init__(self, leg: MediaLeg, number: int) -> None:
         self.leg = leg
         self.source_key = number << 32   # | the sender's SSRC: a new SSRC is a new stream
         self.sender: SlotSender | None = None   # made at the first switch to forwarding
         self.stream_ms: float | None = None     # engine time of the sender's last timestamp
-        self.recent: list = []                  # (packet, arrival_ms), newest last
+        # the last two packets received, as (packet, arrival_ms): they pre-fill the mixer's
+        # jitter buffer at a switch to mixing
+        self.previous: tuple | None = None
+        self.last: tuple | None = None
+        self.peer: Party | None = None          # forwarding: the other leg
+        self.targets: list[SlotSender] = []     # forwarding: [the other leg's sender]
         self.relayed = 0                        # packets sent on this leg by the forwarder
         # (next seq, last timestamp, its engine time) of the forwarder's stream, for the mixer's
         # first tick to continue from
@@ -216,8 +220,11 @@ class RelayConference:
                 next_seq, timestamp, at_ms = position
             sender.rewriter = _continuing_rewriter(leg, next_seq, timestamp, at_ms)
             party.stream_ms = at_ms
-            party.recent.clear()
+            party.previous = party.last = None
             self._listen(party)
+        first, second = self.parties.values()
+        first.peer, second.peer = second, first
+        first.targets, second.targets = [second.sender], [first.sender]
         self.state = FORWARD
         self.switches[FORWARD] += 1
 
@@ -235,9 +242,12 @@ class RelayConference:
             leg = party.leg
             leg.on_nack = None
             self.mixer.add_leg(leg)    # sets leg.on_rtp to the mixer's
-            for packet, arrival_ms in party.recent:
-                leg.on_rtp(leg, packet, arrival_ms)
-            party.recent.clear()
+            for recent in (party.previous, party.last):
+                if recent is not None:
+                    leg.on_rtp(leg, *recent)
+            party.previous = party.last = None
+            party.peer = None
+            party.targets = []
         self.mixer.media = self._media
         self.state = MIX
         self.switches[MIX] += 1
@@ -265,30 +275,28 @@ class RelayConference:
         party = self.parties.get(leg.id)
         if party is None or self.state != FORWARD:
             return
-        recent = party.recent
-        recent.append((packet, arrival_ms))
-        if len(recent) > PREROLL_PACKETS:
-            del recent[0]
+        party.previous = party.last
+        party.last = (packet, arrival_ms)
         if leg.muted:
+            # what is not relayed is not loss: after the mute the stream goes on from the last
+            # packet sent (next number, timestamp advanced by the time since), as in the SFU
             self.packets_not_relayed += 1
+            party.peer.sender.rewriter.release()
             return
-        for other in self.parties.values():
-            if other is party:
-                continue
-            level = -1
-            voice = False
-            ext_id = leg.audio_level_ext_id
-            if ext_id:
-                found = packet.audio_level(ext_id)
-                if found is not None:
-                    voice, level = found
-            if fan_out([other.sender], party.source_key | packet.ssrc, packet.sequence_number,
-                       packet.timestamp, packet.marker, packet.payload, arrival_ms,
-                       self._wall_offset_s + arrival_ms / 1000.0, level, voice):
-                self.packets_relayed += 1
-                other.stream_ms = arrival_ms
-            else:
-                self.packets_not_relayed += 1
+        level = -1
+        voice = False
+        ext_id = leg.audio_level_ext_id
+        if ext_id:
+            found = packet.audio_level(ext_id)
+            if found is not None:
+                voice, level = found
+        if fan_out(party.targets, party.source_key | packet.ssrc, packet.sequence_number,
+                   packet.timestamp, packet.marker, packet.payload, arrival_ms,
+                   self._wall_offset_s + arrival_ms / 1000.0, level, voice):
+            self.packets_relayed += 1
+            party.peer.stream_ms = arrival_ms
+        else:
+            self.packets_not_relayed += 1
 
     def _on_nack(self, leg: MediaLeg, nack: RtcpNack) -> None:
         """A receiver asks for packets of its stream: ask the sender for the same packets in its
@@ -300,7 +308,7 @@ class RelayConference:
             return
         rewriter = receiver.sender.rewriter
         lost = [seq for seq in (rewriter.original_seq(s) for s in nack.lost[:64]) if seq is not None]
-        source = next((p for p in self.parties.values() if p is not receiver), None)
+        source = receiver.peer
         if lost and source is not None and source.leg.remote_ssrc is not None:
             source.leg.send_nack(source.leg.remote_ssrc, lost)
             self.nacks_forwarded += 1

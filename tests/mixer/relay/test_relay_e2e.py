@@ -291,3 +291,43 @@ def test_webrtc_and_sdes_one_to_one_is_forwarded() -> None:
     pcm, _ = sim.heard_audio()
     levels = tone_levels_db(pcm[int(0.5 * RATE):], [440.0, 660.0])
     assert levels[440.0] > -30 > levels[660.0], levels
+
+
+def test_mute_stops_relaying_and_a_nack_reaches_the_sender_in_its_numbering() -> None:
+    """A muted leg's packets are not relayed (the other hears nothing of it, its stream just
+    pauses); a NACK from the receiver for relayed packets is passed to the sender with the
+    sender's own sequence numbers (RFC 4585 6.2.1), the relay terminating RTCP otherwise."""
+    from mixer.rtp.rtcp import RtcpNack, RtcpReceiverReport, serialize_compound
+
+    seconds = 3.0
+    a = talker("a", HZ[0], seconds)
+    b = talker("b", HZ[1], seconds)
+
+    async def script(engine: Engine, conference_id: str):
+        await asyncio.sleep(1.0)
+        # b asks again for two packets it got from a: in b's numbering, which the relay rewrote
+        (ssrc, packets), = b.received.streams.items()
+        _, seq1, _, _ = packets[-5]
+        _, seq2, _, _ = packets[-3]
+        b._sendto(serialize_compound([RtcpReceiverReport(ssrc=b.ssrc, reports=[]),
+                                      RtcpNack(sender_ssrc=b.ssrc, media_ssrc=ssrc,
+                                               lost=[seq1, seq2])]))
+        await asyncio.sleep(0.3)
+        leg_a = next(leg for leg in engine.get_conference(conference_id)["legs"] if leg["label"] == "a")
+        engine.update_leg(conference_id, leg_a["id"], muted=True)
+        count = len(b.received.packets)
+        await asyncio.sleep(0.8)
+        muted_count = len(b.received.packets) - count
+        engine.update_leg(conference_id, leg_a["id"], muted=False)
+        await asyncio.sleep(0.8)
+        return muted_count
+
+    conference, legs, muted_count = uvloop.run(run_relay([a, b], seconds, script))
+    stats = conference["stats"]
+    assert stats["state"] == "forward"
+    assert stats["nacks_forwarded"] == 1 and legs["a"]["nacks_out"] == 1
+    assert legs["b"]["nacks_in"] == 1
+    assert muted_count <= 2, f"b got {muted_count} packets of a muted a"
+    assert stats["packets_not_relayed"] >= 30
+    # after unmuting, b's stream goes on: one stream, numbering continuous
+    assert_one_continuous_stream(b)
