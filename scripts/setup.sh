@@ -35,4 +35,4 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e ".[dev]"
-echo "setup: done ($(.venv/bin/voicemix version | head -1))"
+echo "setup: done ($(.venv/bin/voicemix version | sed -n 1p))"

@@ -53,6 +53,10 @@ FAMILIES = {
     "relay_packets_not_relayed": "packets a relay conference did not forward (muted, late, duplicate)",
     "relay_nacks_forwarded": "NACKs a relay conference passed to the sender in its numbering",
     "relay_switches": "relay conferences switching between forwarding and mixing, by the state entered",
+    "ice_check_errors": "ICE connectivity checks refused or ignored by WebRTC legs, by reason",
+    "ice_consent_losses": "WebRTC legs that stopped sending because consent expired (RFC 7675)",
+    "dtls_handshakes": "DTLS-SRTP handshakes completed by WebRTC legs",
+    "webrtc_failures": "WebRTC legs that failed to connect (ICE or DTLS), by reason",
 }
 HISTOGRAMS = {
     "jitter_buffer_delay_seconds": "MCU jitter buffers' target playout delay, each leg sampled every 0.5 s",

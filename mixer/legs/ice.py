@@ -41,6 +41,10 @@ MAX_VALIDATED_ADDRESSES = 8
 SOFTWARE = b"voicemix"
 
 
+# why a Binding request was refused or ignored (the keys of `IceLiteAgent.errors`)
+CHECK_ERRORS = ("malformed", "bad_request", "unauthorized", "unknown_attribute", "role_conflict",
+                "not_a_request")
+
 class IceError(Exception):
     """ICE credentials that do not follow RFC 8839 section 5.4."""
 
@@ -90,8 +94,7 @@ class IceLiteAgent:
         self.indications = 0       # Binding indications (RFC 8445 section 11 keep-alives)
         self.consent_losses = 0
         self._consent_lost = False
-        self.errors = {"malformed": 0, "bad_request": 0, "unauthorized": 0,
-                       "unknown_attribute": 0, "role_conflict": 0, "not_a_request": 0}
+        self.errors = dict.fromkeys(CHECK_ERRORS, 0)
 
     # ------------------------------------------------------------------------------------ checks
     def receive(self, data: bytes, addr: tuple, now: float) -> bytes | None:

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from mixer._forward import SlotSender, StreamRewriter
 from mixer.legs.demux import DTLS, RTP, STUN, KIND_BY_FIRST_BYTE
 from mixer.legs.dtls import DtlsCertificate, DtlsSrtpTransport
-from mixer.legs.ice import IceCredentials, IceLiteAgent
+from mixer.legs.ice import CHECK_ERRORS, IceCredentials, IceLiteAgent
 from mixer.legs.leg import MediaLeg
 from mixer.legs.transport import SendFlusher, pack
 from mixer.rtp.rtcp import is_rtcp
@@ -37,12 +37,20 @@ log = logging.getLogger("voicemix.engine")
 # Reasons a datagram is dropped on a WebRTC leg, beyond the plain leg's (counted in stats()["drops"])
 WEBRTC_DROP_REASONS = ("stun", "dtls_unvalidated", "not_keyed", "demux")
 FINAL_STATES = ("failed", "closed")
+# why a leg failed (`WebRtcLeg.failure`); any other reason is counted as "other"
+FAILURE_REASONS = ("ice_timeout", "dtls_timeout", "dtls_fingerprint_mismatch", "dtls_handshake_error",
+                   "dtls_no_srtp_profile", "other")
 
 
 class WebRtcLeg(MediaLeg):
     """A browser's (or any WebRTC peer's) leg: one port, ICE-lite, DTLS-SRTP, rtcp-mux, BUNDLE."""
 
     kind = "webrtc"
+    COUNTERS = (*MediaLeg.COUNTERS,
+                *(("packets_dropped", (("reason", reason),)) for reason in WEBRTC_DROP_REASONS),
+                *(("ice_check_errors", (("reason", reason),)) for reason in CHECK_ERRORS),
+                ("ice_consent_losses", ()), ("dtls_handshakes", ()),
+                *(("webrtc_failures", (("reason", reason),)) for reason in FAILURE_REASONS))
 
     def __init__(self, leg_id: str, answer: WebRtcAnswer, rtp_socket: socket.socket,
                  settings: EngineSettings, certificate: DtlsCertificate,
@@ -76,6 +84,8 @@ class WebRtcLeg(MediaLeg):
                                 settings.ice_consent_timeout_s)
         self.dtls = self._new_dtls(answer)
         self.dtls_restarts = 0
+        self.dtls_handshakes = 0
+        self.failures = dict.fromkeys(FAILURE_REASONS, 0)
 
     def _new_dtls(self, answer: WebRtcAnswer) -> DtlsSrtpTransport:
         return DtlsSrtpTransport(
@@ -118,6 +128,7 @@ class WebRtcLeg(MediaLeg):
         self._cancel_connect_timer()
         self.state = "failed"
         self.failure = reason
+        self.failures[reason if reason in self.failures else "other"] += 1
         self._update_sending(time.monotonic())
         log.warning("leg %s: WebRTC failed (%s)", self.id, reason)
         if self.on_state is not None:
@@ -198,6 +209,7 @@ class WebRtcLeg(MediaLeg):
             self.srtp = SrtpContext(keys.suite, keys.local_key, keys.remote_key,
                                     allow_repeat_tx=self.retransmits)
             self._inbound_ssrcs.clear()
+            self.dtls_handshakes += 1
             calls = self.srtp.outbound_calls
             for slot in self._slots:
                 slot.srtp = calls
@@ -278,6 +290,11 @@ class WebRtcLeg(MediaLeg):
         self._update_sending(time.monotonic())
 
     # -------------------------------------------------------------------------------------- stats
+    def counter_values(self) -> tuple[int, ...]:
+        # MediaLeg's values end with every reason of `self.drops`, the WebRTC ones included
+        return (*super().counter_values(), *self.ice.errors.values(), self.ice.consent_losses,
+                self.dtls_handshakes, *self.failures.values())
+
     def stats(self) -> dict:
         result = super().stats()
         result["webrtc"] = {

@@ -205,9 +205,15 @@ def check(result: dict, mode: str, paused_whole: bool = True) -> None:
           f"engine skipped {result['engine']['skipped_ticks']} ticks")
     assert abs(duration - result["recording_span_s"]) < 0.15, "the recording must keep wall time"
     began = result["recording_began"]
-    for start, length in gaps:
-        assert any(p - began - 0.3 <= start <= r - began + 0.3 for p, r in stalls), (
-            f"a {length:.3f} s gap at {start:.2f} s of the recording is no stall's")
+    # Gaps away from the induced stalls are allowed only as far as the engine itself skipped ticks
+    # beyond those stalls (a loaded test machine starves it now and then, which is a stall too).
+    unexplained = [(start, length) for start, length in gaps
+                   if not any(p - began - 0.3 <= start <= r - began + 0.3 for p, r in stalls)]
+    induced_s = sum(r - p for p, r in stalls)
+    natural_s = max(0.0, result["engine"]["skipped_ticks"] * FRAME_S - induced_s)
+    assert sum(length for _, length in unexplained) <= natural_s + GAP_MARGIN_S, (
+        f"gaps {unexplained} in the recording are no stall's (the engine skipped only "
+        f"{natural_s:.3f} s of ticks beyond the induced stalls)")
     for paused, resumed in stalls:
         # what the stall cost the recording: at most the stall (a starved engine that still ran a
         # little, as under the CPU hog, leaves several shorter gaps)

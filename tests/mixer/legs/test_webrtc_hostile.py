@@ -10,9 +10,12 @@ import asyncio
 import secrets
 
 import uvloop
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from mixer.analysis import tone, tone_levels_db
 from mixer.engine.engine import Engine
+from mixer.engine.metrics import engine_registry
 from mixer.legs.dtls import DtlsCertificate
 from mixer.settings import EngineSettings
 from mixer.sim.call import join
@@ -57,6 +60,7 @@ async def _with_bystanders(attack) -> tuple[dict, dict, dict, object]:
         await asyncio.sleep(1.0)
         legs = {leg["label"]: leg for leg in engine.get_conference(conference)["legs"]}
         stats = engine.stats()
+        stats["metrics"] = _samples(engine)
     finally:
         client.close()
         await peer.close()
@@ -68,6 +72,18 @@ async def _with_bystanders(attack) -> tuple[dict, dict, dict, object]:
                               for pcm, _t, _d in sim.heard_streams().values()), default=-120.0),
     }
     return legs, stats, bystanders, result
+
+
+def _samples(engine: Engine) -> dict:
+    """The engine's Prometheus samples as {(name, sorted labels): value}."""
+    text = generate_latest(engine_registry(engine, process=False)).decode()
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+def _webrtc_metric(stats: dict, name: str, **labels: str) -> float:
+    key = (name, tuple(sorted({"mode": "mcu", "transport": "webrtc", **labels}.items())))
+    return stats["metrics"][key]
 
 
 def _bystanders_fine(bystanders: dict) -> None:
@@ -89,6 +105,10 @@ def test_wrong_fingerprint_fails_that_leg_only() -> None:
     assert liar["state"] == "failed" and liar["failure"] == "dtls_fingerprint_mismatch"
     assert legs["liar"]["packets_out"] == 0
     assert stats["webrtc"]["failures"] == {"dtls_fingerprint_mismatch": 1}
+    assert _webrtc_metric(stats, "voicemix_engine_webrtc_failures_total",
+                          reason="dtls_fingerprint_mismatch") == 1
+    assert _webrtc_metric(stats, "voicemix_engine_webrtc_failures_total", reason="ice_timeout") == 0
+    assert _webrtc_metric(stats, "voicemix_engine_dtls_handshakes_total") == 1  # the browser's
     _bystanders_fine(bystanders)
 
 
@@ -111,7 +131,7 @@ def test_wrong_ice_password_and_strangers_checks_are_refused_and_counted() -> No
         stranger.close()
         return wrong_password, wrong_ufrag, no_integrity, both_controlled, from_stranger
 
-    legs, _stats, bystanders, responses = uvloop.run(_with_bystanders(attack))
+    legs, stats, bystanders, responses = uvloop.run(_with_bystanders(attack))
     wrong_password, wrong_ufrag, no_fingerprint, both_controlled, from_stranger = responses
     for response in (wrong_password, wrong_ufrag, from_stranger):
         assert response.cls == stun.ERROR and response.error_code()[0] == 401
@@ -125,6 +145,10 @@ def test_wrong_ice_password_and_strangers_checks_are_refused_and_counted() -> No
     assert ice["checks"] == 0 and ice["selected"] is None
     assert target["drops"]["dtls_unvalidated"] == 20
     assert target["webrtc"]["dtls"]["datagrams_in"] == 0
+    assert _webrtc_metric(stats, "voicemix_engine_ice_check_errors_total", reason="unauthorized") == 3
+    assert _webrtc_metric(stats, "voicemix_engine_ice_check_errors_total", reason="role_conflict") == 1
+    assert _webrtc_metric(stats, "voicemix_engine_packets_dropped_total",
+                          reason="dtls_unvalidated") == 20
     _bystanders_fine(bystanders)
 
 
