@@ -270,6 +270,8 @@ def run(server, calls: int, warmup_s: float, seconds: float) -> dict:
         except OSError:
             continue
     sock.setblocking(False)
+    if os.environ.get("RELAY_BENCH_DEBUG"):
+        print(f"  generator port {sock.getsockname()[1]}", flush=True)
     legs = []   # [packed target, ssrc, seq, ts, side]
     for _ in range(calls):
         targets = server.call((offer_sdp(port), offer_sdp(port)))
