@@ -1,6 +1,7 @@
 """pytest-benchmark of the SFU's per-packet path: one loud sender's SRTP packet through a real leg's
 receive path and fanned out to 50 subscribers (renumber, rebuild, SRTP-protect, queue), then the
-queued packets sent with sendmmsg to one local sink.
+queued packets sent with sendmmsg to one local sink. `1:1` is the same path for one subscriber with
+real Opus speech payloads (what a claim check would decode): the per-packet cost of a relayed call.
 
     python -m pytest bench/test_bench_sfu.py -q --benchmark-only
 
@@ -29,8 +30,16 @@ SUBSCRIBERS = 50
 HOST = "127.0.0.1"
 
 
+def _speech_payloads() -> list[bytes]:
+    from mixer.codec import FrameEncoder
+    from workloads import speech_frames
+
+    encoder = FrameEncoder("opus")
+    return [encoder.encode(frame) for frame in speech_frames(1.0)]
+
+
 class FanOutBench:
-    def __init__(self, send: bool) -> None:
+    def __init__(self, send: bool, subscribers: int = SUBSCRIBERS, speech: bool = False) -> None:
         self.loop = uvloop.new_event_loop()
         self.settings = EngineSettings(max_packet_rate=10**7)
         self.sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -41,7 +50,7 @@ class FanOutBench:
         self.flusher = SendFlusher(automatic=False)
         self.conference = SfuConference("bench", self.settings)
         self.legs: list[MediaLeg] = []
-        for i in range(SUBSCRIBERS + 1):
+        for i in range(subscribers + 1):
             offer, crypto = offer_audio(local_ip=HOST, local_port=self.sink.getsockname()[1],
                                         codecs=("opus",), srtp=True)
             rtp, rtcp = self.ports.allocate(HOST, False)
@@ -56,7 +65,7 @@ class FanOutBench:
                 self.client = SrtpContext(engine_key.suite, crypto.key, engine_key.key)
         self.send = send
         self.level = _rtp.audio_level_extension(1, 10, True)
-        self.payload = bytes(90)
+        self.payloads = _speech_payloads() if speech else [bytes(90)]
         self.seq = itertools.count(1000)
         self._buf = bytearray(2048)
         for _ in range(5):  # the sender becomes a forwarded speaker
@@ -64,7 +73,8 @@ class FanOutBench:
 
     def wire(self):
         seq = next(self.seq)
-        packet = _rtp.build_rtp(111, seq & 0xFFFF, seq * 960 & 0xFFFFFFFF, 0x4242, self.payload,
+        payload = self.payloads[seq % len(self.payloads)]
+        packet = _rtp.build_rtp(111, seq & 0xFFFF, seq * 960 & 0xFFFFFFFF, 0x4242, payload,
                                  False, _rtp.EXTENSION_PROFILE_ONE_BYTE, self.level)
         return (self.client.protect(packet), seq * 20.0), {}
 
@@ -106,5 +116,19 @@ def test_one_srtp_packet_to_50_subscribers(benchmark, send: bool) -> None:
         slots = [s for leg_id, p in bench.conference.voices.items() if leg_id != "leg0"
                  for s in p.slots if s.source is not None]
         assert len(slots) == SUBSCRIBERS and all(s.sender.protect_failures == 0 for s in slots)
+    finally:
+        bench.close()
+
+
+def test_one_srtp_packet_1_to_1(benchmark) -> None:
+    """A 1:1 call through the SFU: one sender, one subscriber, real Opus speech, sendmmsg."""
+    bench = FanOutBench(True, subscribers=1, speech=True)
+    try:
+        before = bench.conference.packets_forwarded
+        benchmark.pedantic(bench.round, setup=bench.wire, rounds=2000, iterations=1)
+        assert bench.conference.packets_forwarded - before == 2000
+        benchmark.extra_info["level_decodes"] = bench.conference.voices["leg0"].level_decodes
+        slot = next(s for s in bench.conference.voices["leg1"].slots if s.source is not None)
+        assert slot.sender.protect_failures == 0
     finally:
         bench.close()

@@ -17,6 +17,7 @@ from typing import Annotated, Literal
 from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -25,6 +26,8 @@ from controller import cdr
 from controller.calls import CallService
 from controller.errors import ApiError
 from controller.events import user_stream
+from controller.headers import SecurityHeaders
+from controller.limits import RateLimited, RestLimits
 from controller.metrics import CONTENT_TYPE, ControllerMetrics, ResponseCounter
 from controller.settings import ControllerSettings
 from controller.store import Store, StoreUnavailable
@@ -214,7 +217,7 @@ class TurnCredentials(BaseModel):
     urls: list[str]
 
 
-ERRORS = {status: {"model": ErrorBody} for status in (400, 401, 403, 404, 409, 422, 501, 503)}
+ERRORS = {status: {"model": ErrorBody} for status in (400, 401, 403, 404, 409, 422, 429, 501, 503)}
 STORE_RETRY_AFTER_S = 1
 
 
@@ -224,19 +227,31 @@ _bearer = HTTPBearer(auto_error=False, description="a user token, or the admin k
 
 async def authenticate(request: Request, credentials: Annotated[
         HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Principal:
-    """The caller: the admin key, or a valid token (401 with the reason otherwise)."""
+    """The caller: the admin key, or a valid token (401 with the reason otherwise). Each failure
+    counts toward the address's cool-down (controller/limits.py); a user's requests toward its
+    identity's rate (429)."""
     failures = request.app.state.metrics.auth_failures
+    limits: RestLimits = request.app.state.limits
+    address = request.client.host if request.client else ""
     if credentials is None or not credentials.credentials:
         failures["token_missing"] += 1
+        limits.token_failed(address)
         raise ApiError(401, "token_missing", "send 'Authorization: Bearer <token>'")
     token = credentials.credentials
-    if hmac.compare_digest(token.encode(), request.app.state.settings.admin_key.encode()):
+    # both sides hashed first: the compare takes the same time whatever the lengths
+    if hmac.compare_digest(hashlib.sha256(token.encode()).digest(),
+                           request.app.state.admin_key_digest):
+        limits.token_succeeded(address)
         return ADMIN_KEY_PRINCIPAL
     try:
-        return await request.app.state.tokens.verify(token)
+        principal = await request.app.state.tokens.verify(token)
     except ApiError as exc:
         failures[exc.code] += 1
+        limits.token_failed(address)
         raise
+    limits.token_succeeded(address)
+    limits.identity_request(principal.identity)
+    return principal
 
 
 Caller = Annotated[Principal, Depends(authenticate)]
@@ -251,9 +266,22 @@ def create_app(settings: ControllerSettings, service: CallService, store: Store,
     app.state.settings = settings
     app.state.tokens = tokens
     app.state.metrics = metrics = metrics or ControllerMetrics(service)
+    app.state.admin_key_digest = hashlib.sha256(settings.admin_key.encode()).digest()
+    app.state.limits = limits = RestLimits(settings, metrics.limits_hit)
+    service.limits = limits
     install_error_handlers(app)
 
+    # added innermost first: a request meets the response counter, the security headers, CORS
+    # if allowed (so an embedding page can read a 429's Retry-After), the rate limits (nothing
+    # of a refused request is read), the body limit
     app.add_middleware(BodyLimit)
+    app.add_middleware(limits.middleware)
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
+                           allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+                           allow_headers=["Authorization", "Content-Type"],
+                           expose_headers=["Retry-After"], allow_credentials=False, max_age=600)
+    app.add_middleware(SecurityHeaders)
     app.add_middleware(ResponseCounter, counts=metrics.responses)
 
     def need(caller: Principal, *scopes: str) -> None:
@@ -577,6 +605,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
         return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+
+    @app.exception_handler(RateLimited)
+    async def rate_limited(request: Request, exc: RateLimited) -> JSONResponse:
+        return exc.response()
 
     @app.exception_handler(StoreUnavailable)
     async def store_unavailable(request: Request, exc: StoreUnavailable) -> JSONResponse:

@@ -33,6 +33,7 @@ from controller import cdr, emodel
 from controller.bots import PlayError, parse_tone
 from controller.direct import DIRECT, ENGINE, DirectPath, is_direct
 from controller.errors import ApiError
+from controller.limits import RateLimited
 from controller.events import EventHub, user_stream
 from controller.outbox import Outbox
 from controller.registry import CallRegistry
@@ -52,6 +53,7 @@ ENGINE_DRAINED = "engine_drained"
 # a call on a draining engine is ended by the controller this long before the engine's deadline
 # (plus two monitor polls), so its records are complete and not salvaged from samples
 DRAIN_MARGIN_S = 1.0
+CALL_QUOTA_RETRY_AFTER_S = 30.0  # a call quota frees when a call ends: a guess for Retry-After
 
 
 def _engine_error(exc: EngineError) -> ApiError:
@@ -80,6 +82,8 @@ class CallService:
         self._samples: dict[str, dict[str, cdr.LegSamples]] = {}
         self._recording_seen: dict[str, dict] = {}  # call -> its recording as the monitor last saw it
         self._monitors: dict[str, asyncio.Task] = {}
+        self._owners: dict[str, str] = {}  # call made here -> its owner (the per-identity quota)
+        self.limits = None  # controller.limits.RestLimits, set by the app: quota hits counted
         self._supervisor: asyncio.Task | None = None
         self._cleanups: set[asyncio.Task] = set()  # best-effort deletes on failed engines
         self._ending: set[tuple[str, str]] = set()  # (call, participant) being removed by the monitor
@@ -167,6 +171,7 @@ class CallService:
                           invite: list[str]) -> dict:
         if principal.identity is None:
             raise ApiError(403, "identity_required", "calls are made by identities: use a user token")
+        self._check_call_quota(principal.identity)
         candidates = await self._place()
         call_id = secrets.token_hex(8)
         wanted = mode
@@ -201,12 +206,28 @@ class CallService:
         self._tell_invited(call, principal.identity, invited)
         self._samples[call_id] = {}
         self._monitors[call_id] = asyncio.get_running_loop().create_task(self._monitor(call_id))
+        self._owners[call_id] = principal.identity
         self.calls_created += 1
         self.calls_by_mode[call["mode"]] += 1
         log.info("call created", extra={"event": "call_created", "call_id": call_id,
                                         "identity": principal.identity, "mode": call["mode"],
                                         "engine": engine.name})
         return self.view(await self.registry.get(call_id))
+
+    def _check_call_quota(self, identity: str) -> None:
+        """429 call_quota when `identity` owns `max_calls_per_identity` live calls made by this
+        controller (each controller counts its own: with N controllers the bound is N times)."""
+        limit = self.settings.max_calls_per_identity
+        if limit <= 0:
+            return
+        for call_id in [c for c in self._owners if c not in self._monitors]:
+            del self._owners[call_id]  # ended (or handed over) since
+        if sum(1 for owner in self._owners.values() if owner == identity) >= limit:
+            if self.limits is not None:
+                self.limits.quota_hit("calls_per_identity", identity)
+            raise RateLimited("calls_per_identity", "call_quota",
+                              f"this identity has {limit} calls going on, the most it may; end one "
+                              "first", CALL_QUOTA_RETRY_AFTER_S)
 
     def _tell_invited(self, call: dict, inviter: str, identities: set[str]) -> None:
         """A `call_invited` event on each invited identity's own stream (GET /v1/events)."""

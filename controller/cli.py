@@ -5,10 +5,12 @@ import argparse
 import asyncio
 import logging
 import signal
+import sys
 
 import uvloop
 
 from controller.server import ControllerServer
+from mixer.engine.client import engine_url
 from controller.settings import ControllerSettings, load_settings
 from mixer.logs import configure_logging
 
@@ -69,5 +71,11 @@ def run(args: argparse.Namespace) -> int:
     if not settings.engines:
         print("voicemix controller: give at least one --engine URL (or run `voicemix serve`)")
         return 2
+    for url in settings.engines:
+        try:
+            engine_url(url)
+        except ValueError as exc:
+            print(f"voicemix controller: {exc}", file=sys.stderr)
+            return 2
     uvloop.run(serve(settings))
     return 0

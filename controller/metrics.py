@@ -20,6 +20,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
+from controller.limits import LIMITS
 from mixer.metrics import CONTENT_TYPE, exposition, serve_metrics  # noqa: F401 (CONTENT_TYPE: app)
 
 log = logging.getLogger("voicemix.controller")
@@ -67,8 +68,10 @@ class ResponseCounter:
 class ControllerCollector(Collector):
     """Families of one controller: its call service, API counters and the engines it places on."""
 
-    def __init__(self, service, auth_failures: Counter, responses: Counter) -> None:
+    def __init__(self, service, auth_failures: Counter, responses: Counter,
+                 limits_hit: Counter | None = None) -> None:
         self.service = service
+        self.limits_hit = limits_hit if limits_hit is not None else Counter()
         self.auth_failures = auth_failures
         self.responses = responses
         self.engine_states: dict[str, dict | None] = {}  # refreshed before each scrape
@@ -103,6 +106,12 @@ class ControllerCollector(Collector):
         for reason, count in sorted(self.auth_failures.items()):
             family.add_metric([reason], count)
         yield family
+        family = CounterMetricFamily(PREFIX + "limits_hit",
+                                     "requests refused by a rate limit, a failed-token cool-down "
+                                     "or a quota (429), by limit", labels=["limit"])
+        for limit in LIMITS:
+            family.add_metric([limit], self.limits_hit.get(limit, 0))
+        yield family
         family = CounterMetricFamily(PREFIX + "http_responses", "REST API responses by status",
                                      labels=["status"])
         for status, count in sorted(self.responses.items()):
@@ -130,7 +139,9 @@ class ControllerMetrics:
     def __init__(self, service) -> None:
         self.auth_failures: Counter[str] = Counter()
         self.responses: Counter[int] = Counter()
-        self.collector = ControllerCollector(service, self.auth_failures, self.responses)
+        self.limits_hit: Counter[str] = Counter()   # requests refused by a rate limit or quota
+        self.collector = ControllerCollector(service, self.auth_failures, self.responses,
+                                             self.limits_hit)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self.collector)
         ProcessCollector(registry=self.registry)

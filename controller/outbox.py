@@ -31,6 +31,7 @@ from pathlib import Path
 
 from controller import cdr
 from controller.store import Store, StoreUnavailable
+from mixer.datadir import private_directory
 
 log = logging.getLogger("voicemix.controller")
 
@@ -68,7 +69,7 @@ class Outbox:
     # -------------------------------------------------------------------------------- lifecycle
     async def start(self) -> None:
         """Lock this controller's spool; take over spools left by stopped controllers."""
-        self.spool_dir.mkdir(parents=True, exist_ok=True)
+        private_directory(self.spool_dir)  # queued CDRs: who called whom
         self._lock_file = _lock(self.spool_dir / f"{self.name}.lock", wait=True)
         for lock_path in sorted(self.spool_dir.glob("*.lock")):
             if lock_path.stem == self.name:

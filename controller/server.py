@@ -16,7 +16,7 @@ import uvicorn
 
 from controller.app import create_app
 from controller.calls import CallService
-from mixer.engine.client import EngineClient, HttpEngine
+from mixer.engine.client import EngineClient, EnginePins, HttpEngine
 from controller.events import EventHub
 from controller.metrics import ControllerMetrics
 from controller.registry import CallRegistry, MemoryRegistry, RedisRegistry
@@ -26,6 +26,8 @@ from controller.tls import fingerprint_sha256, self_signed
 from controller.tokens import TokenAuthority
 
 log = logging.getLogger("voicemix.controller")
+
+PINS_FILE = "engine-pins.json"  # engine control certificates pinned on first use
 
 
 def split_hostport(value: str) -> tuple[str, int]:
@@ -56,7 +58,8 @@ class ControllerServer:
         if engines is None:
             if not settings.engines:
                 raise ValueError("no engine: give --engine URL, or run `voicemix serve`")
-            engines = [HttpEngine(url) for url in settings.engines]
+            pins = EnginePins(settings.data_dir / PINS_FILE)
+            engines = [HttpEngine(url, settings.control_secret, pins) for url in settings.engines]
         self.store = Store(database_for(settings.database_url, settings.data_dir,
                                         settings.database_pool_size, settings.database_timeout_s))
         self.registry: CallRegistry = (RedisRegistry(settings.redis_url) if settings.redis_url

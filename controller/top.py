@@ -43,9 +43,11 @@ class Target:
     """One engine or controller to read snapshots from."""
 
     def __init__(self, url: str, admin_key: str | None = None, cafile: str | None = None,
-                 insecure: bool = False, timeout_s: float = 3.0) -> None:
+                 insecure: bool = False, timeout_s: float = 3.0,
+                 control_secret: str | None = None) -> None:
         self.url = url.rstrip("/")
         self.admin_key = admin_key
+        self.control_secret = control_secret  # an engine's (VOICEMIX_CONTROL_SECRET)
         self.timeout_s = timeout_s
         self.context: ssl.SSLContext | None = None
         if self.url.startswith("https:"):
@@ -59,6 +61,8 @@ class Target:
         request = urllib.request.Request(self.url + path)
         if auth and self.admin_key:
             request.add_header("Authorization", f"Bearer {self.admin_key}")
+        elif self.control_secret and not path.startswith("/v1/"):  # an engine's control API
+            request.add_header("Authorization", f"Bearer {self.control_secret}")
         try:
             with urllib.request.urlopen(request, timeout=self.timeout_s, context=self.context) as answer:
                 return answer.status, json.loads(answer.read() or b"null")
@@ -264,7 +268,8 @@ def target_from(args: argparse.Namespace) -> Target:
     cafile = args.cacert
     if cafile is None and (data_dir / "controller-cert.pem").exists():
         cafile = str(data_dir / "controller-cert.pem")
-    return Target(args.url, admin_key, cafile, args.insecure)
+    return Target(args.url, admin_key, cafile, args.insecure,
+                  control_secret=os.environ.get("VOICEMIX_CONTROL_SECRET") or None)
 
 
 def run(args: argparse.Namespace) -> int:

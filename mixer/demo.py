@@ -13,7 +13,7 @@ import uvloop
 
 from mixer.engine.engine import Engine
 from mixer.settings import EngineSettings
-from mixer.sim.call import HEARD_THRESHOLD_DB, CallConfig, CallResult, run_call
+from mixer.sim.call import HEARD_THRESHOLD_DB, CallConfig, CallResult, make_participants, run_call
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,13 +46,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _run(config: CallConfig) -> CallResult:
+    participants = make_participants(config)  # before the engine's clock runs (same event loop)
     engine = Engine(EngineSettings(rtcp_interval_s=1.0))
     engine.start()
     print(f"engine: {config.mode.upper()} on {engine.settings.media_ip}, ports {engine.settings.media_ports}; "
           f"{config.participants} participants, {config.codec}, SRTP {'on' if config.srtp else 'off'}, "
           f"loss {config.loss_percent}%, jitter 0..{config.jitter_ms} ms")
     try:
-        return await run_call(config, engine, _progress(config.duration_s))
+        return await run_call(config, engine, _progress(config.duration_s), participants)
     finally:
         engine.stop()
 

@@ -97,7 +97,9 @@ class RemoteEngine:
         from aiohttp import ClientSession, ClientTimeout
         self.url = url.rstrip("/")
         self.mode = mode
-        self.http = ClientSession(timeout=ClientTimeout(total=30))
+        secret = os.environ.get("VOICEMIX_CONTROL_SECRET")  # the engine's, if it has one
+        self.http = ClientSession(timeout=ClientTimeout(total=30),
+                                  headers={"Authorization": f"Bearer {secret}"} if secret else None)
         self.pid = pid
         self.where = self.url
 

@@ -14,7 +14,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class EngineSettings(BaseSettings):
     """Media engine settings (VOICEMIX_MEDIA_IP, VOICEMIX_MEDIA_PORTS, ...)."""
 
-    model_config = SettingsConfigDict(env_prefix="VOICEMIX_", extra="ignore")
+    # a setting refused at start never echoes its value (it may be a secret)
+    model_config = SettingsConfigDict(env_prefix="VOICEMIX_", extra="ignore",
+                                      hide_input_in_errors=True)
 
     media_ip: str = Field(
         "127.0.0.1", description="address of the media UDP sockets (and the one named in SDP answers)")
@@ -26,6 +28,26 @@ class EngineSettings(BaseSettings):
                           "candidate for each")
     control_listen: str = Field(
         "127.0.0.1:8790", description="HOST:PORT of the HTTP/JSON control API (keep it on loopback or a private network)")
+    # Control API security (mixer/engine/control_auth.py)
+    control_secret: str | None = Field(
+        None, repr=False,
+        description="bearer secret every control request must carry (the controller's "
+                    "VOICEMIX_CONTROL_SECRET, 16 characters or more); required when the control "
+                    "address is not loopback, where the API is then served over HTTPS. Unset on "
+                    "loopback: no authentication (the embedded default)")
+    control_tls: bool = Field(
+        False, description="serve the control API over HTTPS on loopback too (always on for any "
+                           "other address)")
+    control_tls_cert: Path | None = Field(
+        None, description="PEM certificate of the control API; unset = self-signed, made on "
+                          "first start as <data_dir>/engine-control-cert.pem")
+    control_tls_key: Path | None = Field(None, description="PEM private key of control_tls_cert")
+    auth_failure_limit: int = Field(
+        10, ge=1, description="failed authentications from one address within "
+                              "auth_failure_window_s before it is refused (429) for auth_cooldown_s")
+    auth_failure_window_s: float = Field(60.0, gt=0, description="window of auth_failure_limit")
+    auth_cooldown_s: float = Field(
+        60.0, gt=0, description="how long an address that failed too often is refused, unread")
     # Conference mixing (MCU)
     max_speakers: int = Field(8, ge=1, le=32, description="talkers mixed at once; above this many, the loudest")
     speaker_level_threshold: int = Field(
@@ -59,8 +81,10 @@ class EngineSettings(BaseSettings):
         1000, ge=2, description="more legs in one conference answer 409 conference_full")
     max_conferences: int = Field(1000, ge=1, description="more conferences answer 503 too_many_conferences")
     srtp_required: bool = Field(False, description="refuse plain RTP offers (488 srtp_required)")
-    latch_remote: bool = Field(
-        False, description="send to where authenticated media comes from (symmetric RTP, RFC 4961)")
+    unconfirmed_send_s: float = Field(
+        0.0, ge=0, le=5, description="how long a plain RTP/SDES leg may send to the address its "
+                                     "offer names before media has come from that host (0: "
+                                     "nothing until then; see docs/security.md, reflection)")
     rtcp_interval_s: float = Field(5.0, gt=0, description="RFC 3550 6.2 minimum report interval")
     # WebRTC legs (ICE-lite, DTLS-SRTP)
     webrtc_srtp_profiles: str = Field(
@@ -98,6 +122,11 @@ class EngineSettings(BaseSettings):
     drain_timeout_s: float = Field(
         300.0, ge=0, description="graceful drain (SIGTERM or POST /drain): how long current "
                                  "conferences may go on before the engine ends them")
+
+    @field_validator("control_secret", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value):
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("media_ports")
     @classmethod

@@ -15,6 +15,9 @@ ROOT = Path(__file__).resolve().parents[1]
 RANKS = {
     "mixer._": 0,            # the compiled core (no I/O, no asyncio)
     "mixer.settings": 0,
+    "mixer.ratelimit": 0,    # token buckets and failure cool-downs: the one limiter implementation
+    "mixer.datadir": 0,      # the data directory (0700) and secret files in it (0600)
+    "mixer.certificates": 0,  # self-signed certificates and fingerprints (controller, engine control)
     "mixer.metrics": 0,      # fixed-bucket histograms, retired counters (no I/O)
     "mixer.logs": 0,         # log formats and redaction
     "mixer.codec": 1,
@@ -39,7 +42,9 @@ TOOLS = ("mixer.sim", "mixer.demo", "mixer.load", "mixer.selfcheck", "mixer.anal
          "controller.testing", "controller.settings_doc")  # settings_doc: writes docs/configuration.md
 # The controller talks to engines only through the engine client interface; it does no media work.
 CONTROLLER_MAY_IMPORT = ("mixer.engine.client",
-                         "mixer.metrics", "mixer.logs")  # the shared metrics and log formats
+                         "mixer.metrics", "mixer.logs",  # the shared metrics and log formats
+                         # the shared limiter, secret files and certificates (issue 18)
+                         "mixer.ratelimit", "mixer.datadir", "mixer.certificates")
 # `voicemix serve` composes a controller, an engine and TURN in one process: the one module of the
 # controller that may build them.
 CONTROLLER_COMPOSITION = {"controller.serve": ("mixer.engine.engine", "mixer.settings", "mixer.turn",

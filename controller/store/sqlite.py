@@ -19,6 +19,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+from mixer.datadir import private_directory
 from controller.store.database import (
     Database, Row, StoreConflict, StoreUnavailable, Transaction, sqlite_parameters,
 )
@@ -99,7 +100,7 @@ class SqliteDatabase(Database):
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="voicemix-store")
 
         def connect(_) -> None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            private_directory(self.path.parent)
             db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None,
                                  timeout=self.busy_timeout_s)
             db.row_factory = sqlite3.Row

@@ -11,10 +11,12 @@ import asyncio
 import gc
 import logging
 import signal
+import sys
 
 import uvloop
 
 from mixer.engine.control import start_control_api
+from mixer.engine.control_auth import ControlSecurityError, check_control_settings, control_tls_context
 from mixer.engine.engine import Engine
 from mixer.logs import configure_logging
 from mixer.settings import EngineSettings
@@ -44,12 +46,27 @@ def split_hostport(value: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
-async def serve(settings: EngineSettings) -> None:
+async def serve(settings: EngineSettings, announce=print) -> None:
+    host, port = split_hostport(settings.control_listen)
+    tls = check_control_settings(settings, host)  # refuses an open non-loopback control address
+    context = None
+    if tls:
+        context, cert, fingerprint, created = control_tls_context(settings, host)
+        if created:
+            announce(f"voicemix engine: created a self-signed control certificate {cert}")
+        # what the controller pins: --engine https://HOST:PORT#sha256=<this>
+        announce(f"voicemix engine: control certificate SHA-256 fingerprint {fingerprint}")
+        log.info("control certificate SHA-256 fingerprint %s", fingerprint)
     engine = Engine(settings)
     engine.start()
-    host, port = split_hostport(settings.control_listen)
-    runner, port = await start_control_api(engine, host, port)
-    log.info("engine started: control http://%s:%d, media %s ports %s", host, port,
+    scheme = "https" if tls else "http"
+    try:
+        runner, port = await start_control_api(engine, host, port, context)
+    except BaseException:
+        engine.stop()
+        raise
+    log.info("engine started: control %s://%s:%d (%s), media %s ports %s", scheme, host, port,
+             "bearer secret" if settings.control_secret else "no authentication: loopback only",
              settings.media_ip, settings.media_ports)
     # Everything built so far lives as long as the process: keep it out of every collection, so
     # the collector's pauses stay short next to the 20 ms tick.
@@ -57,7 +74,7 @@ async def serve(settings: EngineSettings) -> None:
     await until_stopped(engine)
     engine.stop()
     await runner.cleanup()
-    log.info("engine stopped: control http://%s:%d", host, port)
+    log.info("engine stopped: control %s://%s:%d", scheme, host, port)
 
 
 async def until_stopped(engine: Engine) -> None:
@@ -86,5 +103,10 @@ async def until_stopped(engine: Engine) -> None:
 
 def run(args: argparse.Namespace) -> int:
     configure_logging()
-    uvloop.run(serve(settings_from(args)))
+    try:
+        uvloop.run(serve(settings_from(args)))
+    except ControlSecurityError as exc:
+        log.error("engine not started: %s", exc)
+        print(f"voicemix engine: not started: {exc}", file=sys.stderr)
+        return 2
     return 0

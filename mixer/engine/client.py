@@ -11,20 +11,78 @@ from __future__ import annotations
 import abc
 import asyncio
 import json
+import logging
+import ssl
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import aiohttp
 
+from mixer.certificates import fingerprint_of, normalize_fingerprint
+from mixer.datadir import write_secret
 from mixer.engine.errors import EngineError
 
 if TYPE_CHECKING:  # the in-process client is handed an Engine; the HTTP one never loads it
     from mixer.engine.engine import Engine
 
-__all__ = ["EngineClient", "EngineError", "HttpEngine", "InProcessEngine"]
+__all__ = ["EngineClient", "EngineError", "EnginePins", "HttpEngine", "InProcessEngine",
+           "engine_url"]
+
+log = logging.getLogger("voicemix.controller")
 
 REMOTE_TIMEOUT_S = 5.0
 CHUNK_BYTES = 64 * 1024
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+
+
+def engine_url(url: str) -> tuple[str, str | None]:
+    """An engine URL as configured -> (its base URL, the pinned fingerprint or None).
+
+    `https://10.0.0.5:8790#sha256=AB:CD:...` pins the engine's control certificate; the fragment
+    is never sent (and is not part of the engine's name in the call registry). ValueError for a
+    malformed pin, or for plain http:// to a host that is not loopback (an engine there serves
+    only HTTPS, and the secret must not cross a network in clear)."""
+    base, _, fragment = url.partition("#")
+    base = base.rstrip("/")
+    parts = urlsplit(base)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{base}: an engine URL is http(s)://host:port")
+    pin = None
+    if fragment:
+        name, _, value = fragment.partition("=")
+        if name.lower() not in ("sha256", "sha-256") or not value:
+            raise ValueError(f"{base}: pin the engine as #sha256=AB:CD:... (its control "
+                             "certificate's fingerprint)")
+        pin = normalize_fingerprint(value)
+        if parts.scheme != "https":
+            raise ValueError(f"{base}: a pinned engine is reached over https://")
+    if parts.scheme == "http" and parts.hostname not in LOOPBACK_HOSTS \
+            and not parts.hostname.startswith("127."):
+        raise ValueError(f"{base}: an engine off loopback is reached over https:// (it serves its "
+                         "control API over TLS there)")
+    return base, pin
+
+
+class EnginePins:
+    """Engine control certificates pinned on first use, kept in a JSON file (0600): base URL ->
+    SHA-256 fingerprint. A pin given in the URL wins over this; a certificate that differs from
+    its pin is refused until the pin is removed from the file (or corrected in the URL)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        try:
+            self._pins: dict[str, str] = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            self._pins = {}
+
+    def get(self, base_url: str) -> str | None:
+        return self._pins.get(base_url)
+
+    def pin(self, base_url: str, fingerprint: str) -> None:
+        self._pins[base_url] = fingerprint
+        write_secret(self.path, json.dumps(self._pins, indent=1, sort_keys=True).encode())
 
 
 def _error_of(status: int, raw: bytes, name: str) -> EngineError:
@@ -226,24 +284,71 @@ class InProcessEngine(EngineClient):
 
 
 class HttpEngine(EngineClient):
-    """An engine in another process, through `mixer/engine/control.py`'s HTTP/JSON API."""
+    """An engine in another process, through `mixer/engine/control.py`'s HTTP/JSON API.
 
-    def __init__(self, base_url: str) -> None:
-        self.base_url = base_url.rstrip("/")
+    `secret`: the engine's control secret, sent as a bearer token on every request. Over https://
+    the engine's certificate must match its pin: the one in the URL (`#sha256=...`), else the one
+    `pins` remembers, else (first use) the one it presents now, which `pins` then keeps. Nothing,
+    the secret included, is sent before the certificate has matched."""
+
+    def __init__(self, base_url: str, secret: str | None = None,
+                 pins: EnginePins | None = None) -> None:
+        self.base_url, self.pin = engine_url(base_url)
         self.name = self.base_url
+        self._headers = {"Authorization": f"Bearer {secret}"} if secret else {}
+        self._pins = pins
         self._session: aiohttp.ClientSession | None = None
+        self._fingerprint: aiohttp.Fingerprint | None = None
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=REMOTE_TIMEOUT_S))
+                timeout=aiohttp.ClientTimeout(total=REMOTE_TIMEOUT_S), headers=self._headers)
         return self._session
+
+    async def _ssl(self) -> aiohttp.Fingerprint | None:
+        """What the TLS connection must present (None over plain http://)."""
+        if not self.base_url.startswith("https:"):
+            return None
+        if self._fingerprint is None:
+            pin = self.pin or (self._pins.get(self.base_url) if self._pins is not None else None)
+            if pin is None:
+                pin = await self._first_use()
+            self._fingerprint = aiohttp.Fingerprint(bytes.fromhex(pin.replace(":", "")))
+        return self._fingerprint
+
+    async def _first_use(self) -> str:
+        """Trust on first use: the certificate the engine presents now, kept in `pins`."""
+        parts = urlsplit(self.base_url)
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE  # only its fingerprint is taken, nothing is sent
+        try:
+            _, writer = await asyncio.wait_for(
+                asyncio.open_connection(parts.hostname, parts.port or 443, ssl=context),
+                REMOTE_TIMEOUT_S)
+        except (OSError, asyncio.TimeoutError, ssl.SSLError) as exc:
+            raise EngineError(503, "engine_unavailable",
+                              f"engine {self.name} did not answer: {exc!r}") from exc
+        try:
+            fingerprint = fingerprint_of(writer.get_extra_info("ssl_object").getpeercert(True))
+        finally:
+            writer.close()
+        if self._pins is not None:
+            self._pins.pin(self.base_url, fingerprint)
+        log.warning("engine %s: pinned its control certificate on first use (SHA-256 %s); put "
+                    "#sha256=<fingerprint> in its URL to check it from the start", self.name,
+                    fingerprint)
+        return fingerprint
 
     async def _request(self, method: str, path: str, body: dict | None = None):
         try:
-            async with self._client().request(method, self.base_url + path, json=body) as response:
+            async with self._client().request(method, self.base_url + path, json=body,
+                                              ssl=await self._ssl()) as response:
                 raw = await response.read()
                 status = response.status
+        except aiohttp.ServerFingerprintMismatch as exc:
+            raise self._mismatch(exc) from None
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             raise EngineError(503, "engine_unavailable",
                               f"engine {self.name} did not answer: {exc!r}") from exc
@@ -349,16 +454,25 @@ class HttpEngine(EngineClient):
     async def recording_chunks(self, recording_id: str, track: str | None = None) -> AsyncIterator[bytes]:
         path = f"/recordings/{recording_id}" + (f"/tracks/{track}" if track else "") + "/file"
         try:
-            async with self._client().get(self.base_url + path,
+            async with self._client().get(self.base_url + path, ssl=await self._ssl(),
                                           timeout=aiohttp.ClientTimeout(total=None,
                                                                         sock_read=REMOTE_TIMEOUT_S)) as response:
                 if response.status >= 400:
                     raise _error_of(response.status, await response.read(), self.name)
                 async for chunk in response.content.iter_chunked(CHUNK_BYTES):
                     yield chunk
+        except aiohttp.ServerFingerprintMismatch as exc:
+            raise self._mismatch(exc) from None
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             raise EngineError(503, "engine_unavailable",
                               f"engine {self.name} did not answer: {exc!r}") from exc
+
+    def _mismatch(self, exc: aiohttp.ServerFingerprintMismatch) -> EngineError:
+        got = ":".join(f"{b:02X}" for b in exc.got)
+        log.error("engine %s presented a control certificate (SHA-256 %s) that is not the one "
+                  "pinned: refused (a new certificate? update the pin)", self.name, got)
+        return EngineError(503, "engine_certificate_mismatch",
+                           f"engine {self.name}: its certificate does not match the pinned one")
 
     async def close(self) -> None:
         if self._session is not None:

@@ -1,8 +1,9 @@
 """The engine's control API over HTTP/JSON (for a controller in another process).
 
 A thin shell over `Engine` methods; errors use the shared shape
-`{"error": {"code": ..., "message": ...}}` with the HTTP status the engine chose. Meant for loopback
-or a private network: it has no authentication of its own (the controller in front has).
+`{"error": {"code": ..., "message": ...}}` with the HTTP status the engine chose. With a control
+secret every request must carry it as a bearer token (`mixer/engine/control_auth.py`: 401, and
+429 with `Retry-After` after repeated failures); off loopback the API is served over HTTPS.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import json
 
 from aiohttp import web
 
+from mixer.engine.control_auth import ControlGuard
 from mixer.engine.engine import Engine
 from mixer.engine.errors import EngineError
 from mixer.engine.metrics import engine_registry
@@ -20,6 +22,22 @@ MAX_BODY_BYTES = 64 * 1024  # an SDP offer is a few KB
 
 def _error(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"error": {"code": code, "message": message}}, status=status)
+
+
+def _guard(guard: ControlGuard):
+    @web.middleware
+    async def authenticate(request: web.Request, handler):
+        refused = guard.check(request.remote or "", request.headers.get("Authorization"))
+        if refused is None:
+            return await handler(request)
+        status, code, message, retry_after = refused
+        response = _error(status, code, message)
+        if status == 401:
+            response.headers["WWW-Authenticate"] = 'Bearer realm="voicemix-engine"'
+        else:
+            response.headers["Retry-After"] = guard.retry_after_header(retry_after)
+        return response
+    return authenticate
 
 
 @web.middleware
@@ -65,13 +83,14 @@ def _field(body: dict, name: str, kind: type | tuple, required: bool = False):
 NUMBER = (int, float)
 
 
-async def start_control_api(engine: Engine, host: str = "127.0.0.1",
-                            port: int = 0) -> tuple[web.AppRunner, int]:
-    """Serve `engine`'s control API on host:port (0: a free port); returns the runner, whose
-    `cleanup()` stops it, and the port it listens on."""
+async def start_control_api(engine: Engine, host: str = "127.0.0.1", port: int = 0,
+                            ssl_context=None) -> tuple[web.AppRunner, int]:
+    """Serve `engine`'s control API on host:port (0: a free port), over TLS with `ssl_context`;
+    the secret is `engine.settings.control_secret`. Returns the runner, whose `cleanup()` stops
+    it, and the port it listens on."""
     runner = web.AppRunner(create_app(engine), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
     await site.start()
     return runner, site._server.sockets[0].getsockname()[1]
 
@@ -85,7 +104,12 @@ def _audio_file(path) -> web.FileResponse:
 
 
 def create_app(engine: Engine) -> web.Application:
-    app = web.Application(middlewares=[_errors], client_max_size=MAX_BODY_BYTES)
+    settings = engine.settings
+    guard = ControlGuard(settings.control_secret, settings.auth_failure_limit,
+                         settings.auth_failure_window_s, settings.auth_cooldown_s,
+                         engine.control_refusals)
+    # the guard runs first: nothing of an unauthenticated request is read or acted on
+    app = web.Application(middlewares=[_guard(guard), _errors], client_max_size=MAX_BODY_BYTES)
     routes = web.RouteTableDef()
     registry = engine_registry(engine)
 

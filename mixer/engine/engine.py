@@ -19,6 +19,7 @@ from mixer.codec import FRAME_MS
 from mixer.engine.clock import TickClock
 from mixer.engine.drain import Drain
 from mixer.engine.errors import EngineError
+from mixer.engine.warmup import warm_media_paths
 from mixer.engine.webrtc import WebRtcLegs
 from mixer.legs.leg import MediaLeg
 from mixer.legs.ports import PortAllocator, PortsExhausted
@@ -63,16 +64,20 @@ class Engine:
         self.flusher = SendFlusher()  # one sendmmsg flush per socket per loop turn, for every leg
         self.webrtc = WebRtcLegs(self.settings)  # the DTLS certificate, ICE/DTLS answers, counters
         self.started_at: float | None = None
+        self.warmup_ms = 0.0   # what warming the media paths took at start()
         self.legs_created = 0
         self.legs_removed = 0
         self.legs_joined: Counter[tuple[str, str]] = Counter()  # (mode, transport) -> legs ever
         self.conferences_created: Counter[str] = Counter()      # mode -> conferences ever
         self.retired = RetiredCounters()  # counters of legs and conferences that are gone
+        self.control_refusals: Counter[str] = Counter()  # control requests refused, by reason
         self._drain = Drain(self.conferences, self.delete_conference)
 
     # ---------------------------------------------------------------------------------- lifecycle
     def start(self) -> None:
         self.repair_recordings()
+        # first-use costs of the codecs and SRTP paid now, not inside the first ticks with media
+        self.warmup_ms = warm_media_paths()
         self.clock.start()
         self.started_at = time.time()
 
@@ -561,8 +566,9 @@ class Engine:
             # the destination sends no media; its SRTCP reports cannot be authenticated (it has
             # no key of ours to learn), so they are dropped and counted
             local_crypto=crypto, remote_crypto=generate_crypto(1) if srtp else None)
+        # a fork sends to its destination, checked above (the peer filter), not to an offer
         leg = MediaLeg(fork_id, answer, rtp_socket, rtcp_socket, self.settings, label or fork_id,
-                       self.flusher)
+                       self.flusher, media_consent=False)
         try:
             await leg.open()
         except OSError as exc:

@@ -37,6 +37,10 @@ FAMILIES = {
     "ssrc_changes": "times a participant's stream changed SSRC",
     "dtmf_packets": "RFC 4733 telephone-event packets received",
     "send_gaps": "outgoing streams resumed after skipped ticks (marker bit set)",
+    "packets_withheld": "packets a plain leg did not send: no media had come from the offered "
+                        "host or any other yet (no reflection)",
+    "media_latches": "plain legs' destination moved to where media came from (symmetric RTP, "
+                     "RFC 4961): a client behind NAT, or a new port of the participant's host",
     "speaker_switches": "talkers that entered the mixed (MCU) or forwarded (SFU) set",
     "dominant_speaker_switches": "changes of the SFU's dominant speaker",
     "decodes": "frames decoded by the MCU",
@@ -170,6 +174,13 @@ class EngineCollector(Collector):
         yield GaugeMetricFamily(PREFIX + "draining",
                                 "1 while draining (no new conferences), else 0",
                                 value=1 if engine.draining else 0)
+        family = CounterMetricFamily(PREFIX + "control_refusals",
+                                     "control API requests refused: missing or wrong secret, "
+                                     "or an address cooling down after repeated failures",
+                                     labels=["reason"])
+        for reason in ("missing", "wrong", "cooldown"):
+            family.add_metric([reason], engine.control_refusals.get(reason, 0))
+        yield family
         yield CounterMetricFamily(PREFIX + "ticks", "20 ms ticks run", value=engine.clock.ticks)
         yield CounterMetricFamily(PREFIX + "ticks_skipped",
                                   "ticks skipped because the loop fell more than 3 behind",

@@ -5,6 +5,11 @@ counts what is bad, and hands valid RTP to its conference; it stamps what the co
 the leg's own SSRC, sequence numbers and timestamps (each listener sees one continuous stream) and
 protects it with the leg's own SRTP key. It also terminates RTCP (RFC 3550 section 6): it sends SR/RR
 on schedule and learns RTT and the far end's view of loss from what comes back.
+
+A plain leg sends only where media has come from (`mixer.legs.symmetric.SymmetricRtp`: the
+offered address once its host has sent, else the source of the first media, RFC 4961): an offer
+naming a third party's address makes the engine send that party nothing. A fork's leg (media
+services) sends to its checked destination, and a WebRTC leg where ICE nominated with consent.
 """
 from __future__ import annotations
 
@@ -28,37 +33,20 @@ from mixer.rtp.stats import (
     ReceiveStatistics, RoundTrip, SendStatistics, learn_from_reports, sender_report,
 )
 from mixer.sdp import AudioAnswer
+from mixer.legs.symmetric import SymmetricRtp
 from mixer.legs.transport import SendFlusher, UdpEndpoint, pack
+from mixer.ratelimit import TokenBucket
 from mixer.settings import EngineSettings
 
 # Reasons a packet is dropped; each is a counter in stats()
 DROP_REASONS = ("rate_limited", "srtp", "malformed", "payload_type", "not_receiving", "rtcp_malformed",
                 "rtcp_srtp", "stranger", "oversized")
 
-# Plain RTP from a new address is refused while the current stream has sent within this long.
+# Plain RTP from another port of the participant's host is refused while the current stream has
+# sent within this long (another host is refused for good once the leg has its source).
 STREAM_HOLD_MS = 2000.0
 # SRTP state kept for this many of the peer's most recent SSRCs.
 INBOUND_SSRCS_KEPT = 4
-
-
-class TokenBucket:
-    """At most `rate` events per second with one second of burst."""
-
-    def __init__(self, rate: float) -> None:
-        self.rate = float(rate)
-        self.tokens = float(rate)
-        self.updated = time.monotonic()
-
-    def take(self, now: float) -> bool:
-        """`now` is on the time.monotonic() clock (passed in: the caller already has it; packets'
-        kernel arrival times from two sockets may come slightly out of order, hence the max)."""
-        if now > self.updated:
-            self.tokens = min(self.rate, self.tokens + (now - self.updated) * self.rate)
-            self.updated = now
-        if self.tokens < 1.0:
-            return False
-        self.tokens -= 1.0
-        return True
 
 
 class MediaLeg:
@@ -72,7 +60,10 @@ class MediaLeg:
     def __init__(self, leg_id: str, answer: AudioAnswer, rtp_socket: socket.socket,
                  rtcp_socket: socket.socket | None, settings: EngineSettings,
                  label: str | None = None, flusher: SendFlusher | None = None,
-                 retransmits: bool = False) -> None:
+                 retransmits: bool = False, media_consent: bool = True) -> None:
+        """`media_consent`: send only where media has come from (`SymmetricRtp`); False for a
+        leg whose destination is not the far end's offer (a fork's, checked by the peer
+        filter). A leg kind other than plain (WebRTC) has its own consent and never uses it."""
         self.id = leg_id
         self.label = label or leg_id
         self.settings = settings
@@ -86,7 +77,17 @@ class MediaLeg:
         self.audio_level_ext_id = answer.audio_level_ext_id
         # further streams this leg sends, by SSRC (an SFU subscriber's slots); each gets its own SR
         self.extra_streams: dict[int, SendStatistics | SlotSender] = {}
+        # where media may go (None: anywhere the answer says, for forks and WebRTC legs)
+        self.symmetric: SymmetricRtp | None = None
+        self._consented = True          # may send now; False while a plain leg waits for media
+        self._media_from: tuple | None = None  # the last address SymmetricRtp was told about
+        self.withheld = 0               # packets not sent: no address had consented yet
         self._set_remote(answer.remote_rtp, answer.remote_rtp if answer.rtcp_mux else answer.remote_rtcp)
+        if media_consent and getattr(self, "kind", "plain") == "plain":
+            start_s = settings.unconfirmed_send_s
+            self.symmetric = SymmetricRtp(self.remote_rtp, self.remote_rtcp, answer.rtcp_mux,
+                                          time.monotonic() + start_s if start_s > 0 else 0.0)
+            self._consented = start_s > 0
         self.rtcp_mux = answer.rtcp_mux
         self.send_enabled = answer.direction in ("sendrecv", "sendonly")
         self.recv_enabled = answer.direction in ("sendrecv", "recvonly")
@@ -102,7 +103,6 @@ class MediaLeg:
         self.retransmits = retransmits
         # follow authenticated media to a new address (symmetric RTP); a WebRTC leg never does:
         # it sends only where ICE nominated and consent holds
-        self.latches = settings.latch_remote
         if answer.local_crypto is not None and answer.remote_crypto is not None:
             # an SFU resends cached packets on NACK: the same sequence number protected twice
             self.srtp = SrtpContext(answer.local_crypto.suite, answer.local_crypto.key,
@@ -179,7 +179,7 @@ class MediaLeg:
                           self.srtp.outbound_calls if self.srtp is not None else None,
                           self._rtp._out_data, self._rtp._out_addresses, self._remote_rtp_packed,
                           partial(self._flusher.schedule, self._rtp))
-        slot.enabled = self.send_enabled
+        slot.enabled = self.send_enabled and self._consented
         self.extra_streams[rewriter.ssrc] = slot
         return slot
 
@@ -192,7 +192,7 @@ class MediaLeg:
         self.recv_enabled = answer.direction in ("sendrecv", "recvonly")
         for slot in self.extra_streams.values():
             if isinstance(slot, SlotSender):
-                slot.enabled = self.send_enabled
+                slot.enabled = self.send_enabled and self._consented
         if (self.srtp is not None and answer.remote_crypto is not None
                 and answer.remote_crypto.key != self.answer.remote_crypto.key):
             self.srtp = SrtpContext(answer.local_crypto.suite, answer.local_crypto.key,
@@ -202,6 +202,14 @@ class MediaLeg:
                 if isinstance(slot, SlotSender):
                     slot.srtp = self.srtp.outbound_calls
         self.answer = answer
+        if self.symmetric is not None:
+            # the re-offer's address is the offered one now; consent carries over only for the
+            # host media already came from (docs/security.md)
+            self.symmetric.reoffer(self.remote_rtp, self.remote_rtcp)
+            if self.symmetric.consented:
+                self._set_remote(self.symmetric.rtp, self.symmetric.rtcp)
+            self._consented = self.symmetric.consented or time.monotonic() < self.symmetric.start_until
+            self._enable_slots()
 
     def new_slot_ssrc(self) -> int:
         """The SSRC of the next further stream (SFU slot) made for this leg: random here; a
@@ -213,6 +221,43 @@ class MediaLeg:
         them here (they share the one RTP stream's port); a WebRTC leg as many as its answer has
         slot m-lines."""
         return wanted
+
+    # ------------------------------------------------------------------------------ media consent
+    def _media_arrived(self, addr: tuple, rtcp: bool) -> None:
+        """Accepted media from `addr`: tell SymmetricRtp (once per new source address), follow
+        the destination it chooses, and start sending once an address has consented."""
+        symmetric = self.symmetric
+        if rtcp:
+            if not symmetric.on_media(addr, True, self.srtp is not None):
+                return
+        else:
+            self._media_from = addr
+            if not symmetric.on_media(addr, False, self.srtp is not None):
+                return
+        self._set_remote(symmetric.rtp, symmetric.rtcp)
+        if not self._consented or not all(getattr(s, "enabled", True) == self.send_enabled
+                                          for s in self.extra_streams.values()):
+            self._consented = True
+            self._enable_slots()
+
+    @property
+    def media_consented(self) -> bool:
+        """Whether media has come from an address this leg now sends to (always, for a leg
+        without the plain leg's rule: a fork's, a WebRTC one's)."""
+        return self.symmetric is None or self.symmetric.consented
+
+    def _enable_slots(self) -> None:
+        for slot in self.extra_streams.values():
+            if isinstance(slot, SlotSender):
+                slot.enabled = self.send_enabled and self._consented
+
+    def _check_unconfirmed_start(self, now_s: float) -> None:
+        """The unconfirmed start (`unconfirmed_send_s`) ends without consent: stop sending."""
+        symmetric = self.symmetric
+        if symmetric is not None and self._consented and not symmetric.consented \
+                and now_s >= symmetric.start_until:
+            self._consented = False
+            self._enable_slots()
 
     # ------------------------------------------------------------------------------------- receive
     def _on_oversized(self, count: int) -> None:
@@ -231,6 +276,8 @@ class MediaLeg:
         seconds): after a stall of this process it is earlier than now, and the jitter buffer and
         staleness checks need the real time."""
         now = time.monotonic() if arrival_s is None else arrival_s
+        # the participant's budget is for where we send; a separate sender process on another
+        # port of its host shares the strangers' (docs/security.md)
         known = addr == self.remote_rtp or addr == self.remote_rtcp
         if not (self._peer_budget if known else self._stranger_budget).take(now):
             self.drops["rate_limited"] += 1
@@ -251,16 +298,15 @@ class MediaLeg:
         except _rtp.RtpError:
             self.drops["malformed"] += 1
             return
+        arrival_ms = now * 1000.0
+        if self.srtp is None and addr != self._stream_source and self._is_stranger(addr, arrival_ms):
+            self.drops["stranger"] += 1
+            return
+        if self.symmetric is not None and addr != self._media_from:
+            # consent even from a client we do not take audio from (recvonly): it wants ours
+            self._media_arrived(addr, False)
         if not self.recv_enabled:
             self.drops["not_receiving"] += 1
-            return
-        arrival_ms = now * 1000.0
-        if addr != self._stream_source and self._stream_alive(arrival_ms) and self.srtp is None:
-            # plain RTP from another address while the participant's stream is alive: a stranger
-            # injecting or taking the leg over (RTP has no authentication; SRTP legs are protected
-            # by their key). A participant whose address really changed is followed once its old
-            # stream has been quiet for STREAM_HOLD_MS.
-            self.drops["stranger"] += 1
             return
         if packet.payload_type == self.telephone_event_pt:
             self.dtmf_packets += 1
@@ -284,11 +330,28 @@ class MediaLeg:
         self._stream_source = addr
         # interarrival jitter needs only a steady clock: the monotonic one already read
         self.receive.on_rtp(packet.sequence_number, packet.timestamp, len(packet.payload), now)
-        if self.latches and addr != self.remote_rtp and self.srtp is not None:
-            # authenticated media moved: follow it (symmetric RTP)
-            self._set_remote(addr, addr if self.rtcp_mux else self.remote_rtcp)
         if self.on_rtp is not None:
             self.on_rtp(self, packet, arrival_ms)
+
+    def _is_stranger(self, addr: tuple, arrival_ms: float) -> bool:
+        """Plain RTP from `addr`, not the current stream's source: a stranger injecting or taking
+        the leg over (RTP has no authentication; SRTP legs are protected by their key)?
+
+        Another host than the participant's, once the leg knows it (`SymmetricRtp.accepts`): yes,
+        for good. Another port of the participant's host (or anyone, before the leg knows who
+        the participant is): while the current stream is alive (a packet within STREAM_HOLD_MS);
+        a participant whose port really changed is followed once its old stream has been quiet
+        that long. The offered host is always the participant's: its media takes over from a
+        stream latched to another host."""
+        symmetric = self.symmetric
+        if symmetric is not None:
+            if not symmetric.accepts(addr[0]):
+                return True
+            source = self._stream_source
+            if addr[0] == symmetric.offered_rtp[0] and source is not None \
+                    and source[0] != addr[0]:
+                return False
+        return self._stream_alive(arrival_ms)
 
     def _stream_alive(self, arrival_ms: float) -> bool:
         return self.last_packet_ms is not None and arrival_ms - self.last_packet_ms < STREAM_HOLD_MS
@@ -316,6 +379,11 @@ class MediaLeg:
         except RtcpError:
             self.drops["rtcp_malformed"] += 1
             return
+        if self.symmetric is not None:
+            if self.srtp is None and not self.symmetric.accepts(addr[0]):
+                self.drops["stranger"] += 1  # plain RTCP from another host: a fake BYE, fake RTT
+                return
+            self._media_arrived(addr, True)
         sender = getattr(packets[0], "ssrc", None) if packets else None
         if sender is not None:
             self._remember_inbound_ssrc(sender)  # SRTCP keeps per-SSRC state too
@@ -343,6 +411,10 @@ class MediaLeg:
         self._ts = (self._ts_base + round((tick_ms - self._ts_origin_ms) * self.clock_rate / 1000.0)) \
             & 0xFFFFFFFF
         if self.send_enabled and self._rtp.is_open:
+            if not self._consented:
+                self.withheld += 1      # nobody has shown it wants this stream yet
+                self._last_sent_ms = None
+                return
             if self._last_sent_ms is not None and tick_ms - self._last_sent_ms > 1.5 * FRAME_MS:
                 marker = True
                 self.send_gaps += 1
@@ -387,6 +459,7 @@ class MediaLeg:
         """RFC 3550 6.2: reports at the configured interval, randomised by 0.5..1.5 (6.3.1).
         (Called every half second: also where a key press whose end packets were lost is closed.)"""
         self._report_digits(self.dtmf.flush(now_s))
+        self._check_unconfirmed_start(now_s)
         if now_s < self._next_rtcp_s or not self._rtp.is_open:
             return
         self._next_rtcp_s = now_s + self.settings.rtcp_interval_s * random.uniform(0.5, 1.5)
@@ -411,6 +484,8 @@ class MediaLeg:
                                 if ssrc == self.ssrc or self.extra_streams[ssrc].packets][:31])
 
     def _send_rtcp(self, packets: list) -> None:
+        if not self._consented:
+            return
         data = serialize_compound(packets)
         if self.srtp is not None:
             data = self.srtp.protect_rtcp(data)
@@ -434,6 +509,7 @@ class MediaLeg:
         ("packets_received", ()), ("received_bytes", ()), ("packets_sent", ()), ("sent_bytes", ()),
         ("rtcp_nacks_received", ()), ("rtcp_nacks_sent", ()), ("ssrc_changes", ()),
         ("dtmf_packets", ()), ("send_gaps", ()), ("send_dropped", ()),
+        ("packets_withheld", ()), ("media_latches", ()),
         *(("packets_dropped", (("reason", reason),)) for reason in DROP_REASONS))
 
     def counter_values(self) -> tuple[int, ...]:
@@ -442,7 +518,8 @@ class MediaLeg:
                 self.sent.packets + sum(s.packets for s in extra) if extra else self.sent.packets,
                 self.sent.octets + sum(s.octets for s in extra) if extra else self.sent.octets,
                 self.nacks_in, self.nacks_out, self.ssrc_changes, self.dtmf_packets, self.send_gaps,
-                self._rtp.send_dropped, *self.drops.values())
+                self._rtp.send_dropped, self.withheld,
+                self.symmetric.latches if self.symmetric is not None else 0, *self.drops.values())
 
     def counters(self) -> list[tuple[str, tuple, int]]:
         """`COUNTERS` with their values, as (family, labels, value)."""
@@ -479,6 +556,8 @@ class MediaLeg:
             "nacks_out": self.nacks_out,
             "remote_bye": self.remote_bye,
             "drops": dict(self.drops),
+            "media_consent": ({**self.symmetric.stats(), "withheld": self.withheld}
+                              if self.symmetric is not None else None),
             "receive": self.receive.stats() if self.receive is not None else None,
             "rtcp": self.round_trip.stats(),
         }

@@ -68,7 +68,6 @@ class WebRtcLeg(MediaLeg):
         self.created_s = time.monotonic()
         self.connected_ms: float | None = None      # leg creation -> first keyed and nominated
         self._main_sends = answer.main_sends
-        self.latches = False      # media goes where ICE nominated, with consent (RFC 7675)
         self._ready = False
         self.send_enabled = False
         self._slots: list[SlotSender] = []

@@ -463,7 +463,10 @@ class Recording:
         self.tracks: dict[str, ParticipantTrack] = {}
         self.player_tracks: dict[str, PlayerTrack] = {}
         try:
-            directory.mkdir(parents=True, exist_ok=False)
+            # call audio: only the engine's user reads it (new directories 0700; an existing,
+            # configured recordings directory keeps the mode its operator gave it)
+            directory.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            directory.mkdir(mode=0o700, exist_ok=False)
         except FileExistsError:
             raise RecordingError("recording_exists", f"recording {recording_id} exists") from None
         except OSError as exc:

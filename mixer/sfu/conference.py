@@ -33,9 +33,12 @@ from mixer.sfu.speakers import SpeakerSelector
 
 RTCP_CHECK_TICKS = 25
 # As in the MCU: claims this many dB louder than the decoded audio, this many checks in a row,
-# and a sender's RFC 6464 levels are no longer believed. The SFU decodes only for the check, so a
-# forwarded sender's claim is checked on one packet in CLAIM_CHECK_EVERY (a forger is caught in
-# 15 x 4 x 20 ms = 1.2 s; checking every packet cost 11% of a saturated core in 1 -> 50).
+# and a sender's RFC 6464 levels are no longer believed. The SFU decodes only for the check, and
+# checks only where a claim decides something: while more senders talk than there are slots
+# (`SpeakerSelector.contended`), the claims of those forwarded and of those claiming voice, one
+# packet in CLAIM_CHECK_EVERY (a forger is caught in 15 x 4 x 20 ms = 1.2 s of contention). With
+# no contention nobody is deprived of a slot by a forged claim, and no packet is decoded: checking
+# one packet in four of every forwarded sender was 37% of a saturated engine on 1:1 calls.
 FORGED_LEVEL_MARGIN_DB = 20
 FORGED_LEVEL_PACKETS = 15
 CLAIM_CHECK_EVERY = 4
@@ -86,20 +89,21 @@ class Participant:
         self._level_decoder: FrameDecoder | None = None
         self.level_decodes = 0
 
-    def level_of(self, packet: _rtp.RtpPacket) -> tuple | None:
+    def level_of(self, packet: _rtp.RtpPacket, contended: bool = True) -> tuple | None:
         """(voice, level) from the RFC 6464 extension, or from decoding when the sender has none.
 
-        A forwarded sender's claims are also checked against its decoded audio, on one packet in
-        CLAIM_CHECK_EVERY: one whose claims stay far louder than its audio (forging 'loudest' on
-        silence to hold a slot) is no longer believed, and is measured instead. The decoder then
-        sees every 4th packet only, which is enough for a level (not for listening)."""
+        While `contended` (more talkers than slots), the claims of a forwarded sender and claims of
+        voice are checked against the decoded audio on one packet in CLAIM_CHECK_EVERY: a sender
+        whose claims stay far louder than its audio (forging 'loudest' on silence to hold or take
+        a slot) is no longer believed, and is measured instead. The decoder then sees every 4th
+        packet only, which is enough for a level (not for listening)."""
         ext_id = self.leg.audio_level_ext_id
         claimed = None
         if ext_id and self.trusts_level:
             claimed = packet.audio_level(ext_id)
             if claimed is not None:
                 self.carries_level = True
-                if not self.forwarded:
+                if not contended or not (self.forwarded or claimed[0]):
                     return claimed
                 self._claims += 1
                 if self._claims % CLAIM_CHECK_EVERY:
@@ -272,8 +276,8 @@ class SfuConference:
             return
         participant.stale = False
         # every sender's level is needed to choose who is forwarded: a header read with RFC 6464,
-        # a decode without it (counted in level_decodes)
-        level = participant.level_of(packet)
+        # a decode without it or for a sampled check of a claim that decides a slot (level_decodes)
+        level = participant.level_of(packet, self.selector.contended)
         if level is not None and (participant.tick_level is None or level[1] < participant.tick_level):
             participant.tick_level = level[1]
         if not participant.forwarded:
@@ -418,6 +422,7 @@ class SfuConference:
             "players": len(self.players),
             "dominant_speaker": dominant.leg.id if dominant is not None else None,
             "speaker_changes": self.selector.changes,
+            "contended": self.selector.contended,
             "dominant_changes": self.selector.dominant_changes,
             "ticks": self.ticks,
             "packets_in": self.packets_in,

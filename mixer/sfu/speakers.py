@@ -22,12 +22,17 @@ voice talking over each other can be starved. Here:
 - the dominant speaker is the one with the best long score, and it changes only when a challenger's
   long score beats it by a margin *and* the challenger's short score has been ahead for
   `dominant_hold_ticks` (300 ms), with at least `dominant_min_ticks` (1 s) between changes.
+- `contended` says whether more sources are talking (short score above the voice floor) than there
+  are places: only then does a claimed level decide who is heard, so only then does the SFU spend a
+  decode on checking claims (a free place, or one held by someone quiet, deprives nobody).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 SILENT_LEVEL = 127
+# a short score above this is someone talking: it takes a free place at once
+TALKING_SHORT = 0.5
 
 
 @dataclass(slots=True)
@@ -60,6 +65,7 @@ class SpeakerSelector:
     _since_dominant_change: int = 0
     changes: int = 0
     dominant_changes: int = 0
+    contended: bool = False          # more talkers than places (after the last tick)
 
     def add(self, source) -> None:
         self._sources.setdefault(source, _Activity())
@@ -93,6 +99,10 @@ class SpeakerSelector:
             activity.heard = False
         changed = self._update_selected()
         self._update_dominant()
+        talking = 0
+        for activity in self._sources.values():
+            talking += activity.short > TALKING_SHORT
+        self.contended = talking > self.last_n
         return changed
 
     def _update_selected(self) -> bool:
@@ -102,7 +112,7 @@ class SpeakerSelector:
         for source in ranked:
             if len(self.selected) >= self.last_n:
                 break
-            if source not in self.selected and self._sources[source].short > 0.5:
+            if source not in self.selected and self._sources[source].short > TALKING_SHORT:
                 self.selected.append(source)
                 changed = True
         if len(self.selected) >= self.last_n:
@@ -118,7 +128,7 @@ class SpeakerSelector:
                     continue
                 activity = self._sources[source]
                 if idle:   # a quiet incumbent yields to anyone speaking right now
-                    ahead = activity.silent_ticks == 0 and activity.short > 0.5
+                    ahead = activity.silent_ticks == 0 and activity.short > TALKING_SHORT
                 else:      # a speaking one only to someone clearly and lastingly more active
                     ahead = activity.short > incumbent.short + self.switch_margin
                 activity.ahead_ticks = activity.ahead_ticks + 1 if ahead else 0
@@ -136,7 +146,7 @@ class SpeakerSelector:
         self._since_dominant_change += 1
         if self.dominant is None or self.dominant not in self._sources:
             ranked = self._ranked()
-            if ranked and self._sources[ranked[0]].short > 0.5:
+            if ranked and self._sources[ranked[0]].short > TALKING_SHORT:
                 self._set_dominant(ranked[0])
             return
         current = self._sources[self.dominant]

@@ -90,14 +90,20 @@ async def join(engine: Engine, conference_id: str, participant: SimulatedPartici
 
 
 async def run_call(config: CallConfig, engine: Engine | None = None,
-                   progress: Callable[[float, Engine], None] | None = None) -> CallResult:
-    """Start (or reuse) an engine, run the call for `duration_s`, and analyse every listener."""
+                   progress: Callable[[float, Engine], None] | None = None,
+                   participants: list[SimulatedParticipant] | None = None) -> CallResult:
+    """Start (or reuse) an engine, run the call for `duration_s`, and analyse every listener.
+
+    The simulated participants (their signals are synthesised up front, tens of ms) are made
+    before an engine of our own starts: they share its event loop, and would otherwise hold up
+    the engine's first ticks. A caller that passes its running engine passes them made, too."""
+    if participants is None:
+        participants = make_participants(config)
     own_engine = engine is None
     if own_engine:
         engine = Engine()
         engine.start()
     conference_id = engine.create_conference(config.mode)["id"]
-    participants = make_participants(config)
     leg_ids = [await join(engine, conference_id, p) for p in participants]
     loop = asyncio.get_running_loop()
     start = loop.time() + 0.05

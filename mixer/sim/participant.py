@@ -20,7 +20,7 @@ import numpy as np
 from mixer import _mix, _rtp
 from mixer.codec import CODECS, FRAME_MS, FRAME_SAMPLES, MIX_RATE, FrameDecoder, FrameEncoder
 from mixer.rtp.rtcp import (
-    RtcpError, is_rtcp, parse_compound, serialize_compound,
+    RtcpError, RtcpReceiverReport, is_rtcp, parse_compound, serialize_compound,
 )
 from mixer.rtp.srtp import SrtpContext
 from mixer.rtp.stats import ReceiveStatistics, RoundTrip, SendStatistics, learn_from_reports
@@ -126,6 +126,7 @@ class SimulatedParticipant:
         self._timer: asyncio.TimerHandle | None = None
         self._start_s = 0.0
         self._last_rtcp = 0.0
+        self._rtcp_timer: asyncio.TimerHandle | None = None
         self.finished = asyncio.Event()
 
     async def offer(self) -> str:
@@ -151,6 +152,18 @@ class SimulatedParticipant:
         if self.use_srtp:
             remote = parse_crypto(media.attribute("crypto"))
             self.srtp = SrtpContext(remote.suite, self._local_crypto.key, remote.key)
+        # RTCP from the start, talking or not (RFC 3550 6: receivers report too). It is also what
+        # tells the engine a participant that never talks wants the media (docs/security.md)
+        self._rtcp_timer = asyncio.get_running_loop().call_soon(self._rtcp_tick)
+
+    def _rtcp_tick(self) -> None:
+        if self._transport is None:
+            return
+        now = time.monotonic()
+        if now - self._last_rtcp >= 1.0:
+            self._last_rtcp = now
+            self._send_rtcp()
+        self._rtcp_timer = asyncio.get_running_loop().call_later(1.0, self._rtcp_tick)
 
     # ------------------------------------------------------------------------------------- sending
     def start(self, at_s: float | None = None) -> None:
@@ -167,6 +180,9 @@ class SimulatedParticipant:
 
     def close(self) -> None:
         self.stop()
+        if self._rtcp_timer is not None:
+            self._rtcp_timer.cancel()
+            self._rtcp_timer = None
         if self._transport is not None:
             self._transport.close()
             self._transport = None
@@ -222,7 +238,8 @@ class SimulatedParticipant:
     def _send_rtcp(self) -> None:
         now = time.time()
         blocks = [self.receive.report_block(now)] if self.receive is not None else []
-        report = self.sent.sender_report(self.ssrc, self.clock_rate, now, blocks)
+        report = (self.sent.sender_report(self.ssrc, self.clock_rate, now, blocks) if self.sent.packets
+                  else RtcpReceiverReport(ssrc=self.ssrc, reports=blocks))
         data = serialize_compound([report])
         if self.srtp is not None:
             data = self.srtp.protect_rtcp(data)

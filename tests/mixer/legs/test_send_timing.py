@@ -13,6 +13,7 @@ from hypothesis import given, settings, strategies as st
 from mixer import _rtp
 from mixer.engine.clock import TickClock
 from mixer.engine.engine import Engine
+from mixer.rtp.rtcp import RtcpReceiverReport, serialize_compound
 from mixer.sdp import offer_audio
 from mixer.settings import EngineSettings
 
@@ -44,6 +45,15 @@ async def stream_for(wakeups: list[float], codec: str) -> tuple[list[float], lis
                                codecs=(codec,))
         answer = await engine.add_leg("timing", offer)
         leg = engine.conferences["timing"].voices[answer["id"]].leg
+        # the far end reports first (a receiver's RTCP): the engine sends only to an address
+        # that has shown it wants the stream (docs/security.md, reflection)
+        far_end.sendto(serialize_compound([RtcpReceiverReport(ssrc=0x5EED)]),
+                       ("127.0.0.1", leg.local_port))
+        for _ in range(2000):
+            if leg.media_consented:
+                break
+            await asyncio.sleep(0.001)
+        assert leg.media_consented
         clock = TickClock(lambda deadline: None, PERIOD)
         clock.reset(10_000.0)
         ticks = []

@@ -248,8 +248,13 @@ def test_ffmpeg_receives_the_mix_as_opus_rtp(ffmpeg, tmp_path):
             talkers = [continuous_talker(f"p{i + 1}", f, 6.0) for i, f in enumerate(RX_TONES_HZ)]
             for p in talkers:
                 await join(engine, conference, p)
+            # one leg, two ffmpeg processes: the receiver listens on the port the offer names,
+            # the sender sends from another port of the same host. The engine sends to the
+            # offered port only once media has come from that host (docs/security.md)
             port, held = reserve_port_pair()
-            leg = await engine.add_leg(conference, gateway_offer(port, 111, "recvonly"),
+            send_port, send_held = reserve_port_pair()
+            held += send_held
+            leg = await engine.add_leg(conference, gateway_offer(port, 111, "sendrecv"),
                                        label="ffmpeg-rx")
             answer = read_answer(leg["sdp"])
             sdp_path.write_text(receiver_sdp(port, answer["payload_type"]))
@@ -261,12 +266,24 @@ def test_ffmpeg_receives_the_mix_as_opus_rtp(ffmpeg, tmp_path):
                 "-i", str(sdp_path), "-t", "3", "-ac", "1", "-ar", str(RATE),
                 "-c:a", "pcm_s16le", "-y", str(wav_path),
             ]
+            sender = [
+                ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error",
+                "-re", "-f", "lavfi", "-i", f"sine=frequency={FFMPEG_TONE_HZ:g}:sample_rate={RATE}",
+                "-t", "5", "-c:a", "libopus", "-b:a", "32k", "-application", "voip",
+                "-frame_duration", "20", "-payload_type", str(answer["payload_type"]),
+                "-f", "rtp",
+                f"rtp://{answer['address']}:{answer['port']}?localrtpport={send_port}"
+                f"&localrtcpport={send_port + 1}&rtcpport={answer['rtcp_port']}&pkt_size=1200",
+            ]
             ffmpeg_run = asyncio.ensure_future(run_ffmpeg(command))
+            sender_run = asyncio.ensure_future(run_ffmpeg(sender))
             await asyncio.sleep(0.2)  # ffmpeg binds its port before the talking starts
             start = asyncio.get_running_loop().time() + 0.05
             for p in talkers:
                 p.start(start)
             rc, stderr = await ffmpeg_run
+            sender_rc, sender_stderr = await sender_run
+            assert sender_rc == 0, f"the ffmpeg sender failed ({sender_rc}): {sender_stderr}"
             stats = engine.get_conference(conference)
             return talkers, answer, command, rc, stderr, stats
         finally:
@@ -278,7 +295,7 @@ def test_ffmpeg_receives_the_mix_as_opus_rtp(ffmpeg, tmp_path):
 
     talkers, answer, command, rc, stderr, stats = run(scenario())
     assert rc == 0, f"ffmpeg failed ({rc}): {' '.join(command)}\n{stderr}"
-    assert answer["payload_type"] == 111 and answer["direction"] == "sendonly"
+    assert answer["payload_type"] == 111 and answer["direction"] == "sendrecv"
 
     pcm, rate, _ = read_wav_mono(wav_path)
     assert rate == RATE
@@ -288,8 +305,9 @@ def test_ffmpeg_receives_the_mix_as_opus_rtp(ffmpeg, tmp_path):
         assert levels[freq] > -35, f"ffmpeg's recording lacks {freq} Hz: {levels}\n{stderr}"
 
     ffmpeg_leg = next(leg for leg in stats["legs"] if leg["label"] == "ffmpeg-rx")
-    assert ffmpeg_leg["packets_out"] > 100 and ffmpeg_leg["packets_in"] == 0
-    # a peer that never sends RTP stalls nobody: the talkers still hear each other
+    assert ffmpeg_leg["packets_out"] > 100 and ffmpeg_leg["packets_in"] > 100
+    assert ffmpeg_leg["media_consent"]["state"] == "offered"  # not latched to the sender's port
+    # the talkers still hear each other
     for listener, other in ((talkers[0], talkers[1]), (talkers[1], talkers[0])):
         heard, _ = listener.heard_audio()
         heard_levels = tone_levels_db(heard[int(0.5 * RATE):], RX_TONES_HZ)

@@ -11,7 +11,7 @@ from mixer import _rtp
 from mixer.analysis import tone
 from mixer.codec import FrameEncoder
 from mixer.engine.engine import Engine
-from mixer.rtp.rtcp import RtcpNack, RtcpSenderReport, is_rtcp, parse_compound, serialize_compound
+from mixer.rtp.rtcp import RtcpNack, RtcpReceiverReport, RtcpSenderReport, is_rtcp, parse_compound, serialize_compound
 from mixer.sdp import offer_audio, parse
 from mixer.settings import EngineSettings
 
@@ -38,6 +38,9 @@ class RawClient:
         media = parse(answer).media[0]
         self.engine_port = media.port
         self.payload_type = int(media.formats[0])
+        # a receiver reports from the start (RFC 3550 6): it also tells the engine this address
+        # wants the media (it sends only where media came from, docs/security.md)
+        self.send(serialize_compound([RtcpReceiverReport(ssrc=0x5EB)]))
 
     def send(self, data: bytes) -> None:
         self.sock.sendto(data, ("127.0.0.1", self.engine_port))

@@ -98,3 +98,14 @@ def test_crosstalk_by_a_fourth_voice_must_last_to_displace_a_talker() -> None:
     # and keeps talking: after the hold it is in, in place of one of the others
     _run(selector, 20, {"a": 30, "b": 30, "c": 30, "d": 5})
     assert "d" in selector.selected and len(selector.selected) == 3
+
+
+def test_contended_only_while_more_talk_than_there_are_places() -> None:
+    """Claims decide who is heard (and are worth checking) only when talkers outnumber places."""
+    selector = _selector("abcd", last_n=2)
+    _run(selector, 20, {"a": 20, "b": 25, "c": SILENT_LEVEL, "d": None})
+    assert not selector.contended              # two talk, two places: a quiet hiss is no talker
+    _run(selector, 3, {"a": 20, "b": 25, "c": 30, "d": None})
+    assert selector.contended                  # a third voice waits for a place
+    _run(selector, 100, {"a": 20, "b": None, "c": None, "d": None})
+    assert not selector.contended              # the others went quiet: their scores decayed
