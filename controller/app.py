@@ -82,7 +82,7 @@ class TokenIssued(BaseModel):
 
 
 class CallCreate(BaseModel):
-    mode: Literal["auto", "mcu", "sfu"] = "auto"
+    mode: Literal["auto", "mcu", "sfu", "relay"] = "auto"
     expected_participants: int | None = Field(None, ge=1, le=100000,
                                               description="auto mode: SFU above the threshold")
     invite: list[Annotated[str, Field(pattern=IDENTITY_PATTERN)]] = Field([], max_length=100)

@@ -184,7 +184,9 @@ class CallService:
         call_id = secrets.token_hex(8)
         wanted = mode
         if mode == "auto":
-            wanted = "sfu" if (expected or 0) > self.settings.auto_sfu_threshold else "mcu"
+            # relay: forwards while the call is 1:1 in one codec, mixes when it must (a third
+            # participant, a codec mismatch, a bot, a recording), switching live (issue 17)
+            wanted = "sfu" if (expected or 0) > self.settings.auto_sfu_threshold else "relay"
         for index, engine in enumerate(candidates):
             chosen = wanted
             try:
@@ -193,7 +195,7 @@ class CallService:
                 except EngineError as exc:
                     if mode != "auto" or exc.code != "unsupported_mode":
                         raise
-                    chosen = "mcu"  # this engine has no SFU: auto falls back to mixing
+                    chosen = "mcu"  # this engine has no SFU (or relay): auto falls back to mixing
                     created = await engine.create_conference(chosen, call_id)
                 break
             except EngineError as exc:

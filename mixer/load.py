@@ -58,7 +58,7 @@ def allowed_address(host: str) -> bool:
 class InProcessEngine:
     """The engine on this process's loop (the load generator's work shares the core with it)."""
 
-    def __init__(self, ports: str | None) -> None:
+    def __init__(self, ports: str | None, mode: str = "mcu") -> None:
         from mixer.engine.engine import Engine
         from mixer.settings import EngineSettings
         settings = EngineSettings(**({"media_ports": ports} if ports else {}))
@@ -67,10 +67,11 @@ class InProcessEngine:
         # one log line per leg is right for a service, not for a thousand load legs
         logging.getLogger("voicemix.engine").setLevel(logging.WARNING)
         self.pid = os.getpid()
+        self.mode = mode
         self.where = f"in-process (media {settings.media_ip} ports {settings.media_ports})"
 
     async def create_conference(self) -> str:
-        return self.engine.create_conference("mcu")["id"]
+        return self.engine.create_conference(self.mode)["id"]
 
     async def add_leg(self, conference_id: str, offer: str, label: str) -> tuple[str, str]:
         answer = await self.engine.add_leg(conference_id, offer, label)
@@ -92,9 +93,10 @@ class InProcessEngine:
 class RemoteEngine:
     """An engine reached through its HTTP control API."""
 
-    def __init__(self, url: str, pid: int | None) -> None:
+    def __init__(self, url: str, pid: int | None, mode: str = "mcu") -> None:
         from aiohttp import ClientSession, ClientTimeout
         self.url = url.rstrip("/")
+        self.mode = mode
         secret = os.environ.get("VOICEMIX_CONTROL_SECRET")  # the engine's, if it has one
         self.http = ClientSession(timeout=ClientTimeout(total=30),
                                   headers={"Authorization": f"Bearer {secret}"} if secret else None)
@@ -108,7 +110,7 @@ class RemoteEngine:
             return None if response.status == 204 else await response.json()
 
     async def create_conference(self) -> str:
-        return (await self._call("POST", "/conferences", {"mode": "mcu"}))["id"]
+        return (await self._call("POST", "/conferences", {"mode": self.mode}))["id"]
 
     async def add_leg(self, conference_id: str, offer: str, label: str) -> tuple[str, str]:
         answer = await self._call("POST", f"/conferences/{conference_id}/legs", {"sdp": offer, "label": label})
@@ -210,6 +212,7 @@ class LoadConfig:
     ports: str | None = None         # in-process engine's media port range
     interval_s: float = 1.0
     churn_every_s: float = 0.0       # > 0: every this often a listener leaves and a new one joins
+    mode: str = "mcu"                # the conferences' mode: mcu, sfu or relay
 
     def validate(self) -> None:
         if not 1 <= self.clients <= MAX_CLIENTS:
@@ -384,8 +387,8 @@ class LoadRun:
         _raise_fd_limit(config.clients * 3 + 64)
         self._cycles = _payload_cycles(config.codec, config.talkers)
         self._samples = CODECS[config.codec].samples_per_frame
-        self.engine = (RemoteEngine(config.engine_url, config.engine_pid) if config.engine_url
-                       else InProcessEngine(config.ports))
+        self.engine = (RemoteEngine(config.engine_url, config.engine_pid, config.mode)
+                       if config.engine_url else InProcessEngine(config.ports, config.mode))
         log.info("load started: %d clients on %s against engine %s for %g s", config.clients,
                  config.host, self.engine.where, config.duration_s)
         try:
@@ -479,6 +482,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--per-conference", type=int, default=0,
                         help="clients per conference (default: all in one)")
     parser.add_argument("--codec", default="opus", choices=tuple(CODECS))
+    parser.add_argument("--mode", default="mcu", choices=("mcu", "sfu", "relay"),
+                        help="conference mode (relay: 1:1 calls forwarded, see --per-conference 2)")
     parser.add_argument("--engine", help="control URL of a running engine (default: one in this process)")
     parser.add_argument("--engine-pid", type=int, help="pid of that engine, to report its RSS and fds")
     parser.add_argument("--host", default="127.0.0.1", help="the clients' address (loopback/private)")
@@ -495,7 +500,7 @@ def run(args: argparse.Namespace) -> int:
     config = LoadConfig(clients=args.clients, duration_s=args.duration, talkers=args.talkers,
                         per_conference=args.per_conference, codec=args.codec, engine_url=args.engine,
                         engine_pid=args.engine_pid, host=args.host, ports=args.ports,
-                        interval_s=args.interval, churn_every_s=args.churn)
+                        interval_s=args.interval, churn_every_s=args.churn, mode=args.mode)
 
     async def main() -> int:
         try:

@@ -34,6 +34,7 @@ RANKS = {
     "mixer.voice": 3,        # per-talker voice processing in the MCU decode path (no I/O)
     "mixer.mcu": 4,          # conference modes
     "mixer.sfu": 4,
+    "mixer.relay": 4.5,      # relays a 1:1 call, mixes (through mixer.mcu) when it must
     "mixer.engine": 5,       # the process: registry of conferences, clock, control API
     "mixer.turn": 5,         # STUN/TURN service beside the engine
 }

@@ -38,6 +38,7 @@ from mixer.media.services import ConferenceMedia
 from mixer.rtp.dtmf import Digit, DtmfError
 from mixer.sdp.offer_answer import DEFAULT_CODECS
 from mixer.sdp.webrtc import is_webrtc_offer
+from mixer.relay.conference import RelayConference
 from mixer.sfu.conference import SfuConference
 from mixer.sdp import (
     AudioAnswer, SdpError, accept_answer, answer_audio, generate_crypto, offer_audio, parse,
@@ -77,7 +78,8 @@ class Engine:
     `conference_types` maps a mode name to its conference class; benchmarks register baselines here.
     """
 
-    conference_types: dict[str, type] = {"mcu": McuConference, "sfu": SfuConference}
+    conference_types: dict[str, type] = {"mcu": McuConference, "sfu": SfuConference,
+                                         "relay": RelayConference}
 
     def __init__(self, settings: EngineSettings | None = None) -> None:
         self.settings = settings or EngineSettings()

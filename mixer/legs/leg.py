@@ -521,6 +521,24 @@ class MediaLeg:
             del self._pack[:size]
             self._pack_ts = (self._pack_ts + size) & 0xFFFFFFFF
 
+    def stream_position(self) -> tuple[int, int, float] | None:
+        """Where our own stream stands: (next sequence number, timestamp of the last packet sent,
+        its tick time), or None before the first packet. A relay hands the stream to its
+        forwarding path from here, so the receiver sees one continuous stream (`continue_stream`
+        hands it back)."""
+        if self._last_sent_ms is None:
+            return None
+        return self._seq, self._ts, self._last_sent_ms
+
+    def continue_stream(self, next_seq: int, timestamp: int, at_ms: float) -> None:
+        """Another sender numbered our own stream (same SSRC) up to here: `send_payload` goes on
+        with `next_seq`, and with timestamps counted from `timestamp` at engine time `at_ms`, so
+        the stream stays continuous across a relay's switch from forwarding to mixing."""
+        self._seq = next_seq & 0xFFFF
+        self._ts_base = self._ts = timestamp & 0xFFFFFFFF
+        self._ts_origin_ms = at_ms
+        self._last_sent_ms = None
+
     def send_nack(self, media_ssrc: int, lost: list[int]) -> None:
         """Ask the far end to resend `lost` packets of its stream (RFC 4585 generic NACK)."""
         self.nacks_out += 1
