@@ -94,8 +94,9 @@ class Phone:
 class PhoneBridge:
     def __init__(self, settings: EngineSettings) -> None:
         self.settings = settings
-        self.opus = OpusSettings(settings.opus_bitrate, settings.opus_complexity, settings.opus_fec,
-                                 settings.opus_packet_loss_percent, settings.opus_dtx)
+        # a phone's Opus stream goes to every subscriber: FEC only with a fixed loss hint set, as
+        # for the engine's other shared streams (the MCU's mixes follow their receivers' reports)
+        self.opus = OpusSettings.for_engine(settings)
         self.phones: dict[str, Phone] = {}
         self.sources: dict[str, Playout] = {}     # forwarded Opus speakers, decoded for phones
         self._shared: dict[str, FrameEncoder] = {}
